@@ -1,0 +1,343 @@
+"""Elementwise ops with broadcasting. The engine sums broadcast gradients back to each input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd import Context, Function
+from ..tensor import Tensor
+
+
+def _check_broadcast(op: str, a: Any, b: Any) -> None:
+    sa, sb = a.shape, b.shape
+    for x, y in zip(reversed(sa), reversed(sb)):
+        if x != y and x != 1 and y != 1:
+            raise ValueError(f"{op}: shapes {tuple(sa)} and {tuple(sb)} are not broadcastable")
+
+
+def _require_float(op: str, *arrays: Any) -> None:
+    for a in arrays:
+        if a.dtype.kind != "f":
+            raise TypeError(f"{op}: needs a floating-point tensor, got dtype {a.dtype}")
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, b: Any) -> Any:
+        _check_broadcast("add", a, b)
+        return a + b
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, Any]:
+        return g, g
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, b: Any) -> Any:
+        _check_broadcast("sub", a, b)
+        return a - b
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, Any]:
+        return g, -g
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, b: Any) -> Any:
+        _check_broadcast("mul", a, b)
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, Any]:
+        a, b = ctx.saved_tensors
+        return g * b, g * a
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, b: Any) -> Any:
+        _check_broadcast("div", a, b)
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, Any]:
+        a, b = ctx.saved_tensors
+        gb = -g * a / (b * b) if ctx.needs_input_grad[1] else None
+        return g / b, gb
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        return -a
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        return -g
+
+
+class Pow(Function):
+    """a ** b for a tensor or scalar exponent b."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any, b: Any) -> Any:
+        _require_float("pow", a)
+        if hasattr(b, "shape"):
+            _check_broadcast("pow", a, b)
+        out = a**b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, Any]:
+        a, b, out = ctx.saved_tensors
+        xp = ctx.xp
+        ga = g * b * a ** (b - 1)
+        gb = None
+        if len(ctx.needs_input_grad) > 1 and ctx.needs_input_grad[1]:
+            gb = g * out * xp.log(xp.where(a > 0, a, 1))
+        return ga, gb
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        _require_float("exp", a)
+        out = ctx.xp.exp(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        (out,) = ctx.saved_tensors
+        return g * out
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        _require_float("log", a)
+        ctx.save_for_backward(a)
+        return ctx.xp.log(a)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        (a,) = ctx.saved_tensors
+        return g / a
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        _require_float("sqrt", a)
+        out = ctx.xp.sqrt(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        (out,) = ctx.saved_tensors
+        return g / (2 * out)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        ctx.save_for_backward(a)
+        return ctx.xp.abs(a)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        (a,) = ctx.saved_tensors
+        return g * ctx.xp.sign(a)
+
+
+class Maximum(Function):
+    """Elementwise max; on ties the gradient is split evenly, like PyTorch."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any, b: Any) -> Any:
+        _check_broadcast("maximum", a, b)
+        ctx.save_for_backward(a, b)
+        return ctx.xp.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, Any]:
+        a, b = ctx.saved_tensors
+        share = (a > b) + 0.5 * (a == b)
+        return g * share.astype(g.dtype), g * (1 - share).astype(g.dtype)
+
+
+class ReLU(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        out = ctx.xp.maximum(a, 0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        (out,) = ctx.saved_tensors
+        return g * (out > 0)
+
+
+class Clip(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, low: float | None = None, high: float | None = None) -> Any:
+        if low is None and high is None:
+            raise ValueError("clip: give at least one of min and max")
+        ctx.save_for_backward(a)
+        ctx.low, ctx.high = low, high
+        return ctx.xp.clip(a, low, high)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        (a,) = ctx.saved_tensors
+        inside = ctx.xp.ones(a.shape, dtype=bool)
+        if ctx.low is not None:
+            inside &= a >= ctx.low
+        if ctx.high is not None:
+            inside &= a <= ctx.high
+        return g * inside
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx: Context, cond: Any, a: Any, b: Any) -> Any:
+        if cond.dtype != bool:
+            raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype}")
+        ctx.save_for_backward(cond)
+        return ctx.xp.where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[None, Any, Any]:
+        (cond,) = ctx.saved_tensors
+        zero = ctx.xp.zeros((), dtype=g.dtype)
+        return None, ctx.xp.where(cond, g, zero), ctx.xp.where(cond, zero, g)
+
+
+class Cast(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, dtype: Any = None) -> Any:
+        ctx.src = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        return g.astype(ctx.src)
+
+
+class ToDevice(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, backend: Any = None) -> Any:
+        ctx.src, ctx.out_backend = ctx.backend, backend
+        return backend.asarray(ctx.backend.to_numpy(a) if backend.name == "cpu" else a)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        src = ctx.src
+        return src.asarray(g if src.name != "cpu" else _to_numpy(g))
+
+
+def _to_numpy(a: Any) -> Any:
+    return a.get() if hasattr(a, "get") else a
+
+
+def add(a: Tensor, b: Tensor) -> Tensor:
+    return Add.apply(a, b)
+
+
+def sub(a: Tensor, b: Tensor) -> Tensor:
+    return Sub.apply(a, b)
+
+
+def mul(a: Tensor, b: Tensor) -> Tensor:
+    return Mul.apply(a, b)
+
+
+def div(a: Tensor, b: Tensor) -> Tensor:
+    return Div.apply(a, b)
+
+
+def neg(a: Tensor) -> Tensor:
+    return Neg.apply(a)
+
+
+def pow(a: Tensor, b: Tensor | float) -> Tensor:
+    return Pow.apply(a, b)
+
+
+def exp(a: Tensor) -> Tensor:
+    return Exp.apply(a)
+
+
+def log(a: Tensor) -> Tensor:
+    return Log.apply(a)
+
+
+def sqrt(a: Tensor) -> Tensor:
+    return Sqrt.apply(a)
+
+
+def abs(a: Tensor) -> Tensor:
+    return Abs.apply(a)
+
+
+def maximum(a: Tensor, b: Tensor) -> Tensor:
+    return Maximum.apply(a, b)
+
+
+def relu(a: Tensor) -> Tensor:
+    return ReLU.apply(a)
+
+
+def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    return Clip.apply(a, low=min, high=max)
+
+
+clamp = clip
+
+
+def where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return Where.apply(cond, a, a._lift(b) if not isinstance(b, Tensor) else b)
+
+
+def cast(a: Tensor, dtype: Any) -> Tensor:
+    return Cast.apply(a, dtype=dtype)
+
+
+def to_device(a: Tensor, backend: Any) -> Tensor:
+    return ToDevice.apply(a, backend=backend)
+
+
+def _compare(op: str, a: Tensor, b: Tensor) -> Tensor:
+    _check_broadcast(op, a.data, b.data)
+    return Tensor._wrap(getattr(a.data, f"__{op}__")(b.data), a.backend)
+
+
+def eq(a: Tensor, b: Tensor) -> Tensor:
+    return _compare("eq", a, b)
+
+
+def ne(a: Tensor, b: Tensor) -> Tensor:
+    return _compare("ne", a, b)
+
+
+def lt(a: Tensor, b: Tensor) -> Tensor:
+    return _compare("lt", a, b)
+
+
+def le(a: Tensor, b: Tensor) -> Tensor:
+    return _compare("le", a, b)
+
+
+def gt(a: Tensor, b: Tensor) -> Tensor:
+    return _compare("gt", a, b)
+
+
+def ge(a: Tensor, b: Tensor) -> Tensor:
+    return _compare("ge", a, b)

@@ -1,0 +1,190 @@
+"""Ops that move values without changing them: reshape, permute, expand, index, cat, pad."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..autograd import Context, Function
+from ..tensor import Tensor
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, shape: tuple[int, ...] = ()) -> Any:
+        ctx.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape {tuple(a.shape)} into {shape}") from None
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        return g.reshape(ctx.shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, dims: tuple[int, ...] = ()) -> Any:
+        if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+            raise ValueError(f"permute: dims {dims} are not a permutation of {a.ndim} axes")
+        ctx.dims = dims
+        return a.transpose(dims)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        return g.transpose(ctx.xp.argsort(ctx.xp.asarray(ctx.dims) % g.ndim).tolist())
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, shape: tuple[int, ...] = ()) -> Any:
+        lead = len(shape) - a.ndim
+        if lead < 0:
+            raise ValueError(f"expand: cannot expand {tuple(a.shape)} to fewer dims {shape}")
+        full = tuple(a.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+        for i, n in enumerate(a.shape):
+            if n != 1 and n != full[lead + i]:
+                raise ValueError(f"expand: cannot expand {tuple(a.shape)} to {shape}")
+        return ctx.xp.broadcast_to(a, full)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        return g  # the engine sums it back to the input's shape
+
+
+def _is_basic(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, int | slice) or i is None or i is Ellipsis for i in items)
+
+
+class Index(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, index: Any = None) -> Any:
+        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        return a[index]
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        xp = ctx.xp
+        out = xp.zeros(ctx.shape, dtype=g.dtype)
+        if _is_basic(ctx.index):
+            out[ctx.index] = g
+        else:  # advanced indexing may pick an element twice: accumulate
+            xp.add.at(out, ctx.index, g)
+        return out
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx: Context, *arrays: Any, axis: int = 0) -> Any:
+        ref = arrays[0]
+        for a in arrays[1:]:
+            if a.ndim != ref.ndim or any(
+                x != y for i, (x, y) in enumerate(zip(a.shape, ref.shape)) if i != axis % ref.ndim
+            ):
+                raise ValueError(
+                    f"cat: shapes {tuple(ref.shape)} and {tuple(a.shape)} differ outside dim {axis}"
+                )
+        ctx.sizes, ctx.axis = [a.shape[axis] for a in arrays], axis
+        return ctx.xp.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, ...]:
+        bounds, start = [], 0
+        for n in ctx.sizes[:-1]:
+            start += n
+            bounds.append(start)
+        return tuple(ctx.xp.split(g, bounds, axis=ctx.axis))
+
+
+class Pad(Function):
+    @staticmethod
+    def forward(ctx: Context, a: Any, widths: tuple = (), value: float = 0.0) -> Any:
+        ctx.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, a.shape))
+        return ctx.xp.pad(a, widths, mode="constant", constant_values=value)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        return g[ctx.slices]
+
+
+def reshape(a: Tensor, shape: Sequence[int]) -> Tensor:
+    shape = tuple(shape)
+    if shape.count(-1) > 1:
+        raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
+    return Reshape.apply(a, shape=shape)
+
+
+def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if a.ndim == 0:
+        return reshape(a, (1,))
+    s, e = start_dim % a.ndim, end_dim % a.ndim
+    return reshape(a, a.shape[:s] + (-1,) + a.shape[e + 1 :])
+
+
+def permute(a: Tensor, dims: Sequence[int]) -> Tensor:
+    return Permute.apply(a, dims=tuple(dims))
+
+
+def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
+    dims = list(range(a.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute(a, dims)
+
+
+def expand(a: Tensor, shape: Sequence[int]) -> Tensor:
+    return Expand.apply(a, shape=tuple(shape))
+
+
+def unsqueeze(a: Tensor, dim: int) -> Tensor:
+    dim = dim % (a.ndim + 1)
+    return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
+
+
+def squeeze(a: Tensor, dim: int | None = None) -> Tensor:
+    if dim is None:
+        return reshape(a, tuple(n for n in a.shape if n != 1))
+    dim = dim % max(a.ndim, 1)
+    return reshape(a, a.shape[:dim] + a.shape[dim + 1 :]) if a.shape[dim] == 1 else a
+
+
+def index(a: Tensor, index: Any) -> Tensor:
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return Index.apply(a, index=index)
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    if not tensors:
+        raise ValueError("cat: expected a non-empty sequence of tensors")
+    return Cat.apply(*tensors, axis=dim)
+
+
+concatenate = cat
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    if not tensors:
+        raise ValueError("stack: expected a non-empty sequence of tensors")
+    shape = tensors[0].shape
+    for t in tensors[1:]:
+        if t.shape != shape:
+            raise ValueError(f"stack: all tensors need the same shape, got {shape} and {t.shape}")
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
+
+
+def pad(a: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
+    """Pad like `torch.nn.functional.pad`: (left, right, top, bottom, ...) from the last dim."""
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > a.ndim:
+        raise ValueError(f"pad: needs pairs for at most {a.ndim} dims, got {tuple(pad)}")
+    if any(p < 0 for p in pad):
+        raise ValueError(f"pad: widths must be non-negative, got {tuple(pad)}")
+    widths = [(0, 0)] * a.ndim
+    for i in range(len(pad) // 2):
+        widths[a.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    return Pad.apply(a, widths=tuple(widths), value=value)

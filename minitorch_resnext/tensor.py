@@ -1,0 +1,452 @@
+"""`Tensor`: an array on a device, plus what autograd needs (requires_grad, grad, grad_fn)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .autograd import Node, run_backward
+from .backend import Backend, backend_of_array, get_backend
+
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int64 = np.dtype("int64")
+bool_ = np.dtype("bool")
+
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator behind `randn`, `rand`, `randint` and the layers' initialisation."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def default_generator() -> np.random.Generator:
+    return _rng
+
+
+def get_rng_state() -> dict:
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    _rng.bit_generator.state = state
+
+
+class Tensor:
+    """An n-dimensional array with reverse-mode autograd."""
+
+    __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
+
+    def __init__(
+        self,
+        data: Any,
+        requires_grad: bool = False,
+        dtype: Any = None,
+        device: str | Backend = "cpu",
+    ) -> None:
+        backend = get_backend(device)
+        if isinstance(data, Tensor):
+            data = data.data
+        if dtype is None and not hasattr(data, "dtype"):
+            probe = np.asarray(data)
+            if probe.dtype == np.float64:
+                dtype = float32  # Python floats become float32, like PyTorch
+            elif probe.dtype.kind in "iu":
+                dtype = int64
+            elif probe.dtype.kind not in "fb":
+                raise TypeError(f"tensor: cannot make a tensor from data of dtype {probe.dtype}")
+        self.data = backend.asarray(data, dtype=dtype)
+        self.backend = backend
+        self.grad: Tensor | None = None
+        self.grad_fn: Node | None = None
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _wrap(cls, data: Any, backend: Backend | None = None, grad_fn: Node | None = None) -> Tensor:
+        """A tensor around an existing array, no copy."""
+        t = cls.__new__(cls)
+        if isinstance(data, np.generic):
+            data = np.asarray(data)
+        t.data = data
+        t.backend = backend if backend is not None else backend_of_array(data)
+        t.grad = None
+        t.grad_fn = grad_fn
+        t._requires_grad = grad_fn is not None
+        return t
+
+    # ----- properties -------------------------------------------------------------------
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"requires_grad: only floating-point tensors can require gradients, "
+                f"got dtype {self.data.dtype}"
+            )
+        if not value and self.grad_fn is not None:
+            raise RuntimeError("requires_grad: cannot turn off gradients of a non-leaf tensor")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, value: bool = True) -> Tensor:
+        self.requires_grad = value
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return self.backend.name
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def xp(self) -> Any:
+        return self.backend.xp
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
+        extra = "" if self.device == "cpu" else f", device='{self.device}'"
+        if self.dtype != float32:
+            extra += f", dtype={self.dtype}"
+        if self.grad_fn is not None:
+            extra += f", grad_fn={self.grad_fn!r}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    # ----- conversion -------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (copied from the GPU when needed)."""
+        return self.backend.to_numpy(self.data)
+
+    def item(self) -> float | int | bool:
+        if self.numel() != 1:
+            raise ValueError(f"item: only one-element tensors can be converted, shape is {self.shape}")
+        return self.backend.to_numpy(self.data).reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor._wrap(self.data, self.backend)
+
+    def to(self, target: Any) -> Tensor:
+        """Move to a device ('cpu', 'cuda') or cast to a dtype; differentiable."""
+        if isinstance(target, str | Backend) and not _is_dtype_name(target):
+            backend = get_backend(target)
+            return self if backend is self.backend else _F.to_device(self, backend)
+        dtype = np.dtype(target)
+        return self if dtype == self.dtype else _F.cast(self, dtype)
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    def float(self) -> Tensor:
+        return self.to(float32)
+
+    def double(self) -> Tensor:
+        return self.to(float64)
+
+    def long(self) -> Tensor:
+        return self.to(int64)
+
+    def contiguous(self) -> Tensor:
+        return self
+
+    # ----- autograd ---------------------------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad`."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward: this tensor does not require grad and has no grad_fn; "
+                "create the inputs with requires_grad=True"
+            )
+        if grad is None:
+            if self.numel() != 1:
+                raise RuntimeError(
+                    f"backward: grad can be implicitly created only for scalar outputs; "
+                    f"this tensor has shape {self.shape}, pass grad= of that shape"
+                )
+            g = self.xp.ones(self.shape, dtype=self.dtype)
+        else:
+            g = grad.data if isinstance(grad, Tensor) else self.backend.asarray(grad, self.dtype)
+            if tuple(g.shape) != self.shape:
+                raise ValueError(
+                    f"backward: grad has shape {tuple(g.shape)} but the tensor has {self.shape}"
+                )
+        run_backward(self, g, retain_graph=retain_graph)
+
+    # ----- operators (differentiable ops live in minitorch_resnext.functional) -----------
+    def _lift(self, other: Any) -> Tensor:
+        if isinstance(other, Tensor):
+            return other
+        dtype = None
+        if np.isscalar(other) and not isinstance(other, np.generic):
+            if isinstance(other, bool):
+                dtype = bool_
+            elif self.dtype.kind == "f" or isinstance(other, int):
+                dtype = self.dtype if self.dtype.kind in "fiu" else None
+            else:
+                dtype = float32
+        return Tensor(other, dtype=dtype, device=self.backend)
+
+    def __add__(self, o: Any) -> Tensor:
+        return _F.add(self, self._lift(o))
+
+    def __radd__(self, o: Any) -> Tensor:
+        return _F.add(self._lift(o), self)
+
+    def __sub__(self, o: Any) -> Tensor:
+        return _F.sub(self, self._lift(o))
+
+    def __rsub__(self, o: Any) -> Tensor:
+        return _F.sub(self._lift(o), self)
+
+    def __mul__(self, o: Any) -> Tensor:
+        return _F.mul(self, self._lift(o))
+
+    def __rmul__(self, o: Any) -> Tensor:
+        return _F.mul(self._lift(o), self)
+
+    def __truediv__(self, o: Any) -> Tensor:
+        return _F.div(self, self._lift(o))
+
+    def __rtruediv__(self, o: Any) -> Tensor:
+        return _F.div(self._lift(o), self)
+
+    def __pow__(self, o: Any) -> Tensor:
+        return _F.pow(self, o if isinstance(o, Tensor) else o)
+
+    def __rpow__(self, o: Any) -> Tensor:
+        return _F.pow(self._lift(o), self)
+
+    def __neg__(self) -> Tensor:
+        return _F.neg(self)
+
+    def __matmul__(self, o: Any) -> Tensor:
+        return _F.matmul(self, self._lift(o))
+
+    def __rmatmul__(self, o: Any) -> Tensor:
+        return _F.matmul(self._lift(o), self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return _F.index(self, index)
+
+    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return _F.eq(self, self._lift(o))
+
+    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return _F.ne(self, self._lift(o))
+
+    def __lt__(self, o: Any) -> Tensor:
+        return _F.lt(self, self._lift(o))
+
+    def __le__(self, o: Any) -> Tensor:
+        return _F.le(self, self._lift(o))
+
+    def __gt__(self, o: Any) -> Tensor:
+        return _F.gt(self, self._lift(o))
+
+    def __ge__(self, o: Any) -> Tensor:
+        return _F.ge(self, self._lift(o))
+
+    __hash__ = object.__hash__
+
+    # ----- methods ----------------------------------------------------------------------
+    def exp(self) -> Tensor:
+        return _F.exp(self)
+
+    def log(self) -> Tensor:
+        return _F.log(self)
+
+    def sqrt(self) -> Tensor:
+        return _F.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return _F.abs(self)
+
+    def relu(self) -> Tensor:
+        return _F.relu(self)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
+        return _F.clip(self, min, max)
+
+    clamp = clip
+
+    def maximum(self, other: Any) -> Tensor:
+        return _F.maximum(self, self._lift(other))
+
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _F.sum(self, dim, keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _F.mean(self, dim, keepdim)
+
+    def var(self, dim: Any = None, keepdim: bool = False, unbiased: bool = True) -> Tensor:
+        return _F.var(self, dim, keepdim, unbiased)
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return _F.max(self, dim, keepdim)
+
+    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _F.amax(self, dim, keepdim)
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return _F.argmax(self, dim, keepdim)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return _F.reshape(self, _as_shape(shape))
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return _F.flatten(self, start_dim, end_dim)
+
+    def permute(self, *dims: Any) -> Tensor:
+        return _F.permute(self, _as_shape(dims))
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return _F.transpose(self, dim0, dim1)
+
+    @property
+    def T(self) -> Tensor:
+        return _F.permute(self, tuple(reversed(range(self.ndim))))
+
+    def expand(self, *sizes: Any) -> Tensor:
+        return _F.expand(self, _as_shape(sizes))
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        return _F.unsqueeze(self, dim)
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        return _F.squeeze(self, dim)
+
+    def log_softmax(self, dim: int = -1) -> Tensor:
+        return _F.log_softmax(self, dim)
+
+    def softmax(self, dim: int = -1) -> Tensor:
+        return _F.softmax(self, dim)
+
+
+def _as_shape(args: Sequence[Any]) -> tuple[int, ...]:
+    if len(args) == 1 and isinstance(args[0], Sequence | np.ndarray):
+        return tuple(int(a) for a in args[0])
+    return tuple(int(a) for a in args)
+
+
+def _is_dtype_name(target: Any) -> bool:
+    if not isinstance(target, str):
+        return False
+    try:
+        np.dtype(target)
+    except TypeError:
+        return False
+    return target not in ("cpu", "cuda") and not target.startswith("cuda:")
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str = "cpu") -> Tensor:
+    """A new leaf tensor holding a copy of `data` (floats default to float32)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    t = Tensor(data, requires_grad=False, dtype=dtype, device=device)
+    if t.data is data:  # asarray did not copy
+        t.data = t.data.copy()
+    t.requires_grad = requires_grad
+    return t
+
+
+def _factory(values: Any, dtype: Any, device: str, requires_grad: bool) -> Tensor:
+    arr = np.asarray(values, dtype=float32 if dtype is None else dtype)
+    return Tensor(arr, requires_grad=requires_grad, device=device)
+
+
+def zeros(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    return _factory(np.zeros(_as_shape(shape)), dtype, device, requires_grad)
+
+
+def ones(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    return _factory(np.ones(_as_shape(shape)), dtype, device, requires_grad)
+
+
+def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: str = "cpu") -> Tensor:
+    return _factory(np.full(tuple(shape), fill_value), dtype, device, False)
+
+
+def randn(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    """Standard normal samples from the seeded generator (drawn on the CPU for every device,
+    so the same seed gives the same values on CPU and GPU)."""
+    return _factory(_rng.standard_normal(_as_shape(shape)), dtype, device, requires_grad)
+
+
+def rand(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    return _factory(_rng.random(_as_shape(shape)), dtype, device, requires_grad)
+
+
+def randint(low: int, high: int, size: Sequence[int], device: str = "cpu") -> Tensor:
+    return Tensor(_rng.integers(low, high, size=tuple(size)), dtype=int64, device=device)
+
+
+def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,
+           device: str = "cpu") -> Tensor:
+    values = np.arange(start, stop, step) if stop is not None else np.arange(start)
+    if dtype is None:
+        dtype = int64 if values.dtype.kind in "iu" else float32
+    return Tensor(values, dtype=dtype, device=device)
+
+
+def zeros_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return Tensor._wrap(t.xp.zeros(t.shape, dtype=dtype or t.dtype), t.backend)
+
+
+def ones_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return Tensor._wrap(t.xp.ones(t.shape, dtype=dtype or t.dtype), t.backend)
+
+
+from . import functional as _F  # noqa: E402  (functional needs Tensor defined first)
