@@ -1,0 +1,1 @@
+"""Benchmarks: one module per subject (`conv`, `train`), each with `configure` and `run`."""

@@ -1,0 +1,1 @@
+"""Subcommands of `minitorch-resnext`, discovered by `minitorch_resnext.cli`."""

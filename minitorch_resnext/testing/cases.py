@@ -1,0 +1,252 @@
+"""The op catalogue checked by the tests and by `minitorch-resnext gradcheck`.
+
+Each `OpCase` draws inputs with hypothesis (away from kinks, so central differences are
+meaningful), applies the engine's op, and names a NumPy forward reference. A new op adds
+one `register(OpCase(...))` next to its kin here (or in its own test module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from .. import functional as F
+from ..tensor import Tensor
+from .strategies import arrays, broadcastable_shapes, shapes
+
+Draw = Callable[[st.DrawFn], tuple[list[np.ndarray], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One differentiable op: how to draw inputs, call it, and compute it in NumPy."""
+
+    name: str
+    draw: Draw
+    fn: Callable[..., Tensor]
+    reference: Callable[..., np.ndarray] | None = None
+    # indices of inputs that are data (no gradient), e.g. labels
+    constant: tuple[int, ...] = field(default=())
+
+    def strategy(self) -> st.SearchStrategy:
+        return st.composite(lambda draw: self.draw(draw))()
+
+
+CASES: dict[str, OpCase] = {}
+
+
+def register(case: OpCase) -> OpCase:
+    CASES[case.name] = case
+    return case
+
+
+def away_from(x: np.ndarray, points: tuple[float, ...] = (0.0,), gap: float = 0.05) -> np.ndarray:
+    """Move values within `gap` of a kink to a safe distance (keeps strides)."""
+    out = x.copy() if x.ndim == 0 else x
+    for p in points:
+        close = np.abs(out - p) < gap
+        out[close] = p + np.where(out[close] >= p, 2 * gap, -2 * gap)
+    return out
+
+
+def _unary(draw: st.DrawFn, low: float = -2.0, high: float = 2.0, kinks: tuple = ()) -> Any:
+    shape = draw(shapes(max_dims=3, max_side=4))
+    x = draw(arrays(shape, low=low, high=high))
+    if kinks:
+        x = away_from(x, kinks)
+    return [x], {}
+
+
+def _binary(draw: st.DrawFn, positive_b: bool = False) -> Any:
+    sa, sb = draw(broadcastable_shapes(max_dims=3, max_side=4))
+    a = draw(arrays(sa))
+    b = draw(arrays(sb, low=0.5, high=2.0) if positive_b else arrays(sb))
+    return [a, b], {}
+
+
+def _reduce(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=4))
+    x = draw(arrays(shape))
+    dims = draw(st.sets(st.integers(0, len(shape) - 1), min_size=1))
+    dim = draw(st.sampled_from([None, tuple(sorted(dims)), min(dims) - len(shape)]))
+    return [x], {"dim": dim, "keepdim": draw(st.booleans())}
+
+
+def _np_axes(dim: Any) -> Any:
+    return tuple(dim) if isinstance(dim, list) else dim
+
+
+def _distinct(draw: st.DrawFn) -> Any:
+    """Values with no ties (max needs a unique winner for finite differences)."""
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=4))
+    n = int(np.prod(shape))
+    perm = np.random.default_rng(draw(st.integers(0, 2**31))).permutation(n)
+    x = (perm.astype(np.float64) * 0.1 - n * 0.05).reshape(shape)
+    dim = draw(st.sampled_from([None] + list(range(len(shape)))))
+    return [x], {"dim": dim, "keepdim": draw(st.booleans())}
+
+
+def _matmul(draw: st.DrawFn) -> Any:
+    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    batch = draw(st.sampled_from([(), (2,), (1, 3)]))
+    a_shape = draw(st.sampled_from([(k,), batch + (m, k)]))
+    b_shape = draw(st.sampled_from([(k,), (k, n), batch[-1:] + (k, n)]))
+    return [draw(arrays(a_shape)), draw(arrays(b_shape))], {}
+
+
+def _reshape(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=4))
+    x = draw(arrays(shape))
+    return [x], {"shape": (-1,) + tuple(reversed(shape))[1:]}
+
+
+def _permute(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=4, max_side=3))
+    dims = draw(st.permutations(range(len(shape))))
+    return [draw(arrays(shape))], {"dims": tuple(dims)}
+
+
+def _expand(draw: st.DrawFn) -> Any:
+    small, other = draw(broadcastable_shapes(max_dims=3))
+    return [draw(arrays(small))], {"shape": np.broadcast_shapes(small, other)}
+
+
+def _index(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=2, max_dims=3, min_side=2, max_side=5))
+    x = draw(arrays(shape))
+    kind = draw(st.sampled_from(["slice", "int", "fancy"]))
+    if kind == "slice":
+        index = (slice(1, None), slice(None, None, 2))
+    elif kind == "int":
+        index = (draw(st.integers(-shape[0], shape[0] - 1)),)
+    else:  # repeated picks must accumulate
+        index = (np.array([0, 1, 0, shape[0] - 1]),)
+    return [x], {"index": index}
+
+
+def _cat(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=3))
+    dim = draw(st.integers(0, len(shape) - 1))
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        s = list(shape)
+        s[dim] = draw(st.integers(1, 3))
+        parts.append(draw(arrays(tuple(s))))
+    return parts, {"dim": dim}
+
+
+def _stack(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=0, max_dims=3, max_side=3))
+    parts = [draw(arrays(shape)) for _ in range(draw(st.integers(1, 3)))]
+    return parts, {"dim": draw(st.integers(0, len(shape)))}
+
+
+def _pad(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=4, max_side=3))
+    pairs = draw(st.integers(1, len(shape)))
+    return [draw(arrays(shape))], {"pad": tuple(draw(st.integers(0, 2)) for _ in range(2 * pairs))}
+
+
+def _where(draw: st.DrawFn) -> Any:
+    (a, b) = draw(broadcastable_shapes(max_dims=3))
+    cond_shape = draw(st.sampled_from([a, b]))
+    seed = draw(st.integers(0, 2**31))
+    cond = np.random.default_rng(seed).random(cond_shape) > 0.5
+    return [cond, draw(arrays(a)), draw(arrays(b))], {}
+
+
+def _softmax(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=5))
+    return [draw(arrays(shape, low=-5, high=5))], {"dim": draw(st.integers(-len(shape), len(shape) - 1))}
+
+
+def _np_pad(x: np.ndarray, pad: tuple[int, ...]) -> np.ndarray:
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return np.pad(x, widths)
+
+
+def _np_log_softmax(x: np.ndarray, dim: int) -> np.ndarray:
+    s = x - x.max(axis=dim, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=dim, keepdims=True))
+
+
+def _np_var(x: np.ndarray, dim: Any, keepdim: bool) -> np.ndarray:
+    n = x.size if dim is None else int(np.prod([x.shape[d] for d in np.atleast_1d(dim)]))
+    return np.var(x, axis=_np_axes(dim), keepdims=keepdim, ddof=1 if n > 1 else 0)
+
+
+for _case in [
+    OpCase("add", _binary, F.add, np.add),
+    OpCase("sub", _binary, F.sub, np.subtract),
+    OpCase("mul", _binary, F.mul, np.multiply),
+    OpCase("div", lambda d: _binary(d, positive_b=True), F.div, np.divide),
+    OpCase("neg", _unary, F.neg, np.negative),
+    OpCase("pow", lambda d: _binary(d, positive_b=True), lambda a, b: F.pow(b, a),
+           lambda a, b: np.power(b, a)),
+    OpCase("pow_scalar", lambda d: _unary(d, 0.3, 2.0), lambda a: F.pow(a, 2.5),
+           lambda a: a**2.5),
+    OpCase("exp", _unary, F.exp, np.exp),
+    OpCase("log", lambda d: _unary(d, 0.2, 3.0), F.log, np.log),
+    OpCase("sqrt", lambda d: _unary(d, 0.2, 3.0), F.sqrt, np.sqrt),
+    OpCase("abs", lambda d: _unary(d, kinks=(0.0,)), F.abs, np.abs),
+    OpCase("relu", lambda d: _unary(d, kinks=(0.0,)), F.relu, lambda a: np.maximum(a, 0)),
+    OpCase("maximum", _binary, F.maximum, np.maximum),
+    OpCase("clip", lambda d: _unary(d, kinks=(-0.5, 0.7)), lambda a: F.clip(a, -0.5, 0.7),
+           lambda a: np.clip(a, -0.5, 0.7)),
+    OpCase("where", _where, F.where, np.where, constant=(0,)),
+    OpCase("sum", _reduce, F.sum,
+           lambda a, dim, keepdim: np.sum(a, axis=_np_axes(dim), keepdims=keepdim)),
+    OpCase("mean", _reduce, F.mean,
+           lambda a, dim, keepdim: np.mean(a, axis=_np_axes(dim), keepdims=keepdim)),
+    OpCase("var", _reduce, F.var, _np_var),
+    OpCase("amax", _distinct, F.amax,
+           lambda a, dim, keepdim: np.max(a, axis=dim, keepdims=keepdim)),
+    OpCase("matmul", _matmul, F.matmul, np.matmul),
+    OpCase("reshape", _reshape, F.reshape, lambda a, shape: a.reshape(shape)),
+    OpCase("permute", _permute, F.permute, lambda a, dims: a.transpose(dims)),
+    OpCase("expand", _expand, F.expand, lambda a, shape: np.broadcast_to(a, shape)),
+    OpCase("index", _index, F.index, lambda a, index: a[index]),
+    OpCase("cat", _cat, lambda *xs, dim: F.cat(xs, dim),
+           lambda *xs, dim: np.concatenate(xs, axis=dim)),
+    OpCase("stack", _stack, lambda *xs, dim: F.stack(xs, dim),
+           lambda *xs, dim: np.stack(xs, axis=dim)),
+    OpCase("pad", _pad, F.pad, _np_pad),
+    OpCase("log_softmax", _softmax, F.log_softmax, _np_log_softmax),
+]:
+    register(_case)
+
+
+@dataclass
+class CaseResult:
+    forward_error: float  # relative to the NumPy reference (nan where there is none)
+    gradcheck: Any  # a GradcheckReport, or None where nothing needs a gradient
+
+
+def check(case: OpCase, inputs: list[np.ndarray], kwargs: dict[str, Any],
+          device: str = "cpu") -> CaseResult:
+    """Run `case` on float64 `inputs`: forward against NumPy, backward against gradcheck."""
+    from .gradcheck import gradcheck
+
+    tensors = [
+        Tensor(x, requires_grad=i not in case.constant and x.dtype.kind == "f", device=device)
+        for i, x in enumerate(inputs)
+    ]
+    out = case.fn(*tensors, **kwargs)
+    error = float("nan")
+    if case.reference is not None:
+        expected = np.asarray(case.reference(*inputs, **kwargs))
+        got = out.numpy()
+        if got.shape != expected.shape:
+            raise AssertionError(f"{case.name}: shape {got.shape}, NumPy gives {expected.shape}")
+        scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+        error = float(np.abs(got - expected).max(initial=0.0)) / scale
+    report = None
+    if any(t.requires_grad for t in tensors):
+        report = gradcheck(lambda *xs: case.fn(*xs, **kwargs), tensors)
+    return CaseResult(error, report)

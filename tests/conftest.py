@@ -1,0 +1,27 @@
+"""Shared fixtures: every test that takes `device` runs on each backend this machine has."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import minitorch_resnext as mr
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=300)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session", params=["cpu", "cuda"])
+def device(request: pytest.FixtureRequest) -> str:
+    """A device name; the cuda run is skipped with a reason where no GPU is usable."""
+    if request.param == "cuda" and not mr.cuda_is_available():
+        pytest.skip("cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)")
+    return request.param
