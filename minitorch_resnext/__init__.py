@@ -1,6 +1,6 @@
 """minitorch-resnext: a from-scratch autograd engine for learning and measuring ResNeXt."""
 
-from . import functional
+from . import functional, io, models, nn
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import cuda_is_available, get_backend
 from .tensor import (
@@ -23,10 +23,12 @@ from .tensor import (
 )
 
 F = functional
+cat, stack, where, matmul, maximum = F.cat, F.stack, F.where, F.matmul, F.maximum
 __version__ = "0.1.0"
 
 __all__ = [
-    "F", "Function", "Tensor", "arange", "bool_", "cuda_is_available", "enable_grad", "float32",
-    "float64", "full", "functional", "get_backend", "int64", "is_grad_enabled", "manual_seed",
-    "no_grad", "ones", "ones_like", "rand", "randint", "randn", "tensor", "zeros", "zeros_like",
+    "F", "Function", "Tensor", "arange", "bool_", "cat", "cuda_is_available", "enable_grad",
+    "float32", "float64", "full", "functional", "get_backend", "int64", "io",
+    "is_grad_enabled", "manual_seed", "matmul", "maximum", "models", "nn", "no_grad", "ones",
+    "ones_like", "rand", "randint", "randn", "stack", "tensor", "where", "zeros", "zeros_like",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -152,8 +152,10 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
 
     if root.grad_fn is None:
         _accumulate(root, grad)
+        _run_hooks(root)
         return
     consumers: dict[int, int] = {}
+    leaf_uses: dict[int, int] = {}  # leaves with hooks: gradients still to come
     stack, seen = [root.grad_fn], {id(root.grad_fn)}
     while stack:
         node = stack.pop()
@@ -163,6 +165,8 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                 if id(parent) not in seen:
                     seen.add(id(parent))
                     stack.append(parent)
+            elif parent is not None and _hooks(parent):
+                leaf_uses[id(parent)] = leaf_uses.get(id(parent), 0) + 1
 
     pending: dict[int, Any] = {id(root.grad_fn): grad}
     ready = [root.grad_fn]
@@ -182,12 +186,26 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                 pg = _sum_to_shape(pg, shape)
                 if isinstance(parent, Tensor):
                     _accumulate(parent, pg)
+                    if id(parent) in leaf_uses:
+                        leaf_uses[id(parent)] -= 1
+                        if leaf_uses[id(parent)] == 0:
+                            _run_hooks(parent)
                     continue
                 key = id(parent)
                 pending[key] = pg if key not in pending else pending[key] + pg
                 consumers[key] -= 1
                 if consumers[key] == 0:
                     ready.append(parent)
+
+
+def _hooks(leaf: Tensor) -> list[Callable[[Tensor], None]]:
+    return leaf.__dict__.get("_post_accumulate_grad_hooks", [])
+
+
+def _run_hooks(leaf: Tensor) -> None:
+    """Tell `leaf`'s hooks that this backward has accumulated all of its gradient."""
+    for hook in _hooks(leaf):
+        hook(leaf)
 
 
 def _accumulate(leaf: Tensor, grad: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -222,6 +222,13 @@ class Tensor:
                     f"backward: grad has shape {tuple(g.shape)} but the tensor has {self.shape}"
                 )
         run_backward(self, g, retain_graph=retain_graph)
+
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> None:
+        """Call `hook(self)` once per backward, after that backward has accumulated all of
+        this leaf's gradient into `.grad` (data-parallel training starts allreduces there)."""
+        if not self.is_leaf:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors have one")
+        self.__dict__.setdefault("_post_accumulate_grad_hooks", []).append(hook)
 
     # ----- operators (differentiable ops live in minitorch_resnext.functional) -----------
     def _lift(self, other: Any) -> Tensor:

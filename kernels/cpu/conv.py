@@ -78,7 +78,9 @@ def conv2d_forward(
     n_img, _, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     b = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-    y = np.empty((n_img, c_out, *output_size((h, wd), (kh, kw), stride, padding, dilation)), x.dtype)
+    y = np.empty(
+        (n_img, c_out, *output_size((h, wd), (kh, kw), stride, padding, dilation)), x.dtype
+    )
     algo = _select(algorithm, x.shape, w.shape, stride, padding, dilation, groups)
     if algo == "direct":
         direct.forward(x, w, b, y, *stride, *padding, *dilation, groups)

@@ -18,8 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..testing.report import check_ops, print_table
     from ..testing.cases import CASES
+    from ..testing.report import check_ops, print_table
 
     names = sorted(CASES, key=lambda n: (n != "conv2d", n))
     if args.list:

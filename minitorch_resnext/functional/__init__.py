@@ -1,6 +1,7 @@
 """Differentiable ops (`import minitorch_resnext.functional as F`), one module per op family."""
 
 from .activation import log_softmax, softmax
+from .dropout import dropout
 from .elementwise import (
     abs,
     add,
@@ -27,6 +28,9 @@ from .elementwise import (
     where,
 )
 from .linalg import linear, matmul
+from .loss import accuracy, cross_entropy, nll_loss
+from .normalization import batch_norm
+from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .reduce import amax, argmax, max, mean, sum, var
 from .shape import (
     cat,
@@ -44,9 +48,10 @@ from .shape import (
 )
 
 __all__ = [
-    "abs", "add", "amax", "argmax", "cast", "cat", "clamp", "clip", "concatenate", "div", "eq",
-    "exp", "expand", "flatten", "ge", "gt", "index", "le", "linear", "log", "log_softmax", "lt",
-    "matmul", "max", "maximum", "mean", "mul", "ne", "neg", "pad", "permute", "pow", "relu",
-    "reshape", "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "to_device", "transpose",
-    "unsqueeze", "var", "where",
+    "abs", "accuracy", "adaptive_avg_pool2d", "add", "amax", "argmax", "avg_pool2d",
+    "batch_norm", "cast", "cat", "clamp", "clip", "concatenate", "cross_entropy", "div",
+    "dropout", "eq", "exp", "expand", "flatten", "ge", "gt", "index", "le", "linear", "log",
+    "log_softmax", "lt", "matmul", "max", "max_pool2d", "maximum", "mean", "mul", "ne", "neg",
+    "nll_loss", "pad", "permute", "pow", "relu", "reshape", "softmax", "sqrt", "squeeze",
+    "stack", "sub", "sum", "to_device", "transpose", "unsqueeze", "var", "where",
 ]

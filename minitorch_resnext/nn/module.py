@@ -20,7 +20,10 @@ class Parameter(Tensor):
     """A leaf tensor that a `Module` registers as trainable (requires_grad by default)."""
 
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
-        device = data.backend if isinstance(data, Tensor) else "cpu"
+        if isinstance(data, Tensor):
+            device: str | Backend = data.backend
+        else:  # keep a CuPy array on the GPU
+            device = "cuda" if hasattr(data, "__cuda_array_interface__") else "cpu"
         super().__init__(data, requires_grad=requires_grad, device=device)
 
     def __repr__(self) -> str:
@@ -49,6 +52,11 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
+
+    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+        """Output shape and multiply-adds (convolutions and linear layers) of `forward` on an
+        input of `input_shape`, from shapes alone; used by `models.summary`."""
+        raise NotImplementedError(f"{type(self).__name__} does not define shape_and_macs()")
 
     # ----- registration -----------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:

@@ -1,0 +1,511 @@
+"""`minitorch-resnext bench conv`: the grouped-convolution kernels against PyTorch and the roofline.
+
+For each shape, the forward, grad_input and grad_weight passes of this project's kernels
+(through the device backend) are timed side by side with PyTorch (`F.conv2d` and
+`torch.nn.grad.conv2d_input/conv2d_weight`, i.e. oneDNN on CPU and cuDNN on GPU, with the
+same thread count) when it is installed, and on CPU with the NumPy reference
+(`kernels/reference.py`). Every candidate is warmed up once (Numba / NVRTC compilation, cuDNN
+autotuning) and its warm-up result is checked against PyTorch (else the reference); the
+candidates are then timed in interleaved rounds and summarised by their median.
+
+The reference is slow (seconds per call on the large shapes), so it is timed in the first
+`--baseline-repeats` rounds only (default: 3, or every round with `--quick`); `--no-baseline`
+skips it. It runs on the CPU, so `--device cuda` never times it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..kernels.reference import output_size
+from . import _common as common
+
+HELP = "time grouped-conv forward/grad_input/grad_weight against PyTorch, NumPy and the roofline"
+
+PASSES = ("forward", "grad_input", "grad_weight")
+PROJECT, TORCH, BASELINE = "minitorch", "torch", "numpy-ref"
+# largest max|a - b| / max|b| accepted between two float32 implementations of one pass
+REL_TOL = 1e-3
+
+Shape4 = tuple[int, int, int, int]
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A square k x k convolution with C_in = C_out, one row of the benchmark's shape table."""
+
+    name: str
+    channels: int
+    hw: int
+    groups: int
+    stride: int = 1
+    padding: int = 1
+    dilation: int = 1
+    kernel: int = 3
+    note: str = ""
+
+    @property
+    def channels_per_group(self) -> int:
+        return self.channels // self.groups
+
+    def conv_args(self) -> tuple[Pair, Pair, Pair, int]:
+        """(stride, padding, dilation, groups) in the kernels' form."""
+        return (self.stride,) * 2, (self.padding,) * 2, (self.dilation,) * 2, self.groups
+
+    def tensor_shapes(self, batch: int) -> tuple[Shape4, Shape4, Shape4]:
+        """Shapes of x, w and y for a batch of `batch` images."""
+        stride, padding, dilation, _ = self.conv_args()
+        out_hw = output_size((self.hw, self.hw), (self.kernel,) * 2, stride, padding, dilation)
+        return ((batch, self.channels, self.hw, self.hw),
+                (self.channels, self.channels_per_group, self.kernel, self.kernel),
+                (batch, self.channels, *out_hw))
+
+
+SHAPES = (
+    ConvShape("rx50_s1_g32x4", 128, 56, 32, note="ResNeXt-50 stage 1"),
+    ConvShape("rx50_s2_g32x8_s2", 256, 56, 32, stride=2, note="ResNeXt-50 stage 2, stride 2"),
+    ConvShape("rx50_s3_g32x16", 512, 14, 32, note="ResNeXt-50 stage 3"),
+    ConvShape("rx50_s4_g32x32", 1024, 7, 32, note="ResNeXt-50 stage 4"),
+    ConvShape("rx29_s1_g8x64", 512, 32, 8, note="ResNeXt-29 8x64d stage 1"),
+    ConvShape("dense_128", 128, 56, 1, note="dense control for rx50_s1_g32x4"),
+    ConvShape("dw_144", 144, 56, 144, note="depthwise"),
+    ConvShape("dw_96_s2_d2", 96, 112, 96, stride=2, padding=2, dilation=2,
+              note="depthwise, stride 2, dilation 2"),
+)
+# --quick: the same code paths (few channels per group, depthwise with stride and dilation,
+# many channels per group) on shapes small enough for a smoke test
+QUICK_SHAPES = (
+    ConvShape("tiny_g4x4", 16, 10, 4, note="4 channels per group"),
+    ConvShape("tiny_dw_s2_d2", 8, 12, 8, stride=2, padding=2, dilation=2, note="depthwise, stride 2"),
+    ConvShape("tiny_g2x32", 64, 6, 2, note="32 channels per group"),
+)
+
+
+def conv_flops(w_shape: Shape4, y_shape: Shape4) -> int:
+    """FLOPs of one pass, 2 per multiply-add: N * C_out * H_out * W_out * (C_in / groups) * kH * kW
+    multiply-adds, the same for forward, grad_input and grad_weight (bias not counted)."""
+    n, c_out, oh, ow = y_shape
+    _, cg, kh, kw = w_shape
+    return 2 * n * c_out * oh * ow * cg * kh * kw
+
+
+def conv_min_bytes(x_shape: Shape4, w_shape: Shape4, y_shape: Shape4, itemsize: int = 4) -> int:
+    """Least bytes one pass moves: it reads two of x, w, y (or their gradients) once and writes
+    the third once, so every pass moves all three exactly once."""
+    return itemsize * sum(math.prod(s) for s in (x_shape, w_shape, y_shape))
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the project's kernel should reach on a shape and pass."""
+
+    min_speedup: float  # PyTorch time / project time
+    min_roofline: float | None = None  # fraction of the attainable FLOP/s
+
+    def describe(self) -> str:
+        roof = "" if self.min_roofline is None else f" & >={self.min_roofline:.0%} roof"
+        return f">={self.min_speedup:g}x{roof}"
+
+    def status(self, speedup: float | None, roofline: float) -> str:
+        """'met', 'missed', or 'n/a' where only the missing PyTorch time could decide."""
+        if self.min_roofline is not None and roofline < self.min_roofline:
+            return "missed"
+        if speedup is None:
+            return "n/a"
+        return "met" if speedup >= self.min_speedup else "missed"
+
+
+def _same(target: Target) -> dict[str, Target]:
+    return dict.fromkeys(PASSES, target)
+
+
+# by device, then channels per group (<= 8 incl. depthwise / 16-32 / >= 64 incl. dense), then pass
+TARGETS: dict[str, dict[str, dict[str, Target]]] = {
+    "cpu": {
+        "few": {"forward": Target(3, 0.10), "grad_input": Target(3, 0.10), "grad_weight": Target(2, 0.10)},
+        "mid": _same(Target(1)),
+        "many": _same(Target(0.5)),
+    },
+    "cuda": {
+        "few": {"forward": Target(3, 0.40), "grad_input": Target(2), "grad_weight": Target(1.5)},
+        "mid": _same(Target(1)),
+        "many": _same(Target(0.5)),
+    },
+}
+
+
+def target_for(device: str, channels_per_group: int, pass_: str) -> Target:
+    tier = "few" if channels_per_group <= 8 else "mid" if channels_per_group <= 32 else "many"
+    return TARGETS[device][tier][pass_]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one run measures and how, resolved from the command line and the device's defaults."""
+
+    device: str
+    backend: Any
+    timer: common.Timer
+    shapes: list[ConvShape]
+    batch: int
+    repeats: int
+    baseline_repeats: int  # 0: the NumPy reference is not timed
+    settle_s: float  # pause before each timed call (see common.time_interleaved)
+    roofline_probe: dict[str, int]  # measure_roofline's size arguments
+    quick: bool
+
+
+# per device: batch, repeats, settle_s, roofline probe; --quick overrides them with its own
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": dict(batch=32, repeats=10, settle_s=0.15,
+                roofline_probe=dict(matmul_n=2048, copy_bytes=256 * 2**20, repeats=5)),
+    "cuda": dict(batch=64, repeats=30, settle_s=0.0,
+                 roofline_probe=dict(matmul_n=8192, copy_bytes=2**30, repeats=10)),
+    "quick": dict(batch=2, repeats=2, settle_s=0.0,
+                  roofline_probe=dict(matmul_n=256, copy_bytes=16 * 2**20, repeats=2)),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    names = [s.name for s in SHAPES + QUICK_SHAPES]
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--shapes", nargs="+", metavar="NAME", choices=names,
+                        help=f"shapes to run (default: all full-size ones); one of {', '.join(names)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny shapes, batch 2, 2 repeats, small roofline probes")
+    parser.add_argument("--batch", type=int, help="images per batch (default: 32 on cpu, 64 on cuda)")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default: 10 on cpu, 30 on cuda)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for Numba, BLAS and PyTorch (default: numba.get_num_threads())")
+    parser.add_argument("--no-baseline", action="store_true", help="do not time the NumPy reference")
+    parser.add_argument("--baseline-repeats", type=int,
+                        help="rounds in which the NumPy reference is timed (default: min(3, --repeats))")
+    parser.add_argument("--settle", type=float, metavar="SECONDS",
+                        help="pause before each timed call so other libraries' spinning threads go idle "
+                             "(default: 0.15 on cpu, 0 on cuda and with --quick)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="directory for the JSON and PNG results (default: bench-results)")
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    threads = _set_threads(args.threads)
+    torch, torch_info = _load_torch(plan.device, threads)
+    notes = [torch_info["note"]] if "note" in torch_info else []
+    if plan.device != "cpu" and not args.no_baseline:
+        notes.append("the NumPy reference runs on the CPU only: not timed with --device cuda")
+    for note in notes:
+        print(f"note: {note}")
+    machine = common.machine_info() | _gpu_info(plan)
+    print(f"bench conv on {plan.device}: batch {plan.batch}, {plan.repeats} repeats (median), "
+          f"{threads} thread(s)"
+          + (f", NumPy reference in {plan.baseline_repeats} round(s)" if plan.baseline_repeats else "")
+          + (f"; load average {machine['load_average_1min']:.1f}" if machine["load_average_1min"] else ""))
+
+    with common.blas_threads(threads):
+        roof = common.measure_roofline(plan.backend.xp, plan.timer, threads=threads,
+                                       settle_s=plan.settle_s, **plan.roofline_probe)
+        print(f"roofline: peak {roof.peak_flops / 1e9:.1f} GFLOP/s (matmul), bandwidth "
+              f"{roof.bandwidth / 1e9:.1f} GB/s (copy), balance {roof.balance:.1f} FLOP/B")
+        _compile(plan)
+        shapes, results = [], []
+        for i, shape in enumerate(plan.shapes, 1):
+            record, rows = _bench_shape(shape, plan, torch, roof)
+            print(f"[{i}/{len(plan.shapes)}] {_describe(record)}", flush=True)
+            shapes.append(record)
+            results += rows
+
+    targets = _targets(plan.device, shapes, results)
+    print()
+    print(_table(results, targets))
+    counts = {s: sum(t["status"] == s for t in targets) for s in ("met", "missed", "n/a")}
+    print(f"\ntargets vs PyTorch ({plan.device}): {counts['met']} met, {counts['missed']} missed, "
+          f"{counts['n/a']} n/a of {len(targets)}")
+    bad = [r for r in results if r["max_rel_err"] is not None and r["max_rel_err"] > REL_TOL]
+    for r in bad:
+        print(f"FAILED: {r['implementation']} {r['shape']} {r['pass']} differs from the check "
+              f"by {r['max_rel_err']:.2e} (relative to max |value|) > {REL_TOL:g}")
+
+    stem = args.out / f"conv-{plan.device}{'-quick' if plan.quick else ''}"
+    common.write_json(stem.with_suffix(".json"), {
+        "benchmark": "conv",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": plan.device,
+        "machine": machine,
+        "threads": threads,
+        "versions": common.package_versions(
+            ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "matplotlib", "torch",
+             "cupy-cuda12x", "cupy-cuda11x", "cupy"]),
+        "settings": {"batch": plan.batch, "repeats": plan.repeats, "baseline_repeats": plan.baseline_repeats,
+                     "settle_s": plan.settle_s, "quick": plan.quick, "rel_tol": REL_TOL,
+                     "statistic": "median of interleaved rounds after 1 warm-up"},
+        "torch": torch_info,
+        "notes": notes,
+        "roofline": roof.to_json(),
+        "shapes": shapes,
+        "results": results,
+        "targets": targets,
+    })
+    _plot(stem.with_suffix(".png"), plan, shapes, results, targets)
+    print(f"wrote {stem}.json and {stem.name}.png")
+    return 1 if bad else 0
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    from ..backend import get_backend
+
+    try:
+        backend = get_backend(args.device)
+    except RuntimeError as e:
+        raise SystemExit(f"bench conv: {e}") from None
+    default = _DEFAULTS["quick" if args.quick else args.device]
+
+    def given(name: str, value: Any) -> Any:
+        return default[name] if value is None else value
+
+    repeats = given("repeats", args.repeats)
+    if args.no_baseline or args.device != "cpu":
+        baseline_repeats = 0
+    elif args.baseline_repeats is not None:
+        baseline_repeats = args.baseline_repeats
+    else:
+        baseline_repeats = repeats if args.quick else min(3, repeats)
+    plan = _Plan(
+        device=args.device, backend=backend,
+        timer=common.wall_timer if args.device == "cpu" else common.cuda_event_timer(backend.xp),
+        shapes=[s for s in SHAPES + QUICK_SHAPES if s.name in args.shapes] if args.shapes
+        else list(QUICK_SHAPES if args.quick else SHAPES),
+        batch=given("batch", args.batch), repeats=repeats, baseline_repeats=baseline_repeats,
+        settle_s=given("settle_s", args.settle), roofline_probe=default["roofline_probe"], quick=args.quick,
+    )
+    if min(plan.repeats, plan.batch) < 1 or min(plan.baseline_repeats, plan.settle_s) < 0:
+        raise SystemExit("bench conv: --repeats and --batch must be positive, --baseline-repeats "
+                         "and --settle not negative")
+    return plan
+
+
+def _set_threads(requested: int | None) -> int:
+    """Set Numba's thread count (BLAS and PyTorch follow it) and return it."""
+    import numba
+
+    n = numba.get_num_threads() if requested is None else requested
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise SystemExit(f"bench conv: --threads must be between 1 and NUMBA_NUM_THREADS="
+                         f"{numba.config.NUMBA_NUM_THREADS}")
+    numba.set_num_threads(n)
+    return n
+
+
+def _load_torch(device: str, threads: int) -> tuple[ModuleType | None, dict[str, Any]]:
+    """PyTorch set up for a fair comparison, or None and a note saying why it is skipped."""
+    try:
+        import torch
+    except ImportError:
+        return None, {"available": False,
+                      "note": "PyTorch is not installed: the comparison with PyTorch is skipped"}
+    torch.set_num_threads(threads)
+    info: dict[str, Any] = {"available": True, "version": torch.__version__,
+                            "threads": torch.get_num_threads()}
+    if device == "cpu":
+        info["library"] = "oneDNN" if torch.backends.mkldnn.is_available() else "ATen"
+        return torch, info
+    if not torch.cuda.is_available():
+        return None, info | {"available": False,
+                             "note": "this PyTorch build has no CUDA: the comparison is skipped"}
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    return torch, info | {"library": f"cuDNN {torch.backends.cudnn.version()}", "tf32": False,
+                          "cudnn_benchmark": True}
+
+
+def _gpu_info(plan: _Plan) -> dict[str, Any]:
+    if plan.device != "cuda":
+        return {}
+    cuda = plan.backend.xp.cuda
+    props = cuda.runtime.getDeviceProperties(cuda.Device().id)
+    return {"gpu": props["name"].decode(), "gpu_memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+            "cuda_runtime": cuda.runtime.runtimeGetVersion()}
+
+
+def _conv_calls(kernels: Any, x: Any, w: Any, gy: Any, shape: ConvShape) -> dict[str, Callable[[], Any]]:
+    """The three passes of a kernel set with the shared contract (the backend, or the reference)."""
+    stride, padding, dilation, groups = shape.conv_args()
+    input_hw, kernel_hw = tuple(x.shape[2:]), tuple(w.shape[2:])
+    return {
+        "forward": lambda: kernels.conv2d_forward(x, w, None, stride, padding, dilation, groups),
+        "grad_input": lambda: kernels.conv2d_grad_input(gy, w, input_hw, stride, padding, dilation, groups),
+        "grad_weight": lambda: kernels.conv2d_grad_weight(x, gy, kernel_hw, stride, padding, dilation,
+                                                          groups),
+    }
+
+
+def _torch_calls(
+    torch: ModuleType, x: Any, w: Any, gy: Any, shape: ConvShape
+) -> dict[str, Callable[[], Any]]:
+    """The same three passes in PyTorch (each computes only its own gradient)."""
+    stride, padding, dilation, groups = shape.conv_args()
+    f, grad = torch.nn.functional, torch.nn.grad
+    return {
+        "forward": lambda: f.conv2d(x, w, None, stride, padding, dilation, groups),
+        "grad_input": lambda: grad.conv2d_input(x.shape, w, gy, stride, padding, dilation, groups),
+        "grad_weight": lambda: grad.conv2d_weight(x, w.shape, gy, stride, padding, dilation, groups),
+    }
+
+
+def _compile(plan: _Plan) -> None:
+    """Run every pass once on one image of each shape, so JIT compilation is never timed."""
+    print("compiling kernels (first run only)...", end=" ", flush=True)
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    for shape in plan.shapes:
+        arrays = [plan.backend.asarray(rng.standard_normal(s, dtype=np.float32))
+                  for s in shape.tensor_shapes(1)]
+        for call in _conv_calls(plan.backend, *arrays, shape).values():
+            plan.timer(call)
+    print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _host(array: Any) -> np.ndarray:
+    """A NumPy copy of a NumPy, CuPy or PyTorch array."""
+    if hasattr(array, "detach"):
+        return array.detach().cpu().numpy()
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def _bench_shape(
+    shape: ConvShape, plan: _Plan, torch: ModuleType | None, roof: common.Roofline
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Time every implementation of the three passes of one shape: its record and result rows."""
+    from ..kernels import reference
+
+    x_shape, w_shape, y_shape = shape.tensor_shapes(plan.batch)
+    rng = np.random.default_rng(0)
+    x, w, gy = (rng.standard_normal(s, dtype=np.float32) for s in (x_shape, w_shape, y_shape))
+    bk = plan.backend
+    impls = {PROJECT: (_conv_calls(bk, *map(bk.asarray, (x, w, gy)), shape), plan.repeats)}
+    if torch is not None:
+        on = torch.device(plan.device)
+        impls[TORCH] = (_torch_calls(torch, *(torch.as_tensor(a, device=on) for a in (x, w, gy)), shape),
+                        plan.repeats)
+    if plan.baseline_repeats:
+        impls[BASELINE] = (_conv_calls(reference, x, w, gy, shape), plan.baseline_repeats)
+
+    flops, nbytes = conv_flops(w_shape, y_shape), conv_min_bytes(x_shape, w_shape, y_shape)
+    attainable = roof.attainable(flops, nbytes)
+    try:
+        algorithm, reason = bk.conv2d_algorithm(x_shape, w_shape, *shape.conv_args())
+    except AttributeError:
+        algorithm, reason = "default", "the kernel module does not report an algorithm"
+    record = {"name": shape.name, "note": shape.note, "x": x_shape, "w": w_shape, "y": y_shape,
+              "stride": shape.stride, "padding": shape.padding, "dilation": shape.dilation,
+              "groups": shape.groups, "channels_per_group": shape.channels_per_group,
+              "flops": flops, "min_bytes": nbytes, "intensity_flop_per_byte": flops / nbytes,
+              "attainable_gflops": attainable / 1e9, "algorithm": algorithm, "algorithm_reason": reason}
+
+    rows = []
+    for pass_ in PASSES:
+        candidates = [common.Candidate(name, calls[pass_], n) for name, (calls, n) in impls.items()]
+        with torch.no_grad() if torch is not None else contextlib.nullcontext():
+            stats = common.time_interleaved(candidates, plan.timer, plan.settle_s)
+        outputs = {c.name: _host(c.result) for c in candidates}
+        check = outputs.get(TORCH, outputs.get(BASELINE))
+        for name, s in stats.items():
+            rate = flops / s.median
+            rows.append({
+                "shape": shape.name, "pass": pass_, "implementation": name, **s.to_json(),
+                "gflops": rate / 1e9, "roofline_fraction": rate / attainable,
+                "speedup_vs_torch": stats[TORCH].median / s.median if TORCH in stats else None,
+                "max_rel_err": None if check is None or outputs[name] is check else
+                float(np.max(np.abs(outputs[name] - check)) / max(np.max(np.abs(check)), 1e-30)),
+            })
+    return record, rows
+
+
+def _describe(record: dict[str, Any]) -> str:
+    x, y = record["x"], record["y"]
+    return (f"{record['name']}: {x[0]}x{x[1]}x{x[2]}x{x[3]} -> {y[1]}x{y[2]}x{y[3]}, groups "
+            f"{record['groups']} ({record['channels_per_group']} ch/group), "
+            f"{record['flops'] / 1e9:.3g} GFLOP, {record['min_bytes'] / 1e6:.3g} MB, "
+            f"AI {record['intensity_flop_per_byte']:.3g} FLOP/B, roofline "
+            f"{record['attainable_gflops']:.3g} GFLOP/s; algorithm {record['algorithm']}")
+
+
+def _targets(
+    device: str, shapes: list[dict[str, Any]], results: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The target of every (shape, pass) of the project's kernels and whether it was met."""
+    cg = {s["name"]: s["channels_per_group"] for s in shapes}
+    out = []
+    for r in results:
+        if r["implementation"] != PROJECT:
+            continue
+        t = target_for(device, cg[r["shape"]], r["pass"])
+        out.append({"shape": r["shape"], "pass": r["pass"], "target": t.describe(),
+                    "min_speedup": t.min_speedup, "min_roofline_fraction": t.min_roofline,
+                    "speedup": r["speedup_vs_torch"], "roofline_fraction": r["roofline_fraction"],
+                    "status": t.status(r["speedup_vs_torch"], r["roofline_fraction"])})
+    return out
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _table(results: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
+    """One row per (shape, pass, implementation); the target and its status on the project's rows."""
+    by_key = {(t["shape"], t["pass"]): t for t in targets}
+    header = ["shape", "pass", "impl", "ms", "IQR ms", "GFLOP/s", "% roof", "vs torch", "target", "status"]
+    rows, last = [], (None, None)
+    for r in results:
+        key = (r["shape"], r["pass"])
+        t = by_key[key] if r["implementation"] == PROJECT else None
+        speedup = r["speedup_vs_torch"]
+        rows.append([
+            r["shape"] if key[0] != last[0] else "", r["pass"] if key != last else "", r["implementation"],
+            _ms(r["median_ms"]), f"{_ms(r['q1_ms'])}-{_ms(r['q3_ms'])}", f"{r['gflops']:.3g}",
+            f"{100 * r['roofline_fraction']:.1f}",
+            "-" if speedup is None or r["implementation"] == TORCH else f"{speedup:.2f}x",
+            t["target"] if t else "", t["status"] if t else "",
+        ])
+        last = key
+    return common.format_table(header, rows, right=[False] * 3 + [True] * 5 + [False] * 2)
+
+
+_SHORT = {"forward": "fwd", "grad_input": "grad_in", "grad_weight": "grad_w"}
+
+
+def _plot(path: Path, plan: _Plan, shapes: list[dict[str, Any]],
+          results: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+    """GFLOP/s of every implementation against the roofline, and the speedup over PyTorch."""
+    keys = [(s["name"], p) for s in shapes for p in PASSES]
+    categories = [f"{name} {_SHORT[p]}" for name, p in keys]
+    value = {(r["shape"], r["pass"], r["implementation"]): r for r in results}
+    impls = list(dict.fromkeys(r["implementation"] for r in results))
+    attainable = {s["name"]: s["attainable_gflops"] for s in shapes}
+    panels = [common.BarPanel(
+        title="throughput (higher is better)", ylabel="GFLOP/s (log)", categories=categories,
+        series={i: [value[(*k, i)]["gflops"] if (*k, i) in value else None for k in keys] for i in impls},
+        marks={"roofline (attainable)": [attainable[name] for name, _ in keys]}, group=len(PASSES),
+    )]
+    if TORCH in impls:
+        target = {(t["shape"], t["pass"]): t for t in targets}
+        panels.append(common.BarPanel(
+            title=f"{PROJECT} speedup over PyTorch (> 1: faster)", ylabel="PyTorch time / ours (log)",
+            categories=categories,
+            series={f"{PROJECT} vs {TORCH}": [value[(*k, PROJECT)]["speedup_vs_torch"] for k in keys]},
+            marks={"target": [target[k]["min_speedup"] for k in keys]}, hline=1.0, group=len(PASSES),
+        ))
+    common.plot_bars(path, panels, title=f"bench conv on {plan.device}, batch {plan.batch}, fp32")

@@ -1,0 +1,338 @@
+"""`minitorch-resnext bench train`: images/s of a training step, side by side with PyTorch.
+
+A step is forward, cross-entropy, backward and an SGD update (momentum 0.9, weight decay
+5e-4) on a fixed random batch, in train mode; each engine is warmed up outside the timing
+(Numba compilation, oneDNN/cuDNN set-up), then the two are timed in interleaved rounds
+with the same threads and summarised by their median. The PyTorch model is a twin built
+from this package's model, module by module, with the same weights (checked: both give the
+same logits on the benchmark batch). Models: the default small ResNeXt on 16x16 digits, and
+the paper's CIFAR ResNeXt-29 8x64d at a quarter of its width on 32x32 images.
+
+`--recipe` also runs the default training recipe (`minitorch-resnext train`) end to end in
+both engines, from the same initial weights and the same data pipeline, and reports wall
+time and test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from . import _common as common
+from .conv import _load_torch, _set_threads
+
+HELP = "time training steps (forward, backward, SGD) of ResNeXt models against PyTorch"
+PROJECT, TORCH = "minitorch", "torch"
+REL_TOL = 1e-3  # largest max|a - b| / max|b| accepted between the two engines' logits
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """A model and the input it is benchmarked on."""
+
+    name: str
+    description: str
+    build: Callable[[], Any]
+    image_shape: tuple[int, int, int]
+    num_classes: int = 10
+
+
+def _cases() -> tuple[ModelCase, ...]:
+    from .. import models
+
+    return (
+        ModelCase("resnext_small", "the default model: ResNeXt 8x4d, 3 stages of 1 block, "
+                  "outputs 64/128/256, 16x16 digits",
+                  lambda: models.resnext_small(num_classes=10, in_channels=1), (1, 16, 16)),
+        ModelCase("resnext29_8x16d", "ResNeXt-29 8x64d at 1/4 width: planes 16/32/64, d=16, "
+                  "stem 16, outputs 64/128/256, 32x32 colour images",
+                  lambda: models.resnext(29, cardinality=8, base_width=64, stem="cifar",
+                                         planes=(16, 32, 64), stem_width=16, num_classes=10,
+                                         in_channels=3), (3, 32, 32)),
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    names = [c.name for c in _cases()]
+    parser.add_argument("--models", nargs="+", choices=names, default=names, metavar="NAME",
+                        help=f"models to time (default: all): {', '.join(names)}")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=64, help="images per step (default: 64)")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default: 10 on cpu, 30 on cuda)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for Numba, BLAS and PyTorch (default: numba.get_num_threads())")
+    parser.add_argument("--recipe", action="store_true",
+                        help="also run the default training recipe end to end in both engines")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="directory for the JSON result (default: bench-results)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backend import get_backend
+
+    try:
+        backend = get_backend(args.device)
+    except RuntimeError as e:
+        raise SystemExit(f"bench train: {e}") from None
+    repeats = args.repeats if args.repeats is not None else (10 if args.device == "cpu" else 30)
+    if min(repeats, args.batch) < 1 or args.warmup < 0:
+        raise SystemExit("bench train: --repeats and --batch must be positive, --warmup >= 0")
+    threads = _set_threads(args.threads)
+    torch, torch_info = _load_torch(args.device, threads)
+    if "note" in torch_info:
+        print(f"note: {torch_info['note']}")
+    timer = common.wall_timer if args.device == "cpu" else common.cuda_event_timer(backend.xp)
+    print(f"bench train on {args.device}: batch {args.batch}, {repeats} repeats (median) after "
+          f"{args.warmup} warm-up steps, {threads} thread(s)")
+
+    results, recipe = [], None
+    with common.blas_threads(threads):
+        for case in (c for c in _cases() if c.name in args.models):
+            results += _bench_case(case, args, repeats, torch, timer)
+            print(f"  {case.name}: " + ", ".join(f"{r['engine']} {r['images_per_s']:.1f} img/s"
+                                                 for r in results if r["model"] == case.name),
+                  flush=True)
+        if args.recipe:
+            recipe = _bench_recipe(args.device, torch)
+    print()
+    print(_table(results))
+    if recipe is not None:
+        print()
+        print(_recipe_table(recipe))
+    bad = [r for r in results if (r.get("max_rel_err") or 0) > REL_TOL]
+    for r in bad:
+        print(f"FAILED: {r['model']}: the engines' logits differ by {r['max_rel_err']:.2e} "
+              f"(relative to max |logit|) > {REL_TOL:g}")
+
+    path = args.out / f"train-{args.device}.json"
+    common.write_json(path, {
+        "benchmark": "train",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": args.device,
+        "machine": common.machine_info(),
+        "threads": threads,
+        "versions": common.package_versions(
+            ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy-cuda12x"]),
+        "settings": {"batch": args.batch, "repeats": repeats, "warmup": args.warmup,
+                     "step": "forward + cross_entropy + backward + SGD(momentum 0.9, wd 5e-4)",
+                     "statistic": "median of interleaved rounds"},
+        "torch": torch_info,
+        "results": results,
+        "recipe": recipe,
+    })
+    print(f"wrote {path}")
+    return 1 if bad else 0
+
+
+def torch_twin(model: Any, torch: ModuleType) -> Any:
+    """A PyTorch module computing the same function as a ResNet/ResNeXt of this package,
+    with the same structure, state-dict keys and weights."""
+    from .. import nn as mnn
+    from ..models import ResNet
+    from ..models.resnext import Bottleneck
+
+    tnn = torch.nn
+
+    class TwinBottleneck(tnn.Module):
+        def forward(self, x: Any) -> Any:
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class TwinResNet(tnn.Module):
+        def forward(self, x: Any) -> Any:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            for i in range(1, self.num_stages + 1):
+                x = getattr(self, f"layer{i}")(x)
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def convert(m: Any) -> Any:
+        if isinstance(m, mnn.Conv2d):
+            return tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                              m.dilation, m.groups, bias=m.bias is not None)
+        if isinstance(m, mnn.BatchNorm2d):
+            return tnn.BatchNorm2d(m.num_features, eps=m.eps, momentum=m.momentum)
+        if isinstance(m, mnn.Linear):
+            return tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+        if isinstance(m, mnn.MaxPool2d):
+            return tnn.MaxPool2d(m.kernel_size, m.stride, m.padding)
+        if isinstance(m, mnn.AdaptiveAvgPool2d):
+            return tnn.AdaptiveAvgPool2d(m.output_size)
+        if isinstance(m, mnn.ReLU):
+            return tnn.ReLU()
+        if isinstance(m, mnn.Identity):
+            return tnn.Identity()
+        if isinstance(m, mnn.Sequential):
+            return tnn.Sequential(*(convert(c) for c in m.children()))
+        if isinstance(m, Bottleneck | ResNet):
+            twin = TwinBottleneck() if isinstance(m, Bottleneck) else TwinResNet()
+            for name, child in m.named_children():
+                setattr(twin, name, convert(child))
+            if isinstance(m, Bottleneck) and m.downsample is None:
+                twin.downsample = None
+            if isinstance(m, ResNet):
+                twin.num_stages = m.num_stages
+            return twin
+        raise TypeError(f"torch_twin: no PyTorch counterpart for {type(m).__name__}")
+
+    twin = convert(model)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    return twin.train(model.training)
+
+
+def _bench_case(case: ModelCase, args: argparse.Namespace, repeats: int,
+                torch: ModuleType | None, timer: common.Timer) -> list[dict[str, Any]]:
+    import minitorch_resnext as mr
+    from minitorch_resnext import functional as F
+    from minitorch_resnext import optim
+
+    mr.manual_seed(0)
+    model = case.build().to(args.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((args.batch, *case.image_shape), dtype=np.float32)
+    y_np = rng.integers(0, case.num_classes, args.batch)
+    twin = torch_twin(model, torch) if torch is not None else None  # before any update
+    x, y = mr.tensor(x_np, device=args.device), mr.tensor(y_np, device=args.device)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def mr_step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    candidates = [common.Candidate(PROJECT, mr_step, repeats, args.warmup)]
+    max_rel_err = None
+    if twin is not None:
+        dev = "cuda" if args.device == "cuda" else "cpu"
+        twin = twin.to(dev)
+        tx, ty = torch.from_numpy(x_np).to(dev), torch.from_numpy(y_np).to(dev)
+        with mr.no_grad():
+            ours = model(x).numpy()
+        with torch.no_grad():
+            theirs = twin(tx).cpu().numpy()
+        max_rel_err = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+        topt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+        def torch_step() -> None:
+            loss = torch.nn.functional.cross_entropy(twin(tx), ty)
+            topt.zero_grad(set_to_none=True)
+            loss.backward()
+            topt.step()
+            loss.item()
+
+        candidates.append(common.Candidate(TORCH, torch_step, repeats, args.warmup))
+    stats = common.time_interleaved(candidates, timer)
+    base = {"model": case.name, "description": case.description, "params": n_params,
+            "input": list(case.image_shape), "batch": args.batch}
+    rows = []
+    for engine, s in stats.items():
+        rows.append(base | {"engine": engine, "images_per_s": args.batch / s.median,
+                            "max_rel_err": max_rel_err if engine == PROJECT else None}
+                    | s.to_json())
+    return rows
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by_model.setdefault(r["model"], {})[r["engine"]] = r
+    rows = []
+    for name, engines in by_model.items():
+        ours, theirs = engines[PROJECT], engines.get(TORCH)
+        shape = "x".join(map(str, ours["input"]))
+        rows.append([name, f"{ours['params']:,}", shape, str(ours["batch"]),
+                     f"{ours['median_ms']:.1f}", f"{ours['images_per_s']:.1f}",
+                     f"{theirs['median_ms']:.1f}" if theirs else "-",
+                     f"{theirs['images_per_s']:.1f}" if theirs else "-",
+                     f"{theirs['images_per_s'] / ours['images_per_s']:.2f}x" if theirs else "-"])
+    header = ["model", "params", "input", "batch", "ms/step", "img/s", "torch ms/step",
+              "torch img/s", "torch / ours"]
+    return common.format_table(header, rows, right=[False, True, False] + [True] * 6)
+
+
+def _bench_recipe(device: str, torch: ModuleType | None) -> dict[str, Any]:
+    """Wall time and test accuracy of the default recipe, in this engine and in PyTorch."""
+    from ..train import TrainConfig, train
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(device=device, out_dir=tmp)
+        start = time.perf_counter()
+        result = train(config, progress=False, log=lambda _: None)
+        out[PROJECT] = {"wall_s": time.perf_counter() - start, "test_acc": result.history[-1]["test_acc"],
+                        "best_acc": result.best_acc}
+    print(f"  recipe: minitorch {out[PROJECT]['wall_s']:.1f} s, "
+          f"{100 * out[PROJECT]['test_acc']:.2f}%", flush=True)
+    if torch is not None:
+        start = time.perf_counter()
+        acc = _torch_recipe(config, torch)
+        out[TORCH] = {"wall_s": time.perf_counter() - start, "test_acc": acc}
+        print(f"  recipe: torch {out[TORCH]['wall_s']:.1f} s, {100 * acc:.2f}%", flush=True)
+    out["config"] = dataclasses.asdict(config) | {"out_dir": None}
+    out["note"] = ("wall time of train() from dataset loading to the last epoch's evaluation; "
+                   "minitorch also writes checkpoints, metrics and curves, PyTorch does not")
+    return out
+
+
+def _torch_recipe(config: Any, torch: ModuleType) -> float:
+    """The recipe of `config` in PyTorch: the same data, initial weights and schedule as
+    `train(config)`; returns the final test accuracy."""
+    import minitorch_resnext as mr
+    from minitorch_resnext import data
+    from minitorch_resnext import train as trainer
+
+    mr.manual_seed(config.seed)
+    train_set, test_set = trainer.load_datasets(config)
+    dev = "cuda" if config.device == "cuda" else "cpu"
+    model = torch_twin(trainer.build_model(config, train_set), torch).to(dev)
+    loader = data.DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed,
+                             transform=trainer.train_transform(train_set, config.augment))
+    test_loader = data.DataLoader(test_set, config.eval_batch_size,
+                                  transform=data.transforms.Normalize(train_set.mean, train_set.std))
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay, nesterov=config.nesterov)
+    sched = trainer.make_scheduler(config, opt, len(loader), torch.optim.lr_scheduler)
+    acc = 0.0
+    for epoch in range(config.epochs):
+        model.train()
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x.numpy()).to(dev)),
+                                                     torch.from_numpy(y.numpy()).to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss.item()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in test_loader:
+                pred = model(torch.from_numpy(x.numpy()).to(dev)).argmax(1).cpu().numpy()
+                correct += int((pred == y.numpy()).sum())
+        acc = correct / len(test_set)
+    return acc
+
+
+def _recipe_table(recipe: dict[str, Any]) -> str:
+    c = recipe["config"]
+    rows = [[engine, f"{r['wall_s']:.1f}", f"{100 * r['test_acc']:.2f}%"]
+            for engine, r in recipe.items() if engine in (PROJECT, TORCH)]
+    title = (f"default recipe: {c['model']} on {c['dataset']}, {c['epochs']} epochs, batch "
+             f"{c['batch_size']}, lr {c['lr']} {c['schedule']}\n")
+    return title + common.format_table(["engine", "wall s", "test acc"], rows, [False, True, True])

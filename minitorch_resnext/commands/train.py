@@ -1,0 +1,85 @@
+"""`minitorch-resnext train`: train a model (by default the small ResNeXt on the digits)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+NAME = "train"
+HELP = "train a ResNeXt (default: the small one on the embedded digits) with checkpoints"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ..data import DATASETS
+    from ..models import MODELS
+    from ..train import SCHEDULES, TrainConfig
+
+    d = TrainConfig()
+    add = parser.add_argument
+    add("--model", default=d.model, choices=sorted(MODELS), help=f"(default: {d.model})")
+    add("--dataset", default=d.dataset, choices=DATASETS, help=f"(default: {d.dataset})")
+    add("--data-dir", default=d.data_dir,
+        help="folder holding the CIFAR files (python version layout)")
+    add("--epochs", type=int, default=d.epochs, help=f"(default: {d.epochs})")
+    add("--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})")
+    add("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr})")
+    add("--momentum", type=float, default=d.momentum, help=f"(default: {d.momentum})")
+    add("--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay})")
+    add("--nesterov", action="store_true", help="Nesterov momentum")
+    add("--schedule", default=d.schedule, choices=SCHEDULES,
+        help=f"learning-rate schedule, stepped every iteration (default: {d.schedule})")
+    add("--warmup-epochs", type=float, default=d.warmup_epochs,
+        help="linear warm-up from lr/10, in epochs (default: none)")
+    add("--milestones", type=float, nargs="+", default=d.milestones, metavar="EPOCH",
+        help="epochs at which 'multistep' multiplies the rate by --gamma")
+    add("--step-size", type=float, default=d.step_size,
+        help="period in epochs at which 'step' multiplies the rate by --gamma")
+    add("--gamma", type=float, default=d.gamma, help=f"decay factor (default: {d.gamma})")
+    add("--cardinality", type=int, help="cardinality C of a small model (resnext_small)")
+    add("--base-width", type=int, help="bottleneck width d of a small model (resnext_small)")
+    add("--no-augment", dest="augment", action="store_false",
+        help="no random crops or flips")
+    add("--eval-batch-size", type=int, default=d.eval_batch_size,
+        help=f"(default: {d.eval_batch_size})")
+    add("--device", default=d.device, choices=["cpu", "cuda"], help=f"(default: {d.device})")
+    add("--seed", type=int, default=d.seed, help=f"initialisation and data order (default: {d.seed})")
+    add("--out-dir", default=d.out_dir,
+        help=f"metrics.jsonl, curves.png, last.npz, best.npz go here (default: {d.out_dir})")
+    add("--resume", action="store_true",
+        help="continue the run saved in --out-dir (its recipe is used; --device may change)")
+    add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add("--distributed", action="store_true",
+        help="data-parallel over the ranks of mpiexec (MPI on cpu, NCCL on cuda; --batch-size "
+             "is the global batch): mpiexec -n N python -m mpi4py -m minitorch_resnext train "
+             "--distributed ...")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import CheckpointError
+    from ..train import TrainConfig, TrainingDiverged, train
+
+    comm = None
+    if args.distributed:
+        from ..distributed import init
+
+        try:
+            comm = init(device=args.device)
+        except RuntimeError as e:
+            print(f"train: {e}", file=sys.stderr)
+            return 1
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+        result = train(config, resume=args.resume, progress=args.progress, comm=comm)
+    except (TrainingDiverged, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 1
+    if result.interrupted:
+        return 130
+    best = max(result.history, key=lambda r: r["test_acc"]) if result.history else None
+    if best is not None and (comm is None or comm.is_main):
+        print(f"done: final test accuracy {100 * result.history[-1]['test_acc']:.2f}%, best "
+              f"{100 * best['test_acc']:.2f}% (epoch {best['epoch']}), "
+              f"{result.history[-1]['elapsed_s']:.1f} s; results in {result.out_dir}")
+    return 0

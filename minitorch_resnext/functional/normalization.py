@@ -1,0 +1,119 @@
+"""Batch normalisation as one Function with the fused analytic backward.
+
+Training, per channel c over the M = N*H*W values: mean, biased variance var, and
+y = (x - mean) * w / sqrt(var + eps) + b. With xc = x - mean and s = w / sqrt(var + eps):
+
+    db = sum g,   dw = sum g * xc * r,   dx = s * (g - db / M - xc * r * dw / M),
+    with r = 1 / sqrt(var + eps),
+
+so the backward is two channel reductions and one elementwise pass. Running statistics are
+updated in place like PyTorch: r = (1 - momentum) r + momentum * batch value, with the
+unbiased (M / (M - 1)) variance. Eval mode uses them: y = x * s + (b - running_mean * s).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd import Context, Function
+from ..tensor import Tensor
+
+
+def _channel_view(x: Any) -> Any:
+    """x as (N, C, rest) for reductions over all axes but the channel one."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _channel_sum(xp: Any, a: Any) -> Any:
+    return xp.einsum("nci->c", _channel_view(a))
+
+
+def _channel_dot(xp: Any, a: Any, b: Any) -> Any:
+    return xp.einsum("nci,nci->c", _channel_view(a), _channel_view(b))
+
+
+def _per_channel(v: Any, ndim: int) -> Any:
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+class BatchNorm(Function):
+    @staticmethod
+    def forward(ctx: Context, x: Any, weight: Any, bias: Any, running_mean: Any = None,
+                running_var: Any = None, training: bool = False, momentum: float = 0.1,
+                eps: float = 1e-5) -> Any:
+        xp = ctx.xp
+        m = x.size // x.shape[1]
+        if training:
+            if m <= 1:
+                raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                                 f"training, got input of shape {tuple(x.shape)}")
+            mean = _channel_sum(xp, x) / m
+            xc = x - _per_channel(mean, x.ndim)
+            var = _channel_dot(xp, xc, xc) / m
+            if running_mean is not None:
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+            if running_var is not None:
+                running_var *= 1 - momentum
+                running_var += (momentum * m / (m - 1)) * var
+        else:
+            mean, var, xc = running_mean, running_var, None
+        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype)
+        scale = invstd if weight is None else weight * invstd
+        if xc is None:  # eval: one fused affine map
+            shift = -mean * scale if bias is None else bias - mean * scale
+            y = x * _per_channel(scale, x.ndim)
+            y += _per_channel(shift.astype(x.dtype), x.ndim)
+            if ctx.needs_input_grad[1]:  # dw needs the normalised input
+                xc = x - _per_channel(mean.astype(x.dtype), x.ndim)
+        else:
+            y = xc * _per_channel(scale, x.ndim)
+            if bias is not None:
+                y += _per_channel(bias, x.ndim)
+        ctx.save_for_backward(xc, invstd, scale)
+        ctx.training, ctx.m = training, m
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> tuple[Any, Any, Any]:
+        xc, invstd, scale = ctx.saved_tensors
+        xp, need = ctx.xp, ctx.needs_input_grad
+        db = _channel_sum(xp, g) if ctx.training or need[2] else None
+        dw = _channel_dot(xp, g, xc) * invstd if ctx.training or need[1] else None
+        dx = None
+        if need[0]:
+            if ctx.training:
+                dx = xc * _per_channel(-(dw * invstd) / ctx.m, g.ndim)
+                dx += g
+                dx -= _per_channel(db / ctx.m, g.ndim)
+                dx *= _per_channel(scale, g.ndim)
+            else:
+                dx = g * _per_channel(scale, g.ndim)
+        return dx, dw if need[1] else None, db if need[2] else None
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch norm over every axis but dim 1, like `torch.nn.functional.batch_norm`.
+
+    In training, batch statistics normalise and `running_mean`/`running_var` (when given)
+    are updated in place; otherwise the running statistics normalise.
+    """
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected input of shape (N, C, ...), got {input.shape}")
+    c = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (c,):
+            raise ValueError(f"batch_norm: input has {c} channels but {name} has shape {t.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var are needed when not training")
+    if input.dtype.kind != "f":
+        raise TypeError(f"batch_norm: needs a floating-point input, got dtype {input.dtype}")
+    return BatchNorm.apply(
+        input, weight, bias,
+        running_mean=None if running_mean is None else running_mean.data,
+        running_var=None if running_var is None else running_var.data,
+        training=training, momentum=momentum, eps=eps,
+    )

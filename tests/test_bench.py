@@ -1,0 +1,102 @@
+"""`bench conv`: the smoke run's outputs, the FLOP/byte counting, and the timing helpers (no timing
+assertions: the numbers depend on the machine)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from minitorch_resnext.bench import _common as common
+from minitorch_resnext.bench import conv
+from minitorch_resnext.cli import main
+
+
+def test_flops_and_bytes_of_a_hand_computed_shape():
+    # N=2, C=8 -> 8, 6x6 -> 3x3 (stride 2, padding 1), groups 4 (2 ch/group), 3x3 kernel
+    shape = conv.ConvShape("t", channels=8, hw=6, groups=4, stride=2)
+    x, w, y = shape.tensor_shapes(batch=2)
+    assert (x, w, y) == ((2, 8, 6, 6), (8, 2, 3, 3), (2, 8, 3, 3))
+    # 2 FLOP x 144 outputs x 18 taps; 4 bytes x (576 + 144 + 144) elements
+    assert conv.conv_flops(w, y) == 2 * (2 * 8 * 3 * 3) * (2 * 3 * 3) == 5184
+    assert conv.conv_min_bytes(x, w, y) == 4 * (576 + 144 + 144) == 3456
+    assert conv.conv_min_bytes(x, w, y, itemsize=8) == 6912
+
+
+def test_the_stage1_shape_is_memory_bound_at_about_9_flop_per_byte():
+    shape = next(s for s in conv.SHAPES if s.name == "rx50_s1_g32x4")
+    x, w, y = shape.tensor_shapes(32)
+    assert 8.5 < conv.conv_flops(w, y) / conv.conv_min_bytes(x, w, y) < 9.5
+    dw = next(s for s in conv.SHAPES if s.name == "dw_96_s2_d2")
+    assert dw.tensor_shapes(1)[2] == (1, 96, 56, 56)
+
+
+def test_roofline_is_the_lower_of_peak_and_bandwidth_times_intensity():
+    roof = common.Roofline(peak_flops=100e9, bandwidth=10e9, method={})
+    assert roof.balance == 10
+    assert roof.attainable(flops=40, nbytes=10) == 40e9  # AI 4: memory-bound
+    assert roof.attainable(flops=400, nbytes=10) == 100e9  # AI 40: compute-bound
+
+
+def test_targets_by_channels_per_group():
+    assert conv.target_for("cpu", 4, "forward") == conv.Target(3, 0.10)
+    assert conv.target_for("cpu", 1, "grad_weight") == conv.Target(2, 0.10)
+    assert conv.target_for("cpu", 16, "grad_input").min_speedup == 1
+    assert conv.target_for("cuda", 128, "forward").min_speedup == 0.5
+    t = conv.Target(3, 0.10)
+    assert t.status(3.5, 0.2) == "met"
+    assert t.status(2.9, 0.2) == "missed"
+    assert t.status(None, 0.05) == "missed"
+    assert t.status(None, 0.2) == "n/a"
+
+
+def test_interleaved_timing_runs_rounds_abab_after_warmup():
+    calls: list[str] = []
+    clock = iter(range(100))
+    a = common.Candidate("a", lambda: calls.append("a") or "A", repeats=3)
+    b = common.Candidate("b", lambda: calls.append("b"), repeats=1)
+    stats = common.time_interleaved([a, b], timer=lambda fn: (fn(), next(clock))[1])
+    assert calls == ["a", "b", "a", "b", "a", "a"]
+    assert a.result == "A" and stats["a"].samples == (0, 2, 3) and stats["b"].samples == (1,)
+
+
+def test_stats_median_quartiles_and_min():
+    s = common.Stats.of([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (s.median, s.q1, s.q3, s.min) == (3.0, 2.0, 4.0, 1.0)
+    assert common.Stats.of([2.0]).to_json()["q3_ms"] == 2000.0
+
+
+def test_format_table_aligns_columns():
+    text = common.format_table(["name", "ms"], [["a", "1.5"], ["long", "10.25"]], right=[False, True])
+    lines = text.splitlines()
+    assert lines[0] == "name     ms" and lines[2] == "a       1.5" and lines[3] == "long  10.25"
+
+
+def test_bench_conv_quick_writes_json_png_and_prints_the_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # the comparison must skip cleanly without torch
+    assert main(["bench", "conv", "--quick", "--shapes", "tiny_g4x4", "tiny_g2x32",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch is not installed" in out and "compiling kernels" in out
+    assert "tiny_g4x4" in out and "grad_weight" in out and "GFLOP/s" in out and "% roof" in out
+
+    data = json.loads((tmp_path / "conv-cpu-quick.json").read_text())
+    assert (tmp_path / "conv-cpu-quick.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left behind
+    assert {"machine", "threads", "versions", "roofline", "shapes", "results", "targets"} <= data.keys()
+    assert data["torch"]["available"] is False and data["roofline"]["peak_gflops"] > 0
+    assert [s["name"] for s in data["shapes"]] == ["tiny_g4x4", "tiny_g2x32"]
+    assert data["shapes"][0]["flops"] == 2 * 2 * 16 * 10 * 10 * 4 * 9
+    results = {(r["shape"], r["pass"], r["implementation"]): r for r in data["results"]}
+    assert len(results) == 2 * 3 * 2  # shapes x passes x (minitorch, numpy-ref)
+    r = results[("tiny_g4x4", "grad_input", "minitorch")]
+    assert len(r["samples_ms"]) == 2 and r["median_ms"] > 0 and r["gflops"] > 0
+    assert r["max_rel_err"] < 1e-4 and r["speedup_vs_torch"] is None
+    assert {t["status"] for t in data["targets"]} <= {"n/a", "missed"}
+
+
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--threads", "999"]])
+def test_bench_conv_rejects_bad_settings(argv, tmp_path):
+    with pytest.raises(SystemExit, match="bench conv"):
+        main(["bench", "conv", "--quick", "--out", str(tmp_path), *argv])

@@ -1,0 +1,262 @@
+"""Grouped-convolution kernels: the NumPy reference against independent computations, and the
+Numba CPU kernels (every algorithm) against the reference on random configurations."""
+
+from __future__ import annotations
+
+import itertools
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from minitorch_resnext.kernels import cpu, reference
+from minitorch_resnext.kernels.cpu import conv as cpu_conv
+
+from minitorch_resnext.testing.strategies import arrays
+
+RTOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: str) -> None:
+    """Same shape and dtype, and ||actual - expected|| <= rtol * ||expected|| (norm-wise)."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.dtype(dtype)
+    err = np.linalg.norm((actual - expected).ravel())
+    assert err <= RTOL[dtype] * max(np.linalg.norm(expected.ravel()), 1e-30), err
+
+
+def out_hw(x_hw, k_hw, stride, padding, dilation):
+    return reference.output_size(x_hw, k_hw, stride, padding, dilation)
+
+
+@st.composite
+def conv_configs(draw: st.DrawFn, depthwise: bool = False) -> dict:
+    """A random conv: groups, channels per group, kernel up to 7x7 (non-square), per-axis
+    stride / dilation, padding up to beyond the kernel, odd sizes, output size down to 1."""
+    if depthwise:
+        groups, cg, og = draw(st.integers(1, 6)), 1, draw(st.integers(1, 3))
+    else:
+        groups, cg, og = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    cfg = {
+        "n": draw(st.integers(1, 3)),
+        "groups": groups,
+        "c_in": groups * cg,
+        "c_out": groups * og,
+        "k": [],
+        "stride": [],
+        "padding": [],
+        "dilation": [],
+        "hw": [],
+    }
+    for _ in range(2):
+        k, s, d = draw(st.integers(1, 7)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        p = draw(st.integers(0, d * (k - 1) + 2))  # up to past the kernel's extent
+        smallest = max(1, d * (k - 1) + 1 - 2 * p)  # input size giving a 1-pixel output
+        for key, v in zip(("k", "stride", "padding", "dilation"), (k, s, p, d), strict=True):
+            cfg[key].append(v)
+        cfg["hw"].append(draw(st.integers(smallest, smallest + 9)))
+    for key in ("k", "stride", "padding", "dilation", "hw"):
+        cfg[key] = tuple(cfg[key])
+    return cfg
+
+
+@st.composite
+def conv_problems(draw: st.DrawFn, depthwise: bool = False) -> tuple:
+    """(cfg, dtype, x, w, bias, grad_out) with possibly non-contiguous arrays."""
+    cfg = draw(conv_configs(depthwise=depthwise))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    oh, ow = out_hw(cfg["hw"], cfg["k"], cfg["stride"], cfg["padding"], cfg["dilation"])
+    x = draw(arrays((cfg["n"], cfg["c_in"], *cfg["hw"]), dtype))
+    w = draw(arrays((cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"]), dtype))
+    bias = draw(st.none() | arrays((cfg["c_out"],), dtype))
+    grad_out = draw(arrays((cfg["n"], cfg["c_out"], oh, ow), dtype))
+    return cfg, dtype, x, w, bias, grad_out
+
+
+def check_all_kernels(problem: tuple, algorithm: str | None) -> None:
+    cfg, dtype, x, w, bias, gy = problem
+    geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+    assert_close(
+        cpu.conv2d_forward(x, w, bias, *geom, algorithm=algorithm),
+        reference.conv2d_forward(x, w, bias, *geom),
+        dtype,
+    )
+    assert_close(
+        cpu.conv2d_grad_input(gy, w, cfg["hw"], *geom, algorithm=algorithm),
+        reference.conv2d_grad_input(gy, w, cfg["hw"], *geom),
+        dtype,
+    )
+    assert_close(
+        cpu.conv2d_grad_weight(x, gy, cfg["k"], *geom, algorithm=algorithm),
+        reference.conv2d_grad_weight(x, gy, cfg["k"], *geom),
+        dtype,
+    )
+
+
+# --- the reference against independent computations ----------------------------------------
+
+
+def naive_conv(x, w, b, stride, padding, dilation, groups):
+    """The definition, one output element at a time."""
+    n_img, c_in, h, wd = x.shape
+    c_out, cg, kh, kw = w.shape
+    og = c_out // groups
+    oh, ow = out_hw((h, wd), (kh, kw), stride, padding, dilation)
+    y = np.zeros((n_img, c_out, oh, ow))
+    for n, o, r, q in itertools.product(range(n_img), range(c_out), range(oh), range(ow)):
+        acc = b[o]
+        for c, i, j in itertools.product(range(cg), range(kh), range(kw)):
+            ih = r * stride[0] - padding[0] + i * dilation[0]
+            iw = q * stride[1] - padding[1] + j * dilation[1]
+            if 0 <= ih < h and 0 <= iw < wd:
+                acc += w[o, c, i, j] * x[n, (o // og) * cg + c, ih, iw]
+        y[n, o, r, q] = acc
+    return y
+
+
+@pytest.mark.parametrize(
+    "groups, stride, padding, dilation",
+    [(1, (1, 1), (0, 0), (1, 1)), (2, (2, 1), (1, 3), (1, 2)), (4, (1, 3), (4, 0), (2, 1))],
+)
+def test_reference_forward_matches_definition(groups, stride, padding, dilation):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 7, 6))
+    w = rng.standard_normal((8, 4 // groups, 3, 2))
+    b = rng.standard_normal(8)
+    y = reference.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+    np.testing.assert_allclose(
+        y, naive_conv(x, w, b, stride, padding, dilation, groups), rtol=1e-12, atol=1e-12
+    )
+
+
+@given(conv_configs())
+def test_reference_gradients_are_adjoints(cfg):
+    """<conv(x, w), g> = <x, grad_input(g, w)> = <w, grad_weight(x, g)> (conv is bilinear)."""
+    rng = np.random.default_rng(1)
+    geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+    x = rng.standard_normal((cfg["n"], cfg["c_in"], *cfg["hw"]))
+    w = rng.standard_normal((cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"]))
+    y = reference.conv2d_forward(x, w, None, *geom)
+    g = rng.standard_normal(y.shape)
+    lhs = np.vdot(y, g)
+    scale = np.linalg.norm(y) * np.linalg.norm(g) + 1e-300
+    gx = reference.conv2d_grad_input(g, w, cfg["hw"], *geom)
+    gw = reference.conv2d_grad_weight(x, g, cfg["k"], *geom)
+    assert gx.shape == x.shape and gw.shape == w.shape
+    assert abs(np.vdot(x, gx) - lhs) <= 1e-12 * scale
+    assert abs(np.vdot(w, gw) - lhs) <= 1e-12 * scale
+
+
+# --- CPU kernels against the reference -------------------------------------------------------
+
+
+@given(conv_problems(), st.sampled_from([None, *cpu.ALGORITHMS]))
+def test_cpu_kernels_match_reference(problem, algorithm):
+    check_all_kernels(problem, algorithm)
+
+
+@given(conv_problems(depthwise=True), st.sampled_from([None, *cpu.ALGORITHMS]))
+def test_cpu_kernels_match_reference_depthwise(problem, algorithm):
+    check_all_kernels(problem, algorithm)
+
+
+@pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "c_in, c_out, groups, stride, padding, dilation",
+    [
+        (6, 6, 6, (2, 2), (2, 2), (2, 2)),  # depthwise, stride and dilation 2 (MobileNet-like)
+        (4, 12, 4, (3, 2), (1, 0), (2, 3)),  # depthwise multiplier 3
+        (8, 8, 2, (2, 2), (1, 1), (1, 1)),  # ResNeXt-like strided grouped conv
+        (3, 5, 1, (1, 1), (9, 8), (1, 1)),  # dense, padding far past the kernel
+    ],
+)
+def test_cpu_kernels_explicit_cases(
+    algorithm, dtype, c_in, c_out, groups, stride, padding, dilation
+):
+    rng = np.random.default_rng(2)
+    cfg = {
+        "n": 2,
+        "groups": groups,
+        "c_in": c_in,
+        "c_out": c_out,
+        "k": (3, 3),
+        "hw": (11, 9),
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+    }
+    oh, ow = out_hw(cfg["hw"], cfg["k"], stride, padding, dilation)
+    x = rng.standard_normal((2, c_in, 11, 9)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, c_out, oh, ow)).astype(dtype)
+    check_all_kernels((cfg, dtype, x, w, rng.standard_normal(c_out).astype(dtype), gy), algorithm)
+
+
+def test_grad_weight_is_deterministic_across_thread_counts():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 8, 13, 13)).astype("float32")
+    gy = rng.standard_normal((5, 8, 13, 13)).astype("float32")
+    geom = ((1, 1), (1, 1), (1, 1), 2)
+    threads = numba.get_num_threads()
+    try:
+        results = []
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            results += [cpu.conv2d_grad_weight(x, gy, (3, 3), *geom) for _ in range(2)]
+    finally:
+        numba.set_num_threads(threads)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    assert_close(results[0], reference.conv2d_grad_weight(x, gy, (3, 3), *geom), "float32")
+
+
+# --- algorithm selection ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, groups, expected",
+    [
+        (128, 128, 32, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
+        (144, 144, 144, "direct"),  # depthwise
+        (64, 192, 64, "direct"),  # depthwise multiplier 3
+        (3, 64, 1, "direct"),  # an RGB stem: 3 input channels
+        (512, 512, 8, "gemm"),  # 64 channels per group
+        (128, 128, 1, "gemm"),  # dense
+    ],
+)
+def test_conv2d_algorithm_choice(c_in, c_out, groups, expected):
+    name, reason = cpu.conv2d_algorithm(
+        (8, c_in, 16, 16), (c_out, c_in // groups, 3, 3), (1, 1), (1, 1), (1, 1), groups
+    )
+    assert name == expected
+    assert isinstance(reason, str) and len(reason) > 20
+
+
+@pytest.mark.parametrize("c_in, groups", [(8, 4), (2 * cpu.GEMM_MIN_CHANNELS, 1)])
+def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
+    ran = []
+    for name in cpu.ALGORITHMS:
+        module = getattr(cpu_conv, name)
+        for fn in ("forward", "grad_input", "grad_weight"):
+            original = getattr(module, fn)
+
+            def spy(*args, _name=name, _fn=original):
+                ran.append(_name)
+                return _fn(*args)
+
+            monkeypatch.setattr(module, fn, spy)
+    x = np.ones((1, c_in, 5, 5))
+    w = np.ones((c_in, c_in // groups, 3, 3))
+    geom = ((1, 1), (1, 1), (1, 1), groups)
+    expected = cpu.conv2d_algorithm(x.shape, w.shape, *geom)[0]
+    y = cpu.conv2d_forward(x, w, None, *geom)
+    cpu.conv2d_grad_input(y, w, (5, 5), *geom)
+    cpu.conv2d_grad_weight(x, y, (3, 3), *geom)
+    assert ran == [expected] * 3
+
+
+def test_unknown_algorithm_is_rejected():
+    x, w = np.ones((1, 2, 4, 4)), np.ones((2, 2, 3, 3))
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        cpu.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1, algorithm="winograd")
