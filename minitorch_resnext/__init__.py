@@ -1,6 +1,6 @@
 """minitorch-resnext: a from-scratch autograd engine for learning and measuring ResNeXt."""
 
-from . import functional, io, models, nn
+from . import data, functional, io, models, nn, optim
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import cuda_is_available, get_backend
 from .tensor import (
@@ -27,8 +27,8 @@ cat, stack, where, matmul, maximum = F.cat, F.stack, F.where, F.matmul, F.maximu
 __version__ = "0.1.0"
 
 __all__ = [
-    "F", "Function", "Tensor", "arange", "bool_", "cat", "cuda_is_available", "enable_grad",
-    "float32", "float64", "full", "functional", "get_backend", "int64", "io",
+    "F", "Function", "Tensor", "arange", "bool_", "cat", "cuda_is_available", "data",
+    "enable_grad", "float32", "float64", "full", "functional", "get_backend", "int64", "io",
     "is_grad_enabled", "manual_seed", "matmul", "maximum", "models", "nn", "no_grad", "ones",
-    "ones_like", "rand", "randint", "randn", "stack", "tensor", "where", "zeros", "zeros_like",
+    "ones_like", "optim", "rand", "randint", "randn", "stack", "tensor", "where", "zeros", "zeros_like",
 ]

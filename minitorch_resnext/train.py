@@ -60,6 +60,7 @@ class TrainConfig:
     cardinality: int | None = None
     base_width: int | None = None
     augment: bool = True
+    label_smoothing: float = 0.1
     eval_batch_size: int = 500
     device: str = "cpu"
     seed: int = 0
@@ -108,11 +109,12 @@ def load_datasets(config: TrainConfig) -> tuple[data.ImageDataset, data.ImageDat
 
 
 def train_transform(dataset: data.ImageDataset, augment: bool) -> T.Compose:
-    """Random crops (padding 1/8 of the side) and, for colour images, flips; then normalise."""
+    """Random crops (with the dataset's `crop_padding`) and, for colour images, flips; then
+    normalise."""
     c, h, w = dataset.image_shape
     steps: list[Any] = []
     if augment:
-        steps.append(T.RandomCrop((h, w), padding=max(1, h // 8)))
+        steps.append(T.RandomCrop((h, w), padding=dataset.crop_padding))
         if c == 3:  # digits are not mirror-symmetric; natural images are
             steps.append(T.RandomHorizontalFlip())
     return T.Compose([*steps, T.Normalize(dataset.mean, dataset.std)])
@@ -187,6 +189,7 @@ def make_scheduler(config: TrainConfig, optimizer: Any, steps_per_epoch: int,
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     """Loss and accuracy per epoch, train and test, as a PNG (matplotlib Agg)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -196,6 +199,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], marker="o", label=split)
     for ax, what in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy (%)")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -313,7 +317,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 step_start = time.perf_counter()
                 x, y = x.to(config.device), y.to(config.device)
                 logits = forward(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 value = loss.item()
                 if not math.isfinite(value):
                     bar.close()

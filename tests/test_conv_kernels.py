@@ -194,6 +194,39 @@ def test_cpu_kernels_explicit_cases(
     check_all_kernels((cfg, dtype, x, w, rng.standard_normal(c_out).astype(dtype), gy), algorithm)
 
 
+@pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)
+@pytest.mark.parametrize(
+    "n, c_in, c_out, groups, kernel, stride, padding, hw",
+    [
+        (3, 12, 10, 2, (3, 3), (1, 1), (1, 1), (9, 8)),  # 6 in / 5 out per group: leftovers
+        (2, 6, 4, 2, (1, 1), (1, 1), (0, 0), (33, 32)),  # pointwise, one image per GEMM
+        (1, 6, 4, 2, (1, 1), (1, 1), (0, 0), (5, 7)),  # pointwise, a single small image
+        (3, 4, 6, 2, (3, 2), (2, 1), (1, 0), (65, 33)),  # large images: one per GEMM
+        (2, 4, 8, 1, (2, 2), (2, 2), (0, 0), (8, 8)),  # strided, no padding, no overlap
+    ],
+)
+def test_cpu_kernels_channel_leftovers_and_gemm_chunking(
+    algorithm, n, c_in, c_out, groups, kernel, stride, padding, hw
+):
+    rng = np.random.default_rng(4)
+    cfg = {
+        "n": n,
+        "groups": groups,
+        "c_in": c_in,
+        "c_out": c_out,
+        "k": kernel,
+        "hw": hw,
+        "stride": stride,
+        "padding": padding,
+        "dilation": (1, 1),
+    }
+    oh, ow = out_hw(hw, kernel, stride, padding, (1, 1))
+    x = rng.standard_normal((n, c_in, *hw))
+    w = rng.standard_normal((c_out, c_in // groups, *kernel))
+    gy = rng.standard_normal((n, c_out, oh, ow))
+    check_all_kernels((cfg, "float64", x, w, rng.standard_normal(c_out), gy), algorithm)
+
+
 def test_grad_weight_is_deterministic_across_thread_counts():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 8, 13, 13)).astype("float32")

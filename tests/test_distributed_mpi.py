@@ -1,7 +1,8 @@
 """Data-parallel training as real 2-rank MPI jobs (`mpiexec -n 2 python -m mpi4py ...`).
 
 Skipped, with the reason, where mpi4py or mpiexec is missing (`pip install -e ".[mpi]"`).
-Every job runs under an outer timeout, so a hang fails the test instead of stalling it.
+Every job runs under an outer timeout, so a hang fails the test instead of stalling it (jobs
+that train a ResNeXt allow for Numba compiling the convolution kernels on a cold cache).
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ def _load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def compiled_kernels() -> None:
+    """Compile the convolution kernels here, once, for the jobs that train a ResNeXt: Numba
+    caches them on disk, so the ranks load them instead of each compiling them at once."""
+    import minitorch_resnext as mr
+    from minitorch_resnext import functional as F
+    from minitorch_resnext import models
+
+    model = models.get_model("resnext_small", num_classes=4, in_channels=1)
+    for side in (8, 16):  # the image sizes of the train and bench jobs
+        F.cross_entropy(model(mr.randn(2, 1, side, side)), mr.randint(0, 4, (2,))).backward()
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +145,14 @@ def _assert_checkpoint_whole(out: Path) -> None:
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["last.npz"]
 
 
-def test_train_command_distributed_matches_one_process(tmp_path: Path):
+def test_train_command_distributed_matches_one_process(tmp_path: Path, compiled_kernels: None):
     # one thread per process in both runs: float32 rounding then differs only by the
     # allreduce's order (the thread count changes it, and training amplifies that)
     env = os.environ | {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     for out, ranks, extra in ((one, 1, []), (two, 2, ["--distributed"])):
         done, _ = mpirun(str(SCRIPTS / "train_job.py"), str(out), *extra, ranks=ranks, env=env,
-                         timeout=120)
+                         timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("epoch   2/2") == 1 and done.stdout.count("done:") == 1  # rank 0
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
@@ -162,9 +176,9 @@ def test_a_foreign_mpiexec_is_refused():
     assert "mpiexec started 2 processes" in done.stderr and "another MPI library" in done.stderr
 
 
-def test_bench_allreduce_quick_run_writes_its_json(tmp_path: Path):
+def test_bench_allreduce_quick_run_writes_its_json(tmp_path: Path, compiled_kernels: None):
     done, _ = mpirun("-m", "minitorch_resnext", "bench", "allreduce", "--quick", "--out",
-                     str(tmp_path), timeout=120)
+                     str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("busbw GB/s") == 1  # rank 0 prints
     result = json.loads((tmp_path / "allreduce-cpu-quick.json").read_text())

@@ -30,6 +30,9 @@ def test_tutorial_runs(tutorial, tmp_path):
         "MINITORCH_FAST": "1",
         "MINITORCH_FIGURES": str(tmp_path / "figures"),
         "MPLBACKEND": "Agg",
+        # idle OpenMP threads sleep instead of spinning: on a machine shared with other work,
+        # spinning workers of Numba's parallel kernels otherwise slow every step many times over
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
     result = subprocess.run([sys.executable, str(tutorial)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)

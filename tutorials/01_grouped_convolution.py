@@ -38,7 +38,9 @@ import minitorch_resnext as mr
 from minitorch_resnext import functional as F
 from minitorch_resnext import nn
 
-FIGURES = Path(os.environ.get("MINITORCH_FIGURES", "tutorials/figures"))
+# this folder, whether run from the repository root or, as a notebook, from tutorials/
+TUTORIALS = Path("tutorials") if Path("tutorials").is_dir() else Path()
+FIGURES = Path(os.environ.get("MINITORCH_FIGURES", TUTORIALS / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 
@@ -217,10 +219,11 @@ assert np.allclose(params * np.array(group_counts), params[0])  # exactly 1/G
 # %% [markdown]
 # ![cost against groups](figures/01_cost_vs_groups.png)
 #
-# A processor does roughly 10–15 FLOP in the time it moves one byte from memory (tutorial 4
-# measures this machine), so the dense layer is limited by arithmetic and ResNeXt's grouped
-# layer by memory traffic. That is why kernels for grouped convolution are written differently
-# (tutorial 4).
+# A processor's *machine balance* is the number of FLOP it can do in the time it moves one
+# byte from memory; for today's CPUs and GPUs it is of the order of ten (tutorial 4 measures
+# this machine's). A layer far above its balance, like the dense one, is limited by
+# arithmetic; a layer near or below it, like ResNeXt's grouped one, by memory traffic. That
+# is why kernels for grouped convolution are written differently (tutorial 4).
 
 # %%
 fig = Figure(figsize=(13, 4), layout="constrained")

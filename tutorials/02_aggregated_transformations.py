@@ -47,7 +47,9 @@ from minitorch_resnext import functional as F
 from minitorch_resnext import models, nn
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
-FIGURES = Path(os.environ.get("MINITORCH_FIGURES", "tutorials/figures"))
+# this folder, whether run from the repository root or, as a notebook, from tutorials/
+TUTORIALS = Path("tutorials") if Path("tutorials").is_dir() else Path()
+FIGURES = Path(os.environ.get("MINITORCH_FIGURES", TUTORIALS / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 mr.manual_seed(0)

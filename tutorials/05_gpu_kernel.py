@@ -202,6 +202,10 @@ for _, _, oy, ox in warps():
 print(f"shared-memory reads of the input window: at most {max(ways)}-way bank conflicts, "
       f"{np.mean(np.array(ways) == 1):.0%} of them conflict-free")
 assert max(ways) <= 2
+# a lane's weights depend only on its channel slice cs: lanes of one slice share each word
+slices = [len(np.unique((o % og) // OPT)) for _, o, _, _ in warps()]
+print(f"distinct weight words per warp load: at most {max(slices)}")
+assert max(slices) <= 2
 
 # %% [markdown]
 # The input window is loaded into shared memory the same way: `load_tile` in
@@ -240,7 +244,8 @@ if mr.cuda_is_available():
 else:
     print("no usable GPU here (mr.cuda_is_available() is False: CuPy or an NVIDIA GPU is missing);"
           " showing recorded results instead, not measured now")
-    recorded = [p for p in (Path("docs/benchmarks/conv-cuda.json"), Path("bench-results/conv-cuda.json"))
+    root = (Path("tutorials") if Path("tutorials").is_dir() else Path()).resolve().parent
+    recorded = [p for p in (root / "docs/benchmarks/conv-cuda.json", root / "bench-results/conv-cuda.json")
                 if p.is_file()]
     if recorded:
         record = json.loads(recorded[0].read_text())
@@ -251,7 +256,7 @@ else:
                   f"{r['median_ms']:9.3f} ms {r['gflops']:8.1f} GFLOP/s"
                   + (f"  {speedup:.2f}x cuDNN" if speedup else ""))
     else:
-        page = Path("docs/benchmarks.md").read_text()
+        page = (root / "docs/benchmarks.md").read_text()
         sections = re.split(r"\n(?=#+ )", page)
         gpu = [s for s in sections if re.match(r"#+ .*(GPU|CUDA|H100|H200|A100)", s)]
         print(f"recorded in docs/benchmarks.md:\n{gpu[0] if gpu else page}")

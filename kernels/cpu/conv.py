@@ -75,14 +75,14 @@ def conv2d_forward(
 ) -> np.ndarray:
     """y (N, C_out, H_out, W_out) = grouped conv of x with w, plus bias."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=x.dtype)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     n_img, _, h, wd = x.shape
     c_out, _, kh, kw = w.shape
-    b = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-    y = np.empty(
-        (n_img, c_out, *output_size((h, wd), (kh, kw), stride, padding, dilation)), x.dtype
-    )
+    out_hw = output_size((h, wd), (kh, kw), stride, padding, dilation)
+    y = np.empty((n_img, c_out, *out_hw), x.dtype)
     algo = _select(algorithm, x.shape, w.shape, stride, padding, dilation, groups)
     if algo == "direct":
+        b = np.zeros(c_out, x.dtype) if b is None else b
         direct.forward(x, w, b, y, *stride, *padding, *dilation, groups)
     else:
         gemm.forward(x, w, b, y, stride, padding, dilation, groups)

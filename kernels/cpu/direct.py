@@ -20,9 +20,9 @@ the update by dot products.
 Implementation notes. Helpers work on flat 1-D arrays with explicit offsets and index them
 with unsigned integers (`_u`): Numba then emits no negative-index wraparound, so the loops
 vectorise, and no array views (whose reference counting costs more than copying a short
-row) are created per row. Every offset is in range by construction. The helpers are inlined
-into the kernels (`inline="always"`): a call between Numba functions costs about as much as
-moving a 56-pixel row.
+row) are created per row. Every offset is in range by construction. The per-row helpers are
+inlined (`inline="always"`): a call between Numba functions costs about as much as moving a
+56-pixel row.
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ _GRAD_WEIGHT_TASKS = 16
 def _u(i: int) -> int:
     """i as an unsigned array index (no wraparound check; i >= 0 is guaranteed)."""
     return np.uint64(i)
+
+
+@njit(cache=True)
+def _ints(a: int, b: int) -> tuple[int, int]:
+    """(a, b) typed as plain int64: literal arguments to the helpers below would make Numba
+    compile one specialisation of the helper per literal value."""
+    return np.int64(a), np.int64(b)
 
 
 @njit(cache=True, inline="always")
@@ -70,20 +77,21 @@ def _fill(dst: np.ndarray, d: int, n: int, value: float) -> None:
 
 
 @njit(cache=True, inline="always")
-def _move(
-    dst: np.ndarray, d: int, d_step: int, src: np.ndarray, s: int, s_step: int, n: int
+def _transfer(
+    buf: np.ndarray, b: int, img: np.ndarray, i: int, step: int, n: int, load: bool
 ) -> None:
-    """dst[d + k*d_step] = src[s + k*s_step] for k < n."""
-    if d_step == 1 and s_step == 1:  # the contiguous case in a loop of its own, so it vectorises
+    """buf[b + k] <-> img[i + k*step] for k < n (load: into buf). Called with a literal step
+    of 1 for the contiguous case, so that after inlining that loop vectorises."""
+    if load:
         for k in range(n):
-            dst[_u(d + k)] = src[_u(s + k)]
+            buf[_u(b + k)] = img[_u(i + k * step)]
     else:
         for k in range(n):
-            dst[_u(d + k * d_step)] = src[_u(s + k * s_step)]
+            img[_u(i + k * step)] = buf[_u(b + k)]
 
 
 @njit(cache=True, inline="always")
-def _move_pair(
+def _transfer_pair(
     buf: np.ndarray, b0: int, b1: int, img: np.ndarray, i: int, n: int, load: bool
 ) -> None:
     """buf[b0 + k], buf[b1 + k] <-> img[i + 2k], img[i + 2k + 1] (both stride-2 phases in one
@@ -96,17 +104,6 @@ def _move_pair(
         for k in range(n):
             img[_u(i + 2 * k)] = buf[_u(b0 + k)]
             img[_u(i + 2 * k + 1)] = buf[_u(b1 + k)]
-
-
-@njit(cache=True, inline="always")
-def _move_cols(
-    buf: np.ndarray, b: int, img: np.ndarray, i: int, step: int, n: int, load: bool
-) -> None:
-    """buf[b + k] <-> img[i + k*step] for k < n (load: into buf)."""
-    if load:
-        _move(buf, b, 1, img, i, step, n)
-    else:
-        _move(img, i, step, buf, b, 1, n)
 
 
 @njit(cache=True, inline="always")
@@ -140,22 +137,22 @@ def _row_phases(
     `ranges` is `_col_ranges(col0, step, width, count)`."""
     lo0, hi0, lo1, hi1, mid_lo, mid_hi = ranges
     if step == 1:
-        _move_cols(buf, b + lo0, img, i + lo0, 1, hi0 - lo0, load)
-    elif step == 2:  # both phases together in [mid_lo, mid_hi), the 0-2 edge pixels apart
+        _transfer(buf, b + lo0, img, i + lo0, 1, hi0 - lo0, load)
+    elif step == 2:  # both phases together in [mid_lo, mid_hi); the edge pixel(s) one by one
         for p, lo, hi in ((0, lo0, hi0), (1, lo1, hi1)):
-            bp, ip = b + p * phase_len, i + p
-            _move_cols(buf, bp + lo, img, ip + 2 * lo, 2, min(hi, mid_lo) - lo, load)
-            v = max(lo, mid_hi)
-            _move_cols(buf, bp + v, img, ip + 2 * v, 2, hi - v, load)
+            for v in range(lo, min(hi, mid_lo)):
+                _transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
+            for v in range(max(lo, mid_hi), hi):
+                _transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
         n = mid_hi - mid_lo
-        _move_pair(buf, b + mid_lo, b + phase_len + mid_lo, img, i + 2 * mid_lo, n, load)
+        _transfer_pair(buf, b + mid_lo, b + phase_len + mid_lo, img, i + 2 * mid_lo, n, load)
     else:
         for p in range(step):
             lo, hi = valid_cols(col0 + p, step, width, count)
-            _move_cols(buf, b + p * phase_len + lo, img, i + p + lo * step, step, hi - lo, load)
+            _transfer(buf, b + p * phase_len + lo, img, i + p + lo * step, step, hi - lo, load)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _load_plane(
     img: np.ndarray,
     plane: int,
@@ -185,7 +182,7 @@ def _load_plane(
             _row_phases(img, i, buf, base, phase_len, col0, col_step, width, pitch, ranges, True)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _store_plane(
     buf: np.ndarray,
     b: int,
@@ -213,7 +210,7 @@ def _store_plane(
             _row_phases(img, i, buf, base, phase_len, col0, col_step, width, count, ranges, False)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _load_input(
     xf: np.ndarray,
     x_shape: tuple[int, int, int, int],
@@ -246,14 +243,14 @@ def _load_input(
 # --- the vectorised inner loops ------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _axpy(dst: np.ndarray, d: int, n: int, src: np.ndarray, s: int, a: float) -> None:
     """dst[d : d + n] += a * src[s : s + n]."""
     for k in range(n):
         dst[_u(d + k)] += a * src[_u(s + k)]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _axpy4(
     dst: np.ndarray,
     d: int,
@@ -278,44 +275,132 @@ def _axpy4(
         )
 
 
-@njit(cache=True, inline="always")
-def _accumulate_taps(
+@njit(cache=True)
+def _axpy4x4(
     dst: np.ndarray,
     d: int,
+    d_stride: int,
     n: int,
     src: np.ndarray,
     offsets: np.ndarray,
+    t: int,
     coef: np.ndarray,
     c: int,
+    c_stride: int,
+) -> None:
+    """Four outputs p, four taps q: dst[d + p*d_stride :][:n] += coef[c + p*c_stride + q] *
+    src[offsets[t + q] :][:n]. Each loaded input vector feeds four outputs, so the loop does
+    16 multiply-adds per 8 loads and 4 stores."""
+    s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+    d0, d1, d2, d3 = d, d + d_stride, d + 2 * d_stride, d + 3 * d_stride
+    c0, c1, c2, c3 = c, c + c_stride, c + 2 * c_stride, c + 3 * c_stride
+    a00, a01, a02, a03 = coef[c0], coef[c0 + 1], coef[c0 + 2], coef[c0 + 3]
+    a10, a11, a12, a13 = coef[c1], coef[c1 + 1], coef[c1 + 2], coef[c1 + 3]
+    a20, a21, a22, a23 = coef[c2], coef[c2 + 1], coef[c2 + 2], coef[c2 + 3]
+    a30, a31, a32, a33 = coef[c3], coef[c3 + 1], coef[c3 + 2], coef[c3 + 3]
+    for k in range(n):
+        x0, x1 = src[_u(s0 + k)], src[_u(s1 + k)]
+        x2, x3 = src[_u(s2 + k)], src[_u(s3 + k)]
+        dst[_u(d0 + k)] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+        dst[_u(d1 + k)] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+        dst[_u(d2 + k)] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+        dst[_u(d3 + k)] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+
+
+@njit(cache=True)
+def _accumulate_taps(
+    dst: np.ndarray,
+    d: int,
+    d_stride: int,
+    outs: int,
+    n: int,
+    src: np.ndarray,
+    offsets: np.ndarray,
     t0: int,
     t1: int,
+    coef: np.ndarray,
+    c: int,
+    c_stride: int,
 ) -> None:
-    """dst[d : d + n] += sum over taps t in [t0, t1) of coef[c + t - t0] * src[offsets[t] :][:n],
-    four taps per pass over dst, which halves the passes (loads and stores bound this loop)."""
-    t = t0
-    while t + 4 <= t1:
-        s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
-        a0, a1, a2, a3 = (
-            coef[c + t - t0],
-            coef[c + t + 1 - t0],
-            coef[c + t + 2 - t0],
-            coef[c + t + 3 - t0],
-        )
-        _axpy4(dst, d, n, src, s0, s1, s2, s3, a0, a1, a2, a3)
-        t += 4
-    for r in range(t, t1):
-        _axpy(dst, d, n, src, offsets[r], coef[c + r - t0])
+    """For outputs p < outs: dst[d + p*d_stride :][:n] += sum over taps t in [t0, t1) of
+    coef[c + p*c_stride + t - t0] * src[offsets[t] :][:n]. Blocks of four outputs by four
+    taps, then four taps per pass for the leftover outputs, then single taps (the loops are
+    bound by loads and stores, so the blocks decide the speed)."""
+    p = 0
+    while p + 4 <= outs:
+        t = t0
+        while t + 4 <= t1:
+            _axpy4x4(
+                dst,
+                d + p * d_stride,
+                d_stride,
+                n,
+                src,
+                offsets,
+                t,
+                coef,
+                c + p * c_stride + t - t0,
+                c_stride,
+            )
+            t += 4
+        for r in range(t, t1):
+            for q in range(p, p + 4):
+                _axpy(dst, d + q * d_stride, n, src, offsets[r], coef[c + q * c_stride + r - t0])
+        p += 4
+    for q in range(p, outs):
+        dq, cq = d + q * d_stride, c + q * c_stride - t0
+        t = t0
+        while t + 4 <= t1:
+            s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+            a0, a1, a2, a3 = coef[cq + t], coef[cq + t + 1], coef[cq + t + 2], coef[cq + t + 3]
+            _axpy4(dst, dq, n, src, s0, s1, s2, s3, a0, a1, a2, a3)
+            t += 4
+        for r in range(t, t1):
+            _axpy(dst, dq, n, src, offsets[r], coef[cq + r])
 
 
 @njit(cache=True, fastmath={"reassoc"})
 def _dot(a: np.ndarray, i: int, b: np.ndarray, j: int, n: int) -> float:
     """sum(a[i : i + n] * b[j : j + n]). Reassociation (only) lets LLVM keep one partial sum per
     vector lane: the result differs from a sequential sum by rounding and is the same on every
-    run."""
+    run. The same holds for `_dot4x4`."""
     s = a.dtype.type(0)
     for k in range(n):
         s += a[_u(i + k)] * b[_u(j + k)]
     return s
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _dot4x4(
+    a: np.ndarray, i: int, i_stride: int, b: np.ndarray, offsets: np.ndarray, t: int, n: int
+) -> tuple:
+    """The 16 dot products of a[i + p*i_stride :][:n] (p < 4) with b[offsets[t + q] :][:n]
+    (q < 4), row-major in (p, q): four loads of each side feed 16 multiply-adds."""
+    i0, i1, i2, i3 = i, i + i_stride, i + 2 * i_stride, i + 3 * i_stride
+    j0, j1, j2, j3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+    z = a.dtype.type(0)
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
+    for k in range(n):
+        a0, a1, a2, a3 = a[_u(i0 + k)], a[_u(i1 + k)], a[_u(i2 + k)], a[_u(i3 + k)]
+        b0, b1, b2, b3 = b[_u(j0 + k)], b[_u(j1 + k)], b[_u(j2 + k)], b[_u(j3 + k)]
+        s00 += a0 * b0
+        s01 += a0 * b1
+        s02 += a0 * b2
+        s03 += a0 * b3
+        s10 += a1 * b0
+        s11 += a1 * b1
+        s12 += a1 * b2
+        s13 += a1 * b3
+        s20 += a2 * b0
+        s21 += a2 * b1
+        s22 += a2 * b2
+        s23 += a2 * b3
+        s30 += a3 * b0
+        s31 += a3 * b1
+        s32 += a3 * b2
+        s33 += a3 * b3
+    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
 
 
 # --- tap tables ------------------------------------------------------------------------------
@@ -381,14 +466,16 @@ def forward(
     dw: int,
     groups: int,
 ) -> None:
-    """y = conv(x, w) + bias, one task per run of (image, group, output row block) units."""
+    """y = conv(x, w) + bias, one task per run of (image, group, output row block) units;
+    output channels four at a time."""
+    zero, one = _ints(0, 1)
     n_img = x.shape[0]
     c_out, cg, kh, kw = w.shape
     out_h, out_w = y.shape[2], y.shape[3]
     og, n_taps = c_out // groups, cg * kh * kw
     oi_max, oj_max = (kh - 1) * dh // sh, (kw - 1) * dw // sw
     pitch = out_w + oj_max
-    rb = _block_rows(out_h, pitch, 1 + cg * sh * sw, x.itemsize)
+    rb = _block_rows(out_h, pitch, 4 + cg * sh * sw, x.itemsize)
     blocks = -(-out_h // rb)
     units = n_img * groups * blocks
     tasks = min(units, _TASKS)
@@ -397,16 +484,26 @@ def forward(
     offsets = _input_taps(cg, kh, kw, sh, sw, dh, dw, pitch, x_rows * pitch)
     for t in prange(tasks):
         xbuf = np.empty(cg * sh * sw * x_rows * pitch, x.dtype)
-        ybuf = np.empty(rb * pitch, x.dtype)
+        ybuf = np.empty(4 * rb * pitch, x.dtype)
         for unit in range(t * units // tasks, (t + 1) * units // tasks):
             n, g, r0 = unit // (groups * blocks), unit // blocks % groups, unit % blocks * rb
             rows = min(rb, out_h - r0)
+            size = rows * pitch
             _load_input(xf, x.shape, n, g * cg, cg, r0, x_rows, sh, sw, ph, pw, pitch, xbuf)
-            for o in range(g * og, (g + 1) * og):
-                ybuf[:] = bias[o]
-                _accumulate_taps(ybuf, 0, rows * pitch, xbuf, offsets, wf, o * n_taps, 0, n_taps)
-                plane = (n * c_out + o) * out_h * out_w
-                _store_plane(ybuf, 0, 0, rows, pitch, out_w, yf, plane, out_h, out_w, r0, 1, 0, 1)
+            for o0 in range(g * og, (g + 1) * og, 4):
+                outs = min(4, (g + 1) * og - o0)
+                for p in range(outs):
+                    _fill(ybuf, p * size, size, bias[o0 + p])
+                _accumulate_taps(
+                    ybuf, zero, size, outs, size, xbuf, offsets, zero, n_taps, wf, o0 * n_taps,
+                    n_taps,
+                )  # fmt: skip
+                for p in range(outs):
+                    plane = (n * c_out + o0 + p) * out_h * out_w
+                    _store_plane(
+                        ybuf, p * size, zero, rows, pitch, out_w, yf, plane, out_h, out_w, r0,
+                        one, zero, one,
+                    )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -424,7 +521,8 @@ def grad_input(
 ) -> None:
     """gx = conv^T(gy, w). Per stride phase (a, b) of the padded input, gx is a stride-1
     correlation of zero-padded gy with the taps of that phase; rows/cols of the phase grid
-    that fall in the padding are skipped."""
+    that fall in the padding are skipped. Input channels four at a time."""
+    zero, one = _ints(0, 1)
     n_img, c_in, h, wd = gx.shape
     c_out, cg, kh, kw = w.shape
     out_h, out_w = gy.shape[2], gy.shape[3]
@@ -433,7 +531,7 @@ def grad_input(
     u_lo, u_hi = ph // sh, (ph + h - 1) // sh + 1  # phase rows holding input rows
     v_lo, v_hi = pw // sw, (pw + wd - 1) // sw + 1
     pitch = v_hi - v_lo + oj_max
-    rb = _block_rows(u_hi - u_lo, pitch, og + sw, gy.itemsize)
+    rb = _block_rows(u_hi - u_lo, pitch, og + 4 * sw, gy.itemsize)
     blocks = -(-(u_hi - u_lo) // rb)
     units = n_img * groups * blocks
     tasks = min(units, _TASKS)
@@ -442,31 +540,41 @@ def grad_input(
     start, offsets, outs, kpos = _output_taps(og, kh, kw, sh, sw, dh, dw, pitch, gy_rows * pitch)
     for t in prange(tasks):
         gybuf = np.empty(og * gy_rows * pitch, gy.dtype)
-        gxbuf = np.empty(sw * rb * pitch, gy.dtype)
-        coef = np.empty(og * kh * kw, gy.dtype)
+        gxbuf = np.empty(4 * sw * rb * pitch, gy.dtype)
+        coef = np.empty(4 * og * kh * kw, gy.dtype)
         for unit in range(t * units // tasks, (t + 1) * units // tasks):
             n, g = unit // (groups * blocks), unit // blocks % groups
             u0 = u_lo + unit % blocks * rb
             rows = min(rb, u_hi - u0)
+            size = rows * pitch
             for o in range(og):
                 plane = (n * c_out + g * og + o) * out_h * out_w
                 row0, col0, b = u0 - oi_max, v_lo - oj_max, o * gy_rows * pitch
-                _load_plane(gyf, plane, out_h, out_w, row0, 1, col0, 1, gybuf, b, 0, gy_rows, pitch)
+                _load_plane(
+                    gyf, plane, out_h, out_w, row0, one, col0, one, gybuf, b, zero, gy_rows, pitch
+                )
             for a in range(sh):
-                for c in range(cg):
+                for c0 in range(0, cg, 4):
+                    chans = min(4, cg - c0)
                     for b in range(sw):
                         t0, t1 = start[a * sw + b], start[a * sw + b + 1]
-                        for k in range(t0, t1):  # w[g*og + o, c, i, j] of each tap (o, i, j)
-                            coef[k - t0] = wf[((g * og + outs[k]) * cg + c) * kh * kw + kpos[k]]
-                        d = b * rb * pitch
-                        _fill(gxbuf, d, rows * pitch, 0)
-                        _accumulate_taps(gxbuf, d, rows * pitch, gybuf, offsets, coef, 0, t0, t1)
-                    plane = (n * c_in + g * cg + c) * h * wd
-                    row0, col0 = u0 * sh + a - ph, v_lo * sw - pw
-                    _store_plane(
-                        gxbuf, 0, rb * pitch, rows, pitch, v_hi - v_lo, gxf, plane, h, wd, row0,
-                        sh, col0, sw,
-                    )  # fmt: skip
+                        for p in range(chans):  # w[g*og + o, c0 + p, i, j] of each tap (o, i, j)
+                            for k in range(t0, t1):
+                                wi = ((g * og + outs[k]) * cg + c0 + p) * kh * kw + kpos[k]
+                                coef[p * (t1 - t0) + k - t0] = wf[wi]
+                        for p in range(chans):
+                            _fill(gxbuf, (p * sw + b) * size, size, 0)
+                        _accumulate_taps(
+                            gxbuf, b * size, sw * size, chans, size, gybuf, offsets, t0, t1, coef,
+                            zero, t1 - t0,
+                        )  # fmt: skip
+                    for p in range(chans):
+                        plane = (n * c_in + g * cg + c0 + p) * h * wd
+                        row0, col0 = u0 * sh + a - ph, v_lo * sw - pw
+                        _store_plane(
+                            gxbuf, p * sw * size, size, rows, pitch, v_hi - v_lo, gxf, plane, h,
+                            wd, row0, sh, col0, sw,
+                        )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -483,14 +591,16 @@ def grad_weight(
     groups: int,
 ) -> None:
     """gw = sum over images and pixels of gy * shifted x, deterministically: task (group,
-    chunk of row blocks) owns its partial sums, which are added in chunk order at the end."""
+    chunk of row blocks) owns its partial sums, which are added in chunk order at the end.
+    Blocks of four output channels by four taps share their loads."""
+    zero, one = _ints(0, 1)
     n_img = x.shape[0]
     c_out, cg, kh, kw = gw.shape
     out_h, out_w = gy.shape[2], gy.shape[3]
     og, n_taps = c_out // groups, cg * kh * kw
     oi_max, oj_max = (kh - 1) * dh // sh, (kw - 1) * dw // sw
     pitch = out_w + oj_max
-    rb = _block_rows(out_h, pitch, 1 + cg * sh * sw, x.itemsize)
+    rb = _block_rows(out_h, pitch, 4 + cg * sh * sw, x.itemsize)
     blocks = -(-out_h // rb)
     items = n_img * blocks
     chunks = min(items, max(1, _GRAD_WEIGHT_TASKS // groups))
@@ -501,16 +611,43 @@ def grad_weight(
     for t in prange(groups * chunks):
         g, k = t // chunks, t % chunks
         xbuf = np.empty(cg * sh * sw * x_rows * pitch, x.dtype)
-        gybuf = np.empty(rb * pitch, x.dtype)
+        gybuf = np.empty(4 * rb * pitch, x.dtype)
+        acc = partial[t]
         for item in range(k * items // chunks, (k + 1) * items // chunks):
             n, r0 = item // blocks, item % blocks * rb
             rows = min(rb, out_h - r0)
+            size = rows * pitch
             _load_input(xf, x.shape, n, g * cg, cg, r0, x_rows, sh, sw, ph, pw, pitch, xbuf)
-            for o in range(og):
-                plane = (n * c_out + g * og + o) * out_h * out_w
-                _load_plane(gyf, plane, out_h, out_w, r0, 1, 0, 1, gybuf, 0, 0, rows, pitch)
-                for tap in range(n_taps):
-                    partial[t, o, tap] += _dot(gybuf, 0, xbuf, offsets[tap], rows * pitch)
+            for o0 in range(0, og, 4):
+                outs = min(4, og - o0)
+                for p in range(outs):
+                    plane = (n * c_out + g * og + o0 + p) * out_h * out_w
+                    _load_plane(
+                        gyf,
+                        plane,
+                        out_h,
+                        out_w,
+                        r0,
+                        one,
+                        zero,
+                        one,
+                        gybuf,
+                        p * size,
+                        zero,
+                        rows,
+                        pitch,
+                    )
+                tap = 0
+                if outs == 4:
+                    while tap + 4 <= n_taps:
+                        s = _dot4x4(gybuf, zero, size, xbuf, offsets, tap, size)
+                        for p in range(4):
+                            for q in range(4):
+                                acc[o0 + p, tap + q] += s[4 * p + q]
+                        tap += 4
+                for p in range(outs):
+                    for q in range(tap, n_taps):
+                        acc[o0 + p, q] += _dot(gybuf, p * size, xbuf, offsets[q], size)
     gw2 = gw.reshape(c_out, n_taps)
     for g in range(groups):
         gw2[g * og : (g + 1) * og] = partial[g * chunks]

@@ -1,12 +1,14 @@
 """im2col + BLAS grouped convolution for many channels per group.
 
-With tens of channels per group a convolution is compute-bound, and the fastest matrix
-multiply on the machine is BLAS (through ``numpy.matmul``). Each group's convolution over a
-chunk of images is one GEMM: ``y_g (og, m*P) = w_g (og, K) @ col_g (K, m*P)`` where
-``K = cg*kH*kW`` and ``P = H_out*W_out``. Images are processed in chunks so that every GEMM
-has enough columns to run at full speed while the ``col`` buffer stays bounded. The Numba
-helpers below move data between NCHW and the GEMM layouts, in parallel over planes that
-each task owns.
+With tens of channels per group a convolution is compute-bound and BLAS (through
+``numpy.matmul``) is the fastest matrix multiply on the machine. Each group's convolution
+over a chunk of m images is one GEMM, ``y_g (og, m*P) = w_g (og, K) @ col_g (K, m*P)`` with
+``K = cg*kH*kW`` and ``P = H_out*W_out``, batched over the groups. A chunk is one image when
+an image has enough pixels for an efficient GEMM; then the GEMM reads and writes NCHW
+directly (and a 1x1, stride-1, unpadded convolution needs no im2col at all). Smaller images
+are batched, which needs a transposing copy between NCHW and the GEMM layout. The Numba
+helpers run in parallel over planes that each task owns, so every result is written by one
+thread and the order of every sum is fixed.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .direct import valid_cols
+from .direct import _fill, _transfer, _u, valid_cols
 
-# aim for GEMMs with about this many columns (images x output pixels) per call
-_GEMM_COLUMNS = 4096
+# images per GEMM: enough for about this many columns (images x output pixels)
+_GEMM_COLUMNS = 1024
 
 
 @njit(parallel=True, cache=True)
 def _im2col(
     x: np.ndarray,
+    n0: int,
     col: np.ndarray,
     sh: int,
     sw: int,
@@ -31,34 +34,35 @@ def _im2col(
     dh: int,
     dw: int,
 ) -> None:
-    """col[g, c, i, j, n, r, q] = x[n, g*cg + c, r*sh - ph + i*dh, q*sw - pw + j*dw] (0 outside)."""
-    groups, cg, kh, kw, n_img, out_h, out_w = col.shape
-    _, _, h, wd = x.shape
-    for task in prange(groups * cg * kh * kw * n_img):
-        n = task % n_img
-        j = (task // n_img) % kw
-        i = (task // (n_img * kw)) % kh
-        gc = task // (n_img * kw * kh)
-        g, c = gc // cg, gc % cg
-        off = j * dw - pw
-        lo, hi = valid_cols(off, sw, wd, out_w)
+    """col[g, c, i, j, m, r, q] = x[n0 + m, g*cg + c, r*sh - ph + i*dh, q*sw - pw + j*dw], 0
+    outside x."""
+    _, _, kh, kw, m_img, out_h, out_w = col.shape
+    _, c_in, h, wd = x.shape
+    xf, cf = x.reshape(-1), col.reshape(-1)
+    for task in prange(col.size // (out_h * out_w)):  # one (channel, tap, image) plane each
+        m, tap = task % m_img, task // m_img
+        j, i, ci = tap % kw, tap // kw % kh, tap // (kw * kh)
+        plane = ((n0 + m) * c_in + ci) * h * wd
+        lo, hi = valid_cols(j * dw - pw, sw, wd, out_w)
         for r in range(out_h):
-            dst = col[g, c, i, j, n, r]
-            ih = r * sh - ph + i * dh
+            d, ih = (task * out_h + r) * out_w, r * sh - ph + i * dh
             if ih < 0 or ih >= h:
-                dst[:] = 0
+                _fill(cf, d, out_w, 0)
                 continue
-            src = x[n, g * cg + c, ih]
-            dst[:lo] = 0
-            dst[hi:] = 0
-            for q in range(lo, hi):
-                dst[q] = src[q * sw + off]
+            _fill(cf, d, lo, 0)
+            _fill(cf, d + hi, out_w - hi, 0)
+            s = plane + ih * wd + lo * sw + j * dw - pw
+            if sw == 1:  # a literal unit step, so that the copy vectorises
+                _transfer(cf, d + lo, xf, s, 1, hi - lo, True)
+            else:
+                _transfer(cf, d + lo, xf, s, sw, hi - lo, True)
 
 
 @njit(parallel=True, cache=True)
 def _col2im(
     col: np.ndarray,
     gx: np.ndarray,
+    n0: int,
     sh: int,
     sw: int,
     ph: int,
@@ -66,62 +70,94 @@ def _col2im(
     dh: int,
     dw: int,
 ) -> None:
-    """gx[n, g*cg + c] = sum over taps of col[g, c, i, j, n] added back at its input position."""
-    groups, cg, kh, kw, n_img, out_h, out_w = col.shape
-    _, _, h, wd = gx.shape
-    for task in prange(n_img * groups * cg):
-        n = task // (groups * cg)
-        g = (task // cg) % groups
-        c = task % cg
-        plane = gx[n, g * cg + c]
-        plane[:] = 0
+    """gx[n0 + m, g*cg + c] = sum over taps (i, j) of col[g, c, i, j, m] added back at the
+    input pixels they came from (the adjoint of `_im2col`); one task per input plane."""
+    _, _, kh, kw, m_img, out_h, out_w = col.shape
+    _, c_in, h, wd = gx.shape
+    gf, cf = gx.reshape(-1), col.reshape(-1)
+    for task in prange(m_img * c_in):
+        m, ci = task // c_in, task % c_in
+        plane = ((n0 + m) * c_in + ci) * h * wd
+        _fill(gf, plane, h * wd, 0)
         for i in range(kh):
-            for r in range(out_h):
-                ih = r * sh - ph + i * dh
-                if ih < 0 or ih >= h:
-                    continue
-                dst = plane[ih]
-                for j in range(kw):
-                    off = j * dw - pw
-                    lo, hi = valid_cols(off, sw, wd, out_w)
-                    src = col[g, c, i, j, n, r]
-                    for q in range(lo, hi):
-                        dst[q * sw + off] += src[q]
+            for j in range(kw):
+                lo, hi = valid_cols(j * dw - pw, sw, wd, out_w)
+                base = ((ci * kh + i) * kw + j) * m_img + m
+                for r in range(out_h):
+                    ih = r * sh - ph + i * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    d = plane + ih * wd + lo * sw + j * dw - pw
+                    s = (base * out_h + r) * out_w + lo
+                    for k in range(hi - lo):
+                        gf[_u(d + k * sw)] += cf[_u(s + k)]
 
 
 @njit(parallel=True, cache=True)
 def _to_gemm_layout(a: np.ndarray, out: np.ndarray) -> None:
-    """out[g, o, n, p] = a[n, g*og + o, p] (a: (n, C, P), out: (groups, og, n, P))."""
-    groups, og, n_img, _ = out.shape
-    for task in prange(groups * og * n_img):
-        n = task % n_img
-        go = task // n_img
-        dst, src = out[go // og, go % og, n], a[n, go]
-        for p in range(src.shape[0]):
-            dst[p] = src[p]
+    """out[g, o, m, p] = a[m, g*og + o, p] (a: (m, C, P), out: (groups, og, m, P))."""
+    groups, og, m_img, _ = out.shape
+    for task in prange(groups * og * m_img):
+        m, go = task % m_img, task // m_img
+        out[go // og, go % og, m, :] = a[m, go, :]
 
 
 @njit(parallel=True, cache=True)
-def _from_gemm_layout(out: np.ndarray, bias: np.ndarray, a: np.ndarray) -> None:
-    """a[n, g*og + o, p] = out[g, o, n, p] + bias[g*og + o]."""
-    groups, og, n_img, _ = out.shape
-    for task in prange(groups * og * n_img):
-        n = task % n_img
-        go = task // n_img
-        dst, src, b = a[n, go], out[go // og, go % og, n], bias[go]
-        for p in range(src.shape[0]):
-            dst[p] = src[p] + b
+def _from_gemm_layout(out: np.ndarray, a: np.ndarray) -> None:
+    """a[m, g*og + o, p] = out[g, o, m, p] (the inverse of `_to_gemm_layout`)."""
+    groups, og, m_img, _ = out.shape
+    for task in prange(groups * og * m_img):
+        m, go = task % m_img, task // m_img
+        a[m, go, :] = out[go // og, go % og, m, :]
 
 
-def _chunk(n_img: int, pixels: int) -> int:
-    """Images per GEMM call: enough for ~_GEMM_COLUMNS columns, at least one."""
-    return max(1, min(n_img, -(-_GEMM_COLUMNS // pixels)))
+class _Plan:
+    """Shapes of one convolution's GEMMs and how images are chunked."""
+
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        w_shape: tuple[int, ...],
+        out_hw: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        groups: int,
+    ) -> None:
+        self.n_img, self.groups = x_shape[0], groups
+        c_out, self.cg, self.kh, self.kw = w_shape
+        self.og, self.out_hw = c_out // groups, out_hw
+        self.pixels, self.k = out_hw[0] * out_hw[1], self.cg * self.kh * self.kw
+        self.step = max(1, min(self.n_img, -(-_GEMM_COLUMNS // self.pixels)))
+        self.pointwise = w_shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """(first image, number of images) of each GEMM, in order."""
+        return [(n0, min(self.step, self.n_img - n0)) for n0 in range(0, self.n_img, self.step)]
+
+    def columns(
+        self, x: np.ndarray, n0: int, m: int, geometry: tuple[tuple[int, int], ...]
+    ) -> np.ndarray:
+        """im2col of images n0 .. n0 + m: (groups, K, m*P); a view of x where it can be."""
+        if m == 1 and self.pointwise:
+            return x[n0].reshape(self.groups, self.k, self.pixels)
+        col = np.empty((self.groups, self.cg, self.kh, self.kw, m, *self.out_hw), x.dtype)
+        _im2col(x, n0, col, *(v for pair in geometry for v in pair))
+        return col.reshape(self.groups, self.k, m * self.pixels)
+
+    def gemm_layout(self, a: np.ndarray, n0: int, m: int) -> np.ndarray:
+        """Images n0 .. n0 + m of an (N, C, H, W) array as (groups, C / groups, m*P)."""
+        c = a.shape[1] // self.groups
+        if m == 1:
+            return a[n0].reshape(self.groups, c, -1)
+        out = np.empty((self.groups, c, m, a.shape[2] * a.shape[3]), a.dtype)
+        _to_gemm_layout(a[n0 : n0 + m].reshape(m, a.shape[1], -1), out)
+        return out.reshape(self.groups, c, -1)
 
 
 def forward(
     x: np.ndarray,
     w: np.ndarray,
-    bias: np.ndarray,
+    bias: np.ndarray | None,
     y: np.ndarray,
     stride: tuple[int, int],
     padding: tuple[int, int],
@@ -129,19 +165,17 @@ def forward(
     groups: int,
 ) -> None:
     """y = conv(x, w) + bias by per-group GEMMs over chunks of images."""
-    n_img = x.shape[0]
-    c_out, cg, kh, kw = w.shape
-    og, (out_h, out_w) = c_out // groups, y.shape[2:]
-    pixels, k = out_h * out_w, cg * kh * kw
-    wg = w.reshape(groups, og, k)
-    y3 = y.reshape(n_img, c_out, pixels)
-    step = _chunk(n_img, pixels)
-    for n0 in range(0, n_img, step):
-        m = min(step, n_img - n0)
-        col = np.empty((groups, cg, kh, kw, m, out_h, out_w), dtype=x.dtype)
-        _im2col(x[n0 : n0 + m], col, *stride, *padding, *dilation)
-        out = np.matmul(wg, col.reshape(groups, k, m * pixels))
-        _from_gemm_layout(out.reshape(groups, og, m, pixels), bias, y3[n0 : n0 + m])
+    plan = _Plan(x.shape, w.shape, y.shape[2:], stride, padding, groups)
+    wg = w.reshape(groups, plan.og, plan.k)
+    for n0, m in plan.chunks():
+        col = plan.columns(x, n0, m, (stride, padding, dilation))
+        if m == 1:
+            np.matmul(wg, col, out=y[n0].reshape(groups, plan.og, plan.pixels))
+        else:
+            out = np.matmul(wg, col).reshape(groups, plan.og, m, plan.pixels)
+            _from_gemm_layout(out, y[n0 : n0 + m].reshape(m, y.shape[1], plan.pixels))
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
 
 
 def grad_input(
@@ -154,24 +188,15 @@ def grad_input(
     groups: int,
 ) -> None:
     """gx = col2im(w_g^T @ gy_g) per group over chunks of images."""
-    n_img, c_out, out_h, out_w = gy.shape
-    _, cg, kh, kw = w.shape
-    og, pixels, k = c_out // groups, out_h * out_w, cg * kh * kw
-    wt = w.reshape(groups, og, k).transpose(0, 2, 1)
-    gy3 = gy.reshape(n_img, c_out, pixels)
-    step = _chunk(n_img, pixels)
-    for n0 in range(0, n_img, step):
-        m = min(step, n_img - n0)
-        gyg = np.empty((groups, og, m, pixels), dtype=gy.dtype)
-        _to_gemm_layout(gy3[n0 : n0 + m], gyg)
-        col = np.matmul(wt, gyg.reshape(groups, og, m * pixels))
-        _col2im(
-            col.reshape(groups, cg, kh, kw, m, out_h, out_w),
-            gx[n0 : n0 + m],
-            *stride,
-            *padding,
-            *dilation,
-        )
+    plan = _Plan(gx.shape, w.shape, gy.shape[2:], stride, padding, groups)
+    wt = w.reshape(groups, plan.og, plan.k).transpose(0, 2, 1)
+    for n0, m in plan.chunks():
+        gyg = plan.gemm_layout(gy, n0, m)
+        if m == 1 and plan.pointwise:
+            np.matmul(wt, gyg, out=gx[n0].reshape(groups, plan.cg, plan.pixels))
+            continue
+        col = np.matmul(wt, gyg).reshape(groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw)
+        _col2im(col, gx, n0, *stride, *padding, *dilation)
 
 
 def grad_weight(
@@ -184,20 +209,9 @@ def grad_weight(
     groups: int,
 ) -> None:
     """gw_g = sum over image chunks (in order) of gy_g @ col_g^T."""
-    n_img, c_out, out_h, out_w = gy.shape
-    _, cg, kh, kw = gw.shape
-    og, pixels, k = c_out // groups, out_h * out_w, cg * kh * kw
-    gw3 = gw.reshape(groups, og, k)
+    plan = _Plan(x.shape, gw.shape, gy.shape[2:], stride, padding, groups)
+    gw3 = gw.reshape(groups, plan.og, plan.k)
     gw3[...] = 0
-    gy3 = gy.reshape(n_img, c_out, pixels)
-    step = _chunk(n_img, pixels)
-    for n0 in range(0, n_img, step):
-        m = min(step, n_img - n0)
-        col = np.empty((groups, cg, kh, kw, m, out_h, out_w), dtype=x.dtype)
-        _im2col(x[n0 : n0 + m], col, *stride, *padding, *dilation)
-        gyg = np.empty((groups, og, m, pixels), dtype=gy.dtype)
-        _to_gemm_layout(gy3[n0 : n0 + m], gyg)
-        gw3 += np.matmul(
-            gyg.reshape(groups, og, m * pixels),
-            col.reshape(groups, k, m * pixels).transpose(0, 2, 1),
-        )
+    for n0, m in plan.chunks():
+        col = plan.columns(x, n0, m, (stride, padding, dilation))
+        gw3 += np.matmul(plan.gemm_layout(gy, n0, m), col.transpose(0, 2, 1))

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +146,7 @@ def measure_roofline(
     copy_bytes: int = 256 * 2**20,
     repeats: int = 5,
     settle_s: float = 0.0,
+    matmuls: dict[str, Callable[[Any, Any], Any]] | None = None,
 ) -> Roofline:
     """Peak FLOP/s from a `matmul_n`-square float32 matmul and bandwidth from copying a
     `copy_bytes` array (bytes moved = read + write), best of `repeats` after one warm-up, timed
@@ -154,11 +154,14 @@ def measure_roofline(
 
     `xp` is NumPy or CuPy. On NumPy the caller limits BLAS to `threads` (the matmul) and the
     copy is split over `threads` host threads, since one `np.copyto` uses a single core.
+    `matmuls` adds other libraries' matmuls of the same two `xp` arrays (e.g. PyTorch's, whose
+    BLAS may use wider vectors than NumPy's); the peak is the fastest of them all.
     """
     rng = xp.random.default_rng(0)
     a = rng.standard_normal((matmul_n, matmul_n), dtype=xp.float32)
     b = rng.standard_normal((matmul_n, matmul_n), dtype=xp.float32)
-    matmul = Candidate("matmul", lambda: a @ b, repeats)
+    products = [Candidate(name, lambda f=f: f(a, b), repeats)
+                for name, f in {xp.__name__: xp.matmul, **(matmuls or {})}.items()]
     src = xp.ones(copy_bytes // 4, dtype=xp.float32)
     dst = xp.empty_like(src)
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -167,11 +170,14 @@ def measure_roofline(
             copy = Candidate("copy", lambda: list(pool.map(lambda p: xp.copyto(*p), chunks)), repeats)
         else:
             copy = Candidate("copy", lambda: xp.copyto(dst, src), repeats)
-        time_interleaved([matmul, copy], timer, settle_s)
+        time_interleaved([*products, copy], timer, settle_s)
+    rates = {c.name: 2 * matmul_n**3 / min(c.samples) for c in products}
     return Roofline(
-        peak_flops=2 * matmul_n**3 / min(matmul.samples),
+        peak_flops=max(rates.values()),
         bandwidth=2 * src.nbytes / min(copy.samples),
-        method={"matmul": f"float32 {matmul_n}x{matmul_n} @ {matmul_n}x{matmul_n}, best of {repeats}",
+        method={"matmul": f"float32 {matmul_n}x{matmul_n} @ {matmul_n}x{matmul_n}, best of {repeats}, "
+                          "the fastest library",
+                "matmul_gflops": {name: round(r / 1e9, 2) for name, r in rates.items()},
                 "copy": f"copy of {src.nbytes / 2**20:.0f} MiB float32 (read + write), "
                         f"{threads} thread(s), best of {repeats}"},
     )
@@ -224,16 +230,15 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Se
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary path next to `path` (unique to this process, created with the usual
+    permissions by whoever writes it); on success it replaces `path` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -215,9 +215,11 @@ def run(args: argparse.Namespace) -> int:
           + (f"; load average {machine['load_average_1min']:.1f}" if machine["load_average_1min"] else ""))
 
     with common.blas_threads(threads):
-        roof = common.measure_roofline(plan.backend.xp, plan.timer, threads=threads,
-                                       settle_s=plan.settle_s, **plan.roofline_probe)
-        print(f"roofline: peak {roof.peak_flops / 1e9:.1f} GFLOP/s (matmul), bandwidth "
+        torch_mm = {} if torch is None else {TORCH: lambda a, b: torch.from_dlpack(a) @ torch.from_dlpack(b)}
+        roof = common.measure_roofline(plan.backend.xp, plan.timer, threads=threads, settle_s=plan.settle_s,
+                                       matmuls=torch_mm, **plan.roofline_probe)
+        matmuls = ", ".join(f"{k} {v:.1f}" for k, v in roof.method["matmul_gflops"].items())
+        print(f"roofline: peak {roof.peak_flops / 1e9:.1f} GFLOP/s (best matmul: {matmuls}), bandwidth "
               f"{roof.bandwidth / 1e9:.1f} GB/s (copy), balance {roof.balance:.1f} FLOP/B")
         _compile(plan)
         shapes, results = [], []

@@ -312,8 +312,9 @@ def _torch_recipe(config: Any, torch: ModuleType) -> float:
         model.train()
         loader.set_epoch(epoch)
         for x, y in loader:
-            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x.numpy()).to(dev)),
-                                                     torch.from_numpy(y.numpy()).to(dev))
+            loss = torch.nn.functional.cross_entropy(
+                model(torch.from_numpy(x.numpy()).to(dev)), torch.from_numpy(y.numpy()).to(dev),
+                label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -40,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--base-width", type=int, help="bottleneck width d of a small model (resnext_small)")
     add("--no-augment", dest="augment", action="store_false",
         help="no random crops or flips")
+    add("--label-smoothing", type=float, default=d.label_smoothing,
+        help=f"cross-entropy label smoothing (default: {d.label_smoothing})")
     add("--eval-batch-size", type=int, default=d.eval_batch_size,
         help=f"(default: {d.eval_batch_size})")
     add("--device", default=d.device, choices=["cpu", "cuda"], help=f"(default: {d.device})")

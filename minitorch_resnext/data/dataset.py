@@ -48,7 +48,7 @@ class TensorDataset(Dataset):
 
 class ImageDataset(TensorDataset):
     """Images (N, C, H, W) and integer labels, with what a training recipe needs to know:
-    `num_classes` and the per-channel `mean`/`std` of the training images."""
+    `num_classes`, the per-channel `mean`/`std` of the training images, `crop_padding`."""
 
     num_classes: int
     mean: tuple[float, ...]
@@ -68,3 +68,8 @@ class ImageDataset(TensorDataset):
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape[1:])
+
+    @property
+    def crop_padding(self) -> int:
+        """Zero padding for random-crop augmentation: 1/8 of the side (4 for 32x32 images)."""
+        return max(1, self.image_shape[1] // 8)

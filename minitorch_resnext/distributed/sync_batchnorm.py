@@ -100,18 +100,13 @@ class SyncBatchNorm(BatchNorm2d):
         if not self.training or comm.world_size == 1:
             return super().forward(x)
         self.shape_and_macs(x.shape)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats:
-            self.num_batches_tracked.data += 1
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked.item())
         if x.dtype.kind != "f":
             raise TypeError(f"SyncBatchNorm: needs a floating-point input, got dtype {x.dtype}")
         return SyncBatchNormFunction.apply(
             x, self.weight, self.bias, comm=comm,
             running_mean=None if self.running_mean is None else self.running_mean.data,
             running_var=None if self.running_var is None else self.running_var.data,
-            momentum=factor, eps=self.eps)
+            momentum=self._momentum_factor(), eps=self.eps)
 
     @classmethod
     def from_batchnorm(cls, bn: BatchNorm2d, comm: Communicator | None = None) -> SyncBatchNorm:

@@ -56,16 +56,20 @@ class BatchNorm2d(Module):
                              f"shape {tuple(input_shape)}")
         return tuple(input_shape), 0
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.shape_and_macs(x.shape)
+    def _momentum_factor(self) -> float:
+        """This forward's running-statistics factor; counts the batch when training."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked.item())
+        return factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.shape_and_macs(x.shape)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             training=self.training or self.running_mean is None,
-                            momentum=factor, eps=self.eps)
+                            momentum=self._momentum_factor(), eps=self.eps)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
