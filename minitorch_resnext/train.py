@@ -53,7 +53,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 1.0
     milestones: list[float] = field(default_factory=list)  # epochs, for "multistep"
     step_size: float = 0.0  # epochs, for "step"
     gamma: float = 0.1
@@ -74,7 +74,8 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
-            raise ValueError("warmup_epochs must be in [0, epochs)")
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} for "
+                             f"{self.epochs} epoch(s); lower --warmup-epochs")
 
 
 class TrainingDiverged(RuntimeError):

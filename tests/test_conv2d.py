@@ -91,6 +91,8 @@ def test_invalid_dtypes_and_bias_are_rejected():
         conv2d(x, w, t((4,), "float32"))
     with pytest.raises(TypeError, match=r"input must be floating point, got dtype int64"):
         conv2d(mr.Tensor(np.ones((1, 4, 5, 5), np.int64)), w)
+    with pytest.raises(TypeError, match=r"input must be float32 or float64, got dtype float16"):
+        conv2d(t((1, 4, 5, 5), "float16"), t((4, 4, 3, 3), "float16"))
     with pytest.raises(ValueError, match=r"bias must have shape \(4,\), got \(3,\)"):
         conv2d(x, w, t((3,)))
     with pytest.raises(TypeError, match=r"weight must be a Tensor, got ndarray"):
@@ -133,8 +135,9 @@ def test_same_and_valid_padding(device, kernel, dilation):
 def test_conv2d_algorithm_reports_the_backend_choice():
     name, reason = conv2d_algorithm(t((1, 8, 6, 6)), t((8, 1, 3, 3)), padding=1, groups=8)
     assert name == "direct" and "depthwise" in reason
-    name, _ = conv2d_algorithm(t((1, 64, 6, 6)), t((64, 64, 3, 3)), padding=1)
-    assert name == "gemm"
+    name, reason = conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)))
+    assert name == "gemm" and "1x1" in reason
+    assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), padding=1)[0] == "direct"
 
 
 # --- gradients ---------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def conv_configs(draw: st.DrawFn, depthwise: bool = False) -> dict:
     """A random conv: groups, channels per group, kernel up to 7x7 (non-square), per-axis
     stride / dilation, padding up to beyond the kernel, odd sizes, output size down to 1."""
     if depthwise:
-        groups, cg, og = draw(st.integers(1, 6)), 1, draw(st.integers(1, 3))
+        groups, cg, og = draw(st.integers(1, 6)), 1, draw(st.integers(1, 5))
     else:
         groups, cg, og = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
     cfg = {
@@ -203,6 +203,7 @@ def test_cpu_kernels_explicit_cases(
         (1, 6, 4, 2, (1, 1), (1, 1), (0, 0), (5, 7)),  # pointwise, a single small image
         (3, 4, 6, 2, (3, 2), (2, 1), (1, 0), (65, 33)),  # large images: one per GEMM
         (2, 4, 8, 1, (2, 2), (2, 2), (0, 0), (8, 8)),  # strided, no padding, no overlap
+        (2, 4, 8, 2, (3, 3), (1, 1), (1, 1), (40, 130)),  # images split into row blocks
     ],
 )
 def test_cpu_kernels_channel_leftovers_and_gemm_chunking(
@@ -248,19 +249,22 @@ def test_grad_weight_is_deterministic_across_thread_counts():
 
 
 @pytest.mark.parametrize(
-    "c_in, c_out, groups, expected",
+    "c_in, c_out, groups, kernel, expected",
     [
-        (128, 128, 32, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
-        (144, 144, 144, "direct"),  # depthwise
-        (64, 192, 64, "direct"),  # depthwise multiplier 3
-        (3, 64, 1, "direct"),  # an RGB stem: 3 input channels
-        (512, 512, 8, "gemm"),  # 64 channels per group
-        (128, 128, 1, "gemm"),  # dense
+        (128, 128, 32, 3, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
+        (1024, 1024, 32, 3, "direct"),  # ResNeXt-50 stage 4: 32 channels per group
+        (144, 144, 144, 3, "direct"),  # depthwise
+        (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
+        (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
+        (128, 128, 1, 3, "gemm"),  # dense
+        (256, 128, 1, 1, "gemm"),  # pointwise
+        (64, 64, 16, 1, "direct"),  # pointwise with 4 channels per group
     ],
 )
-def test_conv2d_algorithm_choice(c_in, c_out, groups, expected):
+def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
+    padding = (kernel // 2, kernel // 2)
     name, reason = cpu.conv2d_algorithm(
-        (8, c_in, 16, 16), (c_out, c_in // groups, 3, 3), (1, 1), (1, 1), (1, 1), groups
+        (8, c_in, 16, 16), (c_out, c_in // groups, kernel, kernel), (1, 1), padding, (1, 1), groups
     )
     assert name == expected
     assert isinstance(reason, str) and len(reason) > 20

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from minitorch_resnext.kernels import cuda, reference
-from minitorch_resnext.kernels.cuda import ConvShape, Kernel
 
 from minitorch_resnext.backend import cuda_is_available, get_backend
+from minitorch_resnext.kernels import cuda, reference
+from minitorch_resnext.kernels.cuda import ConvShape, Kernel
 
 SM = "sm_90"
 

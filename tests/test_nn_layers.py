@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from minitorch_resnext.kernels import reference
 
 import minitorch_resnext as mr
 from minitorch_resnext import nn
+from minitorch_resnext.kernels import reference
 
 
 def test_conv2d_matches_the_reference_with_groups_stride_padding_dilation():

@@ -160,7 +160,7 @@ def test_scheduler_runs_per_iteration_with_warmup(tmp_path):
 def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train", "--model", "tiny", "--epochs", "1", "--batch-size", "256",
-            "--out-dir", str(out), "--no-progress"]
+            "--warmup-epochs", "0.5", "--out-dir", str(out), "--no-progress"]
     assert cli.main(args) == 0
     assert "done: final test accuracy" in capsys.readouterr().out
     assert cli.main(["evaluate", str(out / "last.npz")]) == 0
@@ -169,14 +169,16 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["epochs_done"] == 1
     assert cli.main(["train", "--resume", "--out-dir", str(tmp_path / "nothing")]) == 1
     assert "no checkpoint at" in capsys.readouterr().err
+    assert cli.main(["train", "--epochs", "1", "--out-dir", str(tmp_path / "x")]) == 1
+    assert "lower --warmup-epochs" in capsys.readouterr().err
     (out / "last.npz").write_bytes(b"PK\x03\x04 truncated")
     assert cli.main(["evaluate", str(out / "last.npz")]) == 1
     assert "truncated or corrupted" in capsys.readouterr().err
 
 
 def test_bench_train_times_a_step_and_writes_json(tmp_path, capsys):
-    args = ["bench", "train", "--models", "resnext_small", "--batch", "4", "--repeats", "2",
-            "--warmup", "1", "--out", str(tmp_path)]
+    args = ["bench", "train", "--models", "resnext_small", "--batch", "2", "--repeats", "1",
+            "--warmup", "0", "--out", str(tmp_path)]
     assert cli.main(args) == 0
     assert "resnext_small" in capsys.readouterr().out
     record = json.loads((tmp_path / "train-cpu.json").read_text())

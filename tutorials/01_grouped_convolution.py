@@ -291,7 +291,7 @@ print("depthwise convolution == one 2-D filter per channel")
 #   its weight has shape `(C_out, C_in/G, kH, kW)`.
 # * It equals a dense convolution whose weight is block-diagonal with `G` blocks.
 # * Parameters and multiply-adds scale as `1/G`; the feature maps do not shrink, so the
-#   arithmetic intensity falls and large `G` is memory-bound.
+#   arithmetic intensity falls: with large `G` memory traffic, not arithmetic, sets the pace.
 # * `G = 1` is dense, `G = C` is depthwise; ResNeXt's cardinality lives in between.
 #
 # Next, [tutorial 2](02_aggregated_transformations.md) shows why a grouped 3x3 convolution

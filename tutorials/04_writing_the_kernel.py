@@ -31,12 +31,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
-from minitorch_resnext.kernels import cpu, reference
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from numba import njit, prange
 
 import minitorch_resnext as mr
 from minitorch_resnext import functional as F
+from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.testing import gradcheck
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
@@ -385,23 +385,24 @@ for label, groups in SHAPES.items():
               f"= {rate / attainable(intensity):4.0%} of the roofline")
     bound = "memory" if intensity < BALANCE else "compute"
     print(f"  -> {bound}-bound on this measurement; the kernel picks {chosen}: {why}")
-    if groups > 1:  # memory-bound: one pass over the input beats building 9x its size
+    if groups > 1:  # low intensity: one pass over the input beats building 9x its size
         assert chosen == "direct" and seconds["direct"] < seconds["gemm"], (label, seconds)
 
 # %% [markdown]
 # ![roofline](figures/04_roofline.png)
 #
 # The depthwise and grouped convolutions do about 2 and 9 FLOP per byte, the dense one over
-# 100 (the `assert` below checks it): the first two sit at or below the balance of today's
-# processors, where memory decides their speed. There the direct kernel, which reads each
-# input row once and never materialises the 9x larger im2col matrix, is the faster of the
-# two — the `assert` above checks that too. The dense convolution sits far to the right,
-# where arithmetic decides: a GEMM runs near the machine's peak once the problem is large
-# enough to amortise im2col, which is why the selection rule `cpu.conv2d_algorithm` sends
-# convolutions with 32 or more channels per group to it. (At this tutorial's small sizes
-# either may win the dense case; `minitorch-resnext bench conv` compares them at full size.)
-# Where each point falls against the *measured* balance is printed above; on a busy machine
-# the matmul, and with it the balance, comes out low.
+# 100 (the `assert` below checks it). Whether a point is limited by memory or by arithmetic
+# depends on where it falls against the machine's balance, printed above for this
+# measurement (on a busy machine the matmul, and with it the balance, comes out low). The
+# dense convolution is far to the right of any processor's balance: arithmetic decides, and
+# a GEMM runs near peak once the problem is large enough to amortise im2col, which is why the
+# selection rule `cpu.conv2d_algorithm` sends convolutions with 32 or more channels per group
+# to it. (At this tutorial's sizes either may win the dense case; `minitorch-resnext bench
+# conv` compares them at full size.) The grouped and depthwise convolutions are at the low
+# end, where every byte beyond the minimum costs time: the direct kernel, which reads each
+# input row once and never materialises the 9x larger im2col matrix, beats GEMM on them —
+# the `assert` above checks that.
 
 # %%
 intensities = {label: i for label, _, i, _ in points}
@@ -417,8 +418,11 @@ colors = dict(zip(SHAPES, ("tab:green", "tab:blue", "tab:red")))
 for label, algo, intensity, rate in points:
     ax.loglog(intensity, rate / 1e9, markers[algo], color=colors[label], markersize=9,
               label=f"{label}, {algo}")
+low, high = ax.get_ylim()
+ax.set_yticks([v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if low <= v <= high])
 for axis in (ax.xaxis, ax.yaxis):
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 ax.set_xlabel("arithmetic intensity (FLOP per byte of minimum traffic)")
 ax.set_ylabel("GFLOP/s (float32, forward)")
 ax.set_title(f"3x3 convolutions, 128 channels, {BATCH} x {HW}x{HW}, on this CPU")

@@ -32,10 +32,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-from minitorch_resnext.kernels import cuda
 
 import minitorch_resnext as mr
 from minitorch_resnext import functional as F
+from minitorch_resnext.kernels import cuda
 
 SOURCE = Path(cuda.__file__).parent / "conv_direct.cu"
 source = SOURCE.read_text()

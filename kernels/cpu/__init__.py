@@ -7,6 +7,7 @@ Pure array-in/array-out functions with the contract of `minitorch_resnext.kernel
 from .conv import (
     ALGORITHMS,
     GEMM_MIN_CHANNELS,
+    POINTWISE_GEMM_MIN_CHANNELS,
     conv2d_algorithm,
     conv2d_forward,
     conv2d_grad_input,
@@ -16,6 +17,7 @@ from .conv import (
 __all__ = [
     "ALGORITHMS",
     "GEMM_MIN_CHANNELS",
+    "POINTWISE_GEMM_MIN_CHANNELS",
     "conv2d_algorithm",
     "conv2d_forward",
     "conv2d_grad_input",

@@ -15,9 +15,13 @@ from . import direct, gemm
 
 ALGORITHMS = ("direct", "gemm")
 
-# Channels per group from which the GEMM path wins (measured on a 2-core AVX-512 machine):
-# below it the convolution is memory-bound and the direct kernel's single pass wins.
-GEMM_MIN_CHANNELS = 32
+# Thresholds on min(input, output channels per group), measured single-threaded on a 2-core
+# AVX-512 machine (fp32, forward + grad_input + grad_weight): for 3x3 kernels the direct
+# kernel wins at 32 channels per group (7x7 images, 2x) and 64 (32x32, 10%), im2col + GEMM at
+# 96 (28x28, 15%) and 128 (56x56, 25%). A 1x1, stride-1, unpadded convolution is a GEMM
+# without im2col, which wins from 8 channels per group (2.5x).
+GEMM_MIN_CHANNELS = 96
+POINTWISE_GEMM_MIN_CHANNELS = 8
 
 
 def conv2d_algorithm(
@@ -29,21 +33,28 @@ def conv2d_algorithm(
     groups: int,
 ) -> tuple[str, str]:
     """(algorithm, one-sentence reason) the CPU kernels use for this convolution."""
-    c_out, cg = w_shape[0], w_shape[1]
+    c_out, cg, kh, kw = w_shape
     og = c_out // groups
+    channels = f"{cg} input / {og} output channels per group"
     if cg == 1:
         return "direct", (
             f"depthwise ({og} output channel(s) per input channel): memory-bound, the direct "
-            "kernel streams each input row once"
+            "kernel reads each input row once and keeps it in cache for all taps"
         )
-    if min(cg, og) < GEMM_MIN_CHANNELS:
-        return "direct", (
-            f"{cg} input / {og} output channels per group (< {GEMM_MIN_CHANNELS}): "
-            "memory-bound, the direct kernel keeps a group's rows in cache and makes one pass"
+    if (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        if min(cg, og) >= POINTWISE_GEMM_MIN_CHANNELS:
+            return "gemm", (
+                f"1x1 convolution with {channels} (>= {POINTWISE_GEMM_MIN_CHANNELS}): a plain "
+                "batched GEMM on the NCHW arrays (no im2col), so BLAS does all the work"
+            )
+    elif min(cg, og) >= GEMM_MIN_CHANNELS:
+        return "gemm", (
+            f"{channels} (>= {GEMM_MIN_CHANNELS}): compute-bound with long reductions, where "
+            "im2col + BLAS GEMM per group is faster than the direct kernel"
         )
-    return "gemm", (
-        f"{cg} input / {og} output channels per group (>= {GEMM_MIN_CHANNELS}): "
-        "compute-bound, im2col + BLAS GEMM per group runs near peak FLOP/s"
+    return "direct", (
+        f"{channels}: few FLOPs per byte, so the direct kernel's single pass over the input, "
+        "four output channels by four taps per inner loop, beats copying it into im2col columns"
     )
 
 

@@ -8,11 +8,13 @@ pitch, split into stride phases (``buf[a, b][u, v] = x_padded[u*sH + a, v*sW + b
 layout every kernel tap is a plain shift, so the whole block is one long contiguous loop per
 output channel and tap:
 
-    ybuf[:] += w[o, c, i, j] * xbuf[c, phase(i, j)][shift(i, j) :]
+    ybuf[o, :] += w[o, c, i, j] * xbuf[c, phase(i, j)][shift(i, j) :]
 
-done four taps per pass over ybuf (the loop is bound by loads and stores, not arithmetic).
-The few columns past the image edge (the ``pitch - W_out`` tail of every row) are computed
-and dropped, which costs a few percent and removes every bounds check from the inner loop.
+done in blocks of four output channels by four taps: each loaded input vector feeds four
+outputs and each output vector is loaded and stored once per four taps (loads and stores,
+not arithmetic, bound this loop). The few columns past the image edge (the ``pitch - W_out``
+tail of every row) are computed and dropped, which costs a few percent and removes every
+bounds check from the inner loop.
 grad_input is the same loop with x and y swapped: per stride phase of the input, a
 correlation of a zero-padded copy of grad_out with that phase's taps. grad_weight replaces
 the update by dot products.
@@ -62,9 +64,17 @@ def valid_cols(offset: int, stride: int, width: int, count: int) -> tuple[int, i
 
 
 @njit(cache=True)
-def _block_rows(total_rows: int, pitch: int, buffers: int, itemsize: int) -> int:
-    """Rows per block so that `buffers` scratch rows of `pitch` elements fit _BLOCK_BYTES."""
-    return max(1, min(total_rows, _BLOCK_BYTES // (buffers * pitch * itemsize)))
+def _segments(
+    total_rows: int, halo: int, pitch: int, buffers: int, itemsize: int
+) -> tuple[int, int]:
+    """How the rows of one image's output (or phase) grid go into blocks whose `buffers`
+    scratch rows of `pitch` elements fit _BLOCK_BYTES: (rows per segment, segments per
+    block). A block is a run of rows of one image or, for small images, several whole
+    images stacked with `halo` rows between them, so that the inner loops stay long."""
+    rb = max(1, _BLOCK_BYTES // (buffers * pitch * itemsize))
+    if total_rows + halo > rb:
+        return min(rb, total_rows), 1
+    return total_rows, rb // (total_rows + halo)
 
 
 # --- moving rows between images and scratch buffers ------------------------------------------
@@ -225,18 +235,18 @@ def _load_input(
     pw: int,
     pitch: int,
     xbuf: np.ndarray,
+    phase_len: int,
+    at: int,
 ) -> None:
-    """Phase k = (c*sH + a)*sW + b of xbuf (rows*pitch elements each) = rows r0.. of stride
-    phase (a, b) of zero-padded x[n, c0 + c] (x flat in xf)."""
+    """Rows r0 .. r0 + rows of stride phase (a, b) of zero-padded x[n, c0 + c] (x flat in xf)
+    into phase k = (c*sH + a)*sW + b of xbuf, from element `at` of that phase on."""
     _, c_in, h, wd = x_shape
-    phase_len = rows * pitch
     for c in range(cg):
         plane = ((n * c_in) + c0 + c) * h * wd
         for a in range(sh):
-            k = (c * sh + a) * sw
-            row0 = r0 * sh + a - ph
+            b = (c * sh + a) * sw * phase_len + at
             _load_plane(
-                xf, plane, h, wd, row0, sh, -pw, sw, xbuf, k * phase_len, phase_len, rows, pitch
+                xf, plane, h, wd, r0 * sh + a - ph, sh, -pw, sw, xbuf, b, phase_len, rows, pitch
             )
 
 
@@ -466,7 +476,7 @@ def forward(
     dw: int,
     groups: int,
 ) -> None:
-    """y = conv(x, w) + bias, one task per run of (image, group, output row block) units;
+    """y = conv(x, w) + bias; one task per run of (group, block) units (see `_segments`),
     output channels four at a time."""
     zero, one = _ints(0, 1)
     n_img = x.shape[0]
@@ -475,21 +485,32 @@ def forward(
     og, n_taps = c_out // groups, cg * kh * kw
     oi_max, oj_max = (kh - 1) * dh // sh, (kw - 1) * dw // sw
     pitch = out_w + oj_max
-    rb = _block_rows(out_h, pitch, 4 + cg * sh * sw, x.itemsize)
-    blocks = -(-out_h // rb)
-    units = n_img * groups * blocks
+    seg_rows, segs = _segments(out_h, oi_max, pitch, 4 + cg * sh * sw, x.itemsize)
+    per_img = -(-out_h // seg_rows)
+    items = n_img * per_img  # (image, row block) segments, `segs` of them per block
+    blocks = -(-items // segs)
+    units = groups * blocks
     tasks = min(units, _TASKS)
-    x_rows = rb + oi_max + 1  # input rows per block, one spare for the tail overrun
+    seg_len = (seg_rows + oi_max) * pitch  # a segment's output rows and the halo after them
+    phase_len = segs * seg_len + pitch  # plus one spare row for the tail overrun
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
-    offsets = _input_taps(cg, kh, kw, sh, sw, dh, dw, pitch, x_rows * pitch)
+    offsets = _input_taps(cg, kh, kw, sh, sw, dh, dw, pitch, phase_len)
     for t in prange(tasks):
-        xbuf = np.empty(cg * sh * sw * x_rows * pitch, x.dtype)
-        ybuf = np.empty(4 * rb * pitch, x.dtype)
+        xbuf = np.empty(cg * sh * sw * phase_len, x.dtype)
+        ybuf = np.empty(4 * segs * seg_len, x.dtype)
         for unit in range(t * units // tasks, (t + 1) * units // tasks):
-            n, g, r0 = unit // (groups * blocks), unit // blocks % groups, unit % blocks * rb
-            rows = min(rb, out_h - r0)
-            size = rows * pitch
-            _load_input(xf, x.shape, n, g * cg, cg, r0, x_rows, sh, sw, ph, pw, pitch, xbuf)
+            g, first = unit % groups, unit // groups * segs
+            last = min(items, first + segs)
+            size = 0
+            for item in range(first, last):
+                n, r0 = item // per_img, item % per_img * seg_rows
+                rows = min(seg_rows, out_h - r0)
+                at = (item - first) * seg_len
+                _load_input(
+                    xf, x.shape, n, g * cg, cg, r0, rows + oi_max + 1, sh, sw, ph, pw, pitch, xbuf,
+                    phase_len, at,
+                )  # fmt: skip
+                size = at + rows * pitch
             for o0 in range(g * og, (g + 1) * og, 4):
                 outs = min(4, (g + 1) * og - o0)
                 for p in range(outs):
@@ -498,12 +519,15 @@ def forward(
                     ybuf, zero, size, outs, size, xbuf, offsets, zero, n_taps, wf, o0 * n_taps,
                     n_taps,
                 )  # fmt: skip
-                for p in range(outs):
-                    plane = (n * c_out + o0 + p) * out_h * out_w
-                    _store_plane(
-                        ybuf, p * size, zero, rows, pitch, out_w, yf, plane, out_h, out_w, r0,
-                        one, zero, one,
-                    )  # fmt: skip
+                for item in range(first, last):
+                    n, r0 = item // per_img, item % per_img * seg_rows
+                    rows = min(seg_rows, out_h - r0)
+                    for p in range(outs):
+                        plane = (n * c_out + o0 + p) * out_h * out_w
+                        _store_plane(
+                            ybuf, p * size + (item - first) * seg_len, zero, rows, pitch, out_w, yf,
+                            plane, out_h, out_w, r0, one, zero, one,
+                        )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -521,7 +545,8 @@ def grad_input(
 ) -> None:
     """gx = conv^T(gy, w). Per stride phase (a, b) of the padded input, gx is a stride-1
     correlation of zero-padded gy with the taps of that phase; rows/cols of the phase grid
-    that fall in the padding are skipped. Input channels four at a time."""
+    that fall in the padding are skipped. Blocks as in `forward`, input channels four at a
+    time."""
     zero, one = _ints(0, 1)
     n_img, c_in, h, wd = gx.shape
     c_out, cg, kh, kw = w.shape
@@ -531,28 +556,36 @@ def grad_input(
     u_lo, u_hi = ph // sh, (ph + h - 1) // sh + 1  # phase rows holding input rows
     v_lo, v_hi = pw // sw, (pw + wd - 1) // sw + 1
     pitch = v_hi - v_lo + oj_max
-    rb = _block_rows(u_hi - u_lo, pitch, og + 4 * sw, gy.itemsize)
-    blocks = -(-(u_hi - u_lo) // rb)
-    units = n_img * groups * blocks
+    seg_rows, segs = _segments(u_hi - u_lo, oi_max, pitch, og + 4 * sw, gy.itemsize)
+    per_img = -(-(u_hi - u_lo) // seg_rows)
+    items = n_img * per_img
+    blocks = -(-items // segs)
+    units = groups * blocks
     tasks = min(units, _TASKS)
-    gy_rows = rb + oi_max + 1
+    seg_len = (seg_rows + oi_max) * pitch
+    gx_len = segs * seg_len
+    gy_len = gx_len + pitch
     gyf, wf, gxf = gy.reshape(-1), w.reshape(-1), gx.reshape(-1)
-    start, offsets, outs, kpos = _output_taps(og, kh, kw, sh, sw, dh, dw, pitch, gy_rows * pitch)
+    start, offsets, outs, kpos = _output_taps(og, kh, kw, sh, sw, dh, dw, pitch, gy_len)
     for t in prange(tasks):
-        gybuf = np.empty(og * gy_rows * pitch, gy.dtype)
-        gxbuf = np.empty(4 * sw * rb * pitch, gy.dtype)
+        gybuf = np.empty(og * gy_len, gy.dtype)
+        gxbuf = np.empty(4 * sw * gx_len, gy.dtype)
         coef = np.empty(4 * og * kh * kw, gy.dtype)
         for unit in range(t * units // tasks, (t + 1) * units // tasks):
-            n, g = unit // (groups * blocks), unit // blocks % groups
-            u0 = u_lo + unit % blocks * rb
-            rows = min(rb, u_hi - u0)
-            size = rows * pitch
-            for o in range(og):
-                plane = (n * c_out + g * og + o) * out_h * out_w
-                row0, col0, b = u0 - oi_max, v_lo - oj_max, o * gy_rows * pitch
-                _load_plane(
-                    gyf, plane, out_h, out_w, row0, one, col0, one, gybuf, b, zero, gy_rows, pitch
-                )
+            g, first = unit % groups, unit // groups * segs
+            last = min(items, first + segs)
+            size = 0
+            for item in range(first, last):
+                n, u0 = item // per_img, u_lo + item % per_img * seg_rows
+                rows = min(seg_rows, u_hi - u0)
+                at = (item - first) * seg_len
+                for o in range(og):
+                    plane = (n * c_out + g * og + o) * out_h * out_w
+                    _load_plane(
+                        gyf, plane, out_h, out_w, u0 - oi_max, one, v_lo - oj_max, one, gybuf,
+                        o * gy_len + at, zero, rows + oi_max + 1, pitch,
+                    )  # fmt: skip
+                size = at + rows * pitch
             for a in range(sh):
                 for c0 in range(0, cg, 4):
                     chans = min(4, cg - c0)
@@ -563,18 +596,21 @@ def grad_input(
                                 wi = ((g * og + outs[k]) * cg + c0 + p) * kh * kw + kpos[k]
                                 coef[p * (t1 - t0) + k - t0] = wf[wi]
                         for p in range(chans):
-                            _fill(gxbuf, (p * sw + b) * size, size, 0)
+                            _fill(gxbuf, (p * sw + b) * gx_len, size, 0)
                         _accumulate_taps(
-                            gxbuf, b * size, sw * size, chans, size, gybuf, offsets, t0, t1, coef,
-                            zero, t1 - t0,
+                            gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf, offsets, t0, t1,
+                            coef, zero, t1 - t0,
                         )  # fmt: skip
-                    for p in range(chans):
-                        plane = (n * c_in + g * cg + c0 + p) * h * wd
+                    for item in range(first, last):
+                        n, u0 = item // per_img, u_lo + item % per_img * seg_rows
+                        rows = min(seg_rows, u_hi - u0)
                         row0, col0 = u0 * sh + a - ph, v_lo * sw - pw
-                        _store_plane(
-                            gxbuf, p * sw * size, size, rows, pitch, v_hi - v_lo, gxf, plane, h,
-                            wd, row0, sh, col0, sw,
-                        )  # fmt: skip
+                        for p in range(chans):
+                            plane = (n * c_in + g * cg + c0 + p) * h * wd
+                            _store_plane(
+                                gxbuf, p * sw * gx_len + (item - first) * seg_len, gx_len, rows,
+                                pitch, v_hi - v_lo, gxf, plane, h, wd, row0, sh, col0, sw,
+                            )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -591,8 +627,8 @@ def grad_weight(
     groups: int,
 ) -> None:
     """gw = sum over images and pixels of gy * shifted x, deterministically: task (group,
-    chunk of row blocks) owns its partial sums, which are added in chunk order at the end.
-    Blocks of four output channels by four taps share their loads."""
+    chunk of blocks) owns its partial sums, which are added in chunk order at the end.
+    Blocks as in `forward`; four output channels by four taps share their loads."""
     zero, one = _ints(0, 1)
     n_img = x.shape[0]
     c_out, cg, kh, kw = gw.shape
@@ -600,43 +636,59 @@ def grad_weight(
     og, n_taps = c_out // groups, cg * kh * kw
     oi_max, oj_max = (kh - 1) * dh // sh, (kw - 1) * dw // sw
     pitch = out_w + oj_max
-    rb = _block_rows(out_h, pitch, 4 + cg * sh * sw, x.itemsize)
-    blocks = -(-out_h // rb)
-    items = n_img * blocks
-    chunks = min(items, max(1, _GRAD_WEIGHT_TASKS // groups))
-    x_rows = rb + oi_max + 1
+    seg_rows, segs = _segments(out_h, oi_max, pitch, 4 + cg * sh * sw, x.itemsize)
+    per_img = -(-out_h // seg_rows)
+    items = n_img * per_img
+    blocks = -(-items // segs)
+    chunks = min(blocks, max(1, _GRAD_WEIGHT_TASKS // groups))
+    seg_len = (seg_rows + oi_max) * pitch
+    gy_len = segs * seg_len
+    phase_len = gy_len + pitch
     xf, gyf = x.reshape(-1), gy.reshape(-1)
-    offsets = _input_taps(cg, kh, kw, sh, sw, dh, dw, pitch, x_rows * pitch)
+    offsets = _input_taps(cg, kh, kw, sh, sw, dh, dw, pitch, phase_len)
     partial = np.zeros((groups * chunks, og, n_taps), x.dtype)
     for t in prange(groups * chunks):
         g, k = t // chunks, t % chunks
-        xbuf = np.empty(cg * sh * sw * x_rows * pitch, x.dtype)
-        gybuf = np.empty(4 * rb * pitch, x.dtype)
+        xbuf = np.empty(cg * sh * sw * phase_len, x.dtype)
+        gybuf = np.empty(4 * gy_len, x.dtype)
         acc = partial[t]
-        for item in range(k * items // chunks, (k + 1) * items // chunks):
-            n, r0 = item // blocks, item % blocks * rb
-            rows = min(rb, out_h - r0)
-            size = rows * pitch
-            _load_input(xf, x.shape, n, g * cg, cg, r0, x_rows, sh, sw, ph, pw, pitch, xbuf)
+        for blk in range(k * blocks // chunks, (k + 1) * blocks // chunks):
+            first, last = blk * segs, min(items, (blk + 1) * segs)
+            size = 0
+            for item in range(first, last):
+                n, r0 = item // per_img, item % per_img * seg_rows
+                rows = min(seg_rows, out_h - r0)
+                at = (item - first) * seg_len
+                _load_input(
+                    xf, x.shape, n, g * cg, cg, r0, rows + oi_max + 1, sh, sw, ph, pw, pitch, xbuf,
+                    phase_len, at,
+                )  # fmt: skip
+                size = at + rows * pitch
             for o0 in range(0, og, 4):
                 outs = min(4, og - o0)
-                for p in range(outs):
-                    plane = (n * c_out + g * og + o0 + p) * out_h * out_w
-                    _load_plane(
-                        gyf,
-                        plane,
-                        out_h,
-                        out_w,
-                        r0,
-                        one,
-                        zero,
-                        one,
-                        gybuf,
-                        p * size,
-                        zero,
-                        rows,
-                        pitch,
-                    )
+                for item in range(first, last):
+                    # grad_out rows, and zeros in the halo rows between stacked images
+                    n, r0 = item // per_img, item % per_img * seg_rows
+                    rows = min(seg_rows, out_h - r0) + (oi_max if item < last - 1 else 0)
+                    at = (item - first) * seg_len
+                    for p in range(outs):
+                        plane = (n * c_out + g * og + o0 + p) * out_h * out_w
+                        b = p * size + at
+                        _load_plane(
+                            gyf,
+                            plane,
+                            out_h,
+                            out_w,
+                            r0,
+                            one,
+                            zero,
+                            one,
+                            gybuf,
+                            b,
+                            zero,
+                            rows,
+                            pitch,
+                        )
                 tap = 0
                 if outs == 4:
                     while tap + 4 <= n_taps:

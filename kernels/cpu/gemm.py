@@ -6,15 +6,19 @@ over a chunk of m images is one GEMM, ``y_g (og, m*P) = w_g (og, K) @ col_g (K, 
 ``K = cg*kH*kW`` and ``P = H_out*W_out``, batched over the groups. A chunk is one image when
 an image has enough pixels for an efficient GEMM; then the GEMM reads and writes NCHW
 directly (and a 1x1, stride-1, unpadded convolution needs no im2col at all). Smaller images
-are batched, which needs a transposing copy between NCHW and the GEMM layout. The Numba
-helpers run in parallel over planes that each task owns, so every result is written by one
-thread and the order of every sum is fixed.
+are batched, which needs a transposing copy between NCHW and the GEMM layout.
+
+The threads here are BLAS's. The Numba helpers that move data (im2col, col2im, layout
+copies) run single-threaded on purpose: parallel Numba regions between BLAS calls leave
+OpenMP threads spinning while the BLAS threads want the cores (and the other way round);
+on a 2-core machine that oversubscription costs more than parallel copies gain. Every sum
+has a fixed order, so grad_weight is deterministic.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .direct import _fill, _transfer, _u, valid_cols
 
@@ -22,7 +26,7 @@ from .direct import _fill, _transfer, _u, valid_cols
 _GEMM_COLUMNS = 1024
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _im2col(
     x: np.ndarray,
     n0: int,
@@ -39,7 +43,7 @@ def _im2col(
     _, _, kh, kw, m_img, out_h, out_w = col.shape
     _, c_in, h, wd = x.shape
     xf, cf = x.reshape(-1), col.reshape(-1)
-    for task in prange(col.size // (out_h * out_w)):  # one (channel, tap, image) plane each
+    for task in range(col.size // (out_h * out_w)):  # one (channel, tap, image) plane each
         m, tap = task % m_img, task // m_img
         j, i, ci = tap % kw, tap // kw % kh, tap // (kw * kh)
         plane = ((n0 + m) * c_in + ci) * h * wd
@@ -58,7 +62,7 @@ def _im2col(
                 _transfer(cf, d + lo, xf, s, sw, hi - lo, True)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _col2im(
     col: np.ndarray,
     gx: np.ndarray,
@@ -75,7 +79,7 @@ def _col2im(
     _, _, kh, kw, m_img, out_h, out_w = col.shape
     _, c_in, h, wd = gx.shape
     gf, cf = gx.reshape(-1), col.reshape(-1)
-    for task in prange(m_img * c_in):
+    for task in range(m_img * c_in):
         m, ci = task // c_in, task % c_in
         plane = ((n0 + m) * c_in + ci) * h * wd
         _fill(gf, plane, h * wd, 0)
@@ -93,20 +97,20 @@ def _col2im(
                         gf[_u(d + k * sw)] += cf[_u(s + k)]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _to_gemm_layout(a: np.ndarray, out: np.ndarray) -> None:
     """out[g, o, m, p] = a[m, g*og + o, p] (a: (m, C, P), out: (groups, og, m, P))."""
     groups, og, m_img, _ = out.shape
-    for task in prange(groups * og * m_img):
+    for task in range(groups * og * m_img):
         m, go = task % m_img, task // m_img
         out[go // og, go % og, m, :] = a[m, go, :]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _from_gemm_layout(out: np.ndarray, a: np.ndarray) -> None:
     """a[m, g*og + o, p] = out[g, o, m, p] (the inverse of `_to_gemm_layout`)."""
     groups, og, m_img, _ = out.shape
-    for task in prange(groups * og * m_img):
+    for task in range(groups * og * m_img):
         m, go = task % m_img, task // m_img
         a[m, go, :] = out[go // og, go % og, m, :]
 

@@ -56,9 +56,9 @@ def _cases() -> tuple[ModelCase, ...]:
                   lambda: models.resnext_small(num_classes=10, in_channels=1), (1, 16, 16)),
         ModelCase("resnext29_8x16d", "ResNeXt-29 8x64d at 1/4 width: planes 16/32/64, d=16, "
                   "stem 16, outputs 64/128/256, 32x32 colour images",
-                  lambda: models.resnext(29, cardinality=8, base_width=64, stem="cifar",
-                                         planes=(16, 32, 64), stem_width=16, num_classes=10,
-                                         in_channels=3), (3, 32, 32)),
+                  lambda: models.build_resnext(29, cardinality=8, base_width=64, stem="cifar",
+                                               planes=(16, 32, 64), stem_width=16,
+                                               num_classes=10, in_channels=3), (3, 32, 32)),
     )
 
 

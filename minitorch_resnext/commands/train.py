@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--schedule", default=d.schedule, choices=SCHEDULES,
         help=f"learning-rate schedule, stepped every iteration (default: {d.schedule})")
     add("--warmup-epochs", type=float, default=d.warmup_epochs,
-        help="linear warm-up from lr/10, in epochs (default: none)")
+        help=f"linear warm-up from lr/10, in epochs (default: {d.warmup_epochs:g})")
     add("--milestones", type=float, nargs="+", default=d.milestones, metavar="EPOCH",
         help="epochs at which 'multistep' multiplies the rate by --gamma")
     add("--step-size", type=float, default=d.step_size,

@@ -1,6 +1,7 @@
 """Differentiable ops (`import minitorch_resnext.functional as F`), one module per op family."""
 
 from .activation import log_softmax, softmax
+from .conv import conv2d, conv2d_algorithm
 from .dropout import dropout
 from .elementwise import (
     abs,
@@ -49,7 +50,8 @@ from .shape import (
 
 __all__ = [
     "abs", "accuracy", "adaptive_avg_pool2d", "add", "amax", "argmax", "avg_pool2d",
-    "batch_norm", "cast", "cat", "clamp", "clip", "concatenate", "cross_entropy", "div",
+    "batch_norm", "cast", "cat", "clamp", "clip", "concatenate", "conv2d", "conv2d_algorithm",
+    "cross_entropy", "div",
     "dropout", "eq", "exp", "expand", "flatten", "ge", "gt", "index", "le", "linear", "log",
     "log_softmax", "lt", "matmul", "max", "max_pool2d", "maximum", "mean", "mul", "ne", "neg",
     "nll_loss", "pad", "permute", "pow", "relu", "reshape", "softmax", "sqrt", "squeeze",

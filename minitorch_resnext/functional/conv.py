@@ -87,6 +87,8 @@ def _check(
     for name, t in (("input", input), ("weight", weight), ("bias", bias)):
         if t is not None and t.dtype.kind != "f":
             raise TypeError(f"conv2d: {name} must be floating point, got dtype {t.dtype}")
+    if input.dtype not in (np.float32, np.float64):
+        raise TypeError(f"conv2d: input must be float32 or float64, got dtype {input.dtype}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
             raise TypeError(
