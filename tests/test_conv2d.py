@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from minitorch_resnext.kernels import reference
 
 import minitorch_resnext as mr
 from minitorch_resnext.functional.conv import conv2d, conv2d_algorithm
+from minitorch_resnext.kernels import reference
 from minitorch_resnext.testing import gradcheck
 from minitorch_resnext.testing.strategies import arrays
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import conv as cpu_conv
-
 from minitorch_resnext.testing.strategies import arrays
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}

@@ -25,7 +25,8 @@ def test_op_matches_numpy_and_finite_differences(name, device, data):
 def test_catalogue_covers_the_engines_ops():
     wanted = {"add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "abs", "maximum",
               "relu", "sum", "mean", "amax", "var", "reshape", "permute", "expand", "index",
-              "cat", "stack", "pad", "matmul", "where", "clip", "log_softmax"}
+              "cat", "stack", "pad", "matmul", "where", "clip", "log_softmax", "conv2d",
+              "batch_norm", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "cross_entropy"}
     assert wanted <= set(CASES)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -93,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     if "note" in torch_info:
         print(f"note: {torch_info['note']}")
     timer = common.wall_timer if args.device == "cpu" else common.cuda_event_timer(backend.xp)
+    load = os.getloadavg()[0]  # other work on the machine skews both engines, multi-threaded most
     print(f"bench train on {args.device}: batch {args.batch}, {repeats} repeats (median) after "
-          f"{args.warmup} warm-up steps, {threads} thread(s)")
+          f"{args.warmup} warm-up steps, {threads} thread(s), load average {load:.1f}")
 
     results, recipe = [], None
     with common.blas_threads(threads):
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": args.device,
         "machine": common.machine_info(),
+        "load_average_at_start": load,
         "threads": threads,
         "versions": common.package_versions(
             ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy-cuda12x"]),

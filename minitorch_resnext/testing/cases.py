@@ -222,6 +222,111 @@ for _case in [
     register(_case)
 
 
+def _conv2d(draw: st.DrawFn) -> Any:
+    groups = draw(st.integers(1, 3))
+    cin, cout = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    h = draw(st.integers(max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]), 6))
+    w = draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]), 6))
+    x = draw(arrays((draw(st.integers(1, 2)), cin, h, w)))
+    weight = draw(arrays((cout, cin // groups, kh, kw)))
+    bias = draw(arrays((cout,)))
+    return [x, weight, bias], {"stride": stride, "padding": padding, "dilation": dilation,
+                               "groups": groups}
+
+
+def _np_conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, **kw: Any) -> np.ndarray:
+    from ..kernels import reference
+
+    return reference.conv2d_forward(x, w, b, kw["stride"], kw["padding"], kw["dilation"],
+                                    kw["groups"])
+
+
+def _batch_norm(draw: st.DrawFn) -> Any:
+    shape = (draw(st.integers(2, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+             draw(st.integers(1, 3)))
+    c = shape[1]
+    return [draw(arrays(shape)), draw(arrays((c,), low=0.5, high=2.0)), draw(arrays((c,)))], {}
+
+
+def _np_batch_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    axes = (0, 2, 3)
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-5) * weight[:, None, None] + bias[:, None, None]
+
+
+def _pool(draw: st.DrawFn) -> Any:
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(k[0], 6)),
+             draw(st.integers(k[1], 6)))
+    perm = np.random.default_rng(draw(st.integers(0, 2**31))).permutation(int(np.prod(shape)))
+    x = (perm * 0.1 - 1.0).reshape(shape)  # distinct values: a unique max per window
+    return [x], {"kernel_size": k, "stride": s, "padding": p}
+
+
+def _np_pool(x: np.ndarray, kernel_size: Any, stride: Any, padding: Any, reduce: Any,
+             fill: float) -> np.ndarray:
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    out = np.empty(x.shape[:2] + (oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            out[:, :, i, j] = reduce(xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw], axis=(2, 3))
+    return out
+
+
+def _adaptive(draw: st.DrawFn) -> Any:
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 7)),
+             draw(st.integers(1, 7)))
+    out = (draw(st.integers(1, shape[2])), draw(st.integers(1, shape[3])))
+    return [draw(arrays(shape))], {"output_size": out}
+
+
+def _np_adaptive(x: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    (h, w), (oh, ow) = x.shape[2:], output_size
+    out = np.empty(x.shape[:2] + (oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            rows = slice(i * h // oh, -(-(i + 1) * h // oh))
+            cols = slice(j * w // ow, -(-(j + 1) * w // ow))
+            out[:, :, i, j] = x[:, :, rows, cols].mean(axis=(2, 3))
+    return out
+
+
+def _cross_entropy(draw: st.DrawFn) -> Any:
+    n, c = draw(st.integers(1, 5)), draw(st.integers(2, 5))
+    labels = np.random.default_rng(draw(st.integers(0, 2**31))).integers(0, c, size=n)
+    return [draw(arrays((n, c), low=-4, high=4)), labels], {
+        "label_smoothing": draw(st.sampled_from([0.0, 0.1]))}
+
+
+def _np_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothing: float) -> Any:
+    logp = _np_log_softmax(logits, 1)
+    picked = -logp[np.arange(len(labels)), labels]
+    return np.mean(picked * (1 - label_smoothing) - logp.mean(axis=1) * label_smoothing)
+
+
+for _case in [
+    OpCase("conv2d", _conv2d, lambda x, w, b, **kw: F.conv2d(x, w, b, **kw), _np_conv2d),
+    OpCase("batch_norm", _batch_norm,
+           lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), _np_batch_norm),
+    OpCase("max_pool2d", _pool, F.max_pool2d,
+           lambda x, **kw: _np_pool(x, **kw, reduce=np.max, fill=-np.inf)),
+    OpCase("avg_pool2d", _pool, F.avg_pool2d,
+           lambda x, **kw: _np_pool(x, **kw, reduce=np.mean, fill=0.0)),
+    OpCase("adaptive_avg_pool2d", _adaptive, F.adaptive_avg_pool2d, _np_adaptive),
+    OpCase("cross_entropy", _cross_entropy,
+           lambda x, t, **kw: F.cross_entropy(x, t, **kw), _np_cross_entropy, constant=(1,)),
+]:
+    register(_case)
+
+
 @dataclass
 class CaseResult:
     forward_error: float  # relative to the NumPy reference (nan where there is none)

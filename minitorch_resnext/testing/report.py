@@ -70,10 +70,10 @@ def check_ops(names: list[str], examples: int, device: str = "cpu", seed: int = 
 
 
 def print_table(rows: list[OpRow]) -> None:
-    print(f"{'op':<14} {'configs':>7} {'worst fwd rel err':>18} {'worst grad rel err':>19}  verdict")
+    print(f"{'op':<20} {'configs':>7} {'worst fwd rel err':>18} {'worst grad rel err':>19}  verdict")
     for r in rows:
         verdict = "ok" if r.ok else "FAIL"
-        print(f"{r.op:<14} {r.tried:>7} {r.forward_error:>18.2e} {r.gradient_error:>19.2e}  {verdict}")
+        print(f"{r.op:<20} {r.tried:>7} {r.forward_error:>18.2e} {r.gradient_error:>19.2e}  {verdict}")
     for r in rows:
         if not r.ok:
             print(f"\n{r.op}: {r.failure}")
