@@ -1,11 +1,13 @@
 """`minitorch-resnext bench train`: images/s of a training step, side by side with PyTorch.
 
 A step is forward, cross-entropy, backward and an SGD update (momentum 0.9, weight decay
-5e-4) on a fixed random batch, in train mode; each engine is warmed up outside the timing
-(Numba compilation, oneDNN/cuDNN set-up), then the two are timed in interleaved rounds
-with the same threads and summarised by their median. The PyTorch model is a twin built
-from this package's model, module by module, with the same weights (checked: both give the
-same logits on the benchmark batch). Models: the default small ResNeXt on 16x16 digits, and
+5e-4) on a fixed random batch, in train mode, ending with `loss.item()` (so the device has
+finished). Each engine runs in a process of its own (Numba's and PyTorch's OpenMP runtimes
+in one process slow each other down), is warmed up outside the timing (Numba compilation,
+oneDNN/cuDNN set-up), and the two are timed in interleaved rounds with the same threads and
+summarised by their median. The PyTorch model is a twin built from this package's model,
+module by module, with the same weights (checked: both give the same logits on the
+benchmark batch). Models: the default small ResNeXt on 16x16 digits, and
 the paper's CIFAR ResNeXt-29 8x64d at a quarter of its width on 32x32 images.
 
 `--recipe` also runs the default training recipe (`minitorch-resnext train`) end to end in
@@ -18,10 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
+import multiprocessing
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..backend import get_backend
 
     try:
-        backend = get_backend(args.device)
+        get_backend(args.device)
     except RuntimeError as e:
         raise SystemExit(f"bench train: {e}") from None
     repeats = args.repeats if args.repeats is not None else (10 if args.device == "cpu" else 30)
@@ -93,20 +98,19 @@ def run(args: argparse.Namespace) -> int:
     torch, torch_info = _load_torch(args.device, threads)
     if "note" in torch_info:
         print(f"note: {torch_info['note']}")
-    timer = common.wall_timer if args.device == "cpu" else common.cuda_event_timer(backend.xp)
+    engines = [PROJECT] + ([TORCH] if torch is not None else [])
     load = os.getloadavg()[0]  # other work on the machine skews both engines, multi-threaded most
     print(f"bench train on {args.device}: batch {args.batch}, {repeats} repeats (median) after "
           f"{args.warmup} warm-up steps, {threads} thread(s), load average {load:.1f}")
 
     results, recipe = [], None
-    with common.blas_threads(threads):
-        for case in (c for c in _cases() if c.name in args.models):
-            results += _bench_case(case, args, repeats, torch, timer)
-            print(f"  {case.name}: " + ", ".join(f"{r['engine']} {r['images_per_s']:.1f} img/s"
-                                                 for r in results if r["model"] == case.name),
-                  flush=True)
-        if args.recipe:
-            recipe = _bench_recipe(args.device, torch)
+    for case in (c for c in _cases() if c.name in args.models):
+        rows = _bench_case(case, args, repeats, engines, threads)
+        print(f"  {case.name}: " + ", ".join(f"{r['engine']} {r['images_per_s']:.1f} img/s"
+                                             for r in rows), flush=True)
+        results += rows
+    if args.recipe:
+        recipe = _bench_recipe(args.device, engines, threads)
     print()
     print(_table(results))
     if recipe is not None:
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy-cuda12x"]),
         "settings": {"batch": args.batch, "repeats": repeats, "warmup": args.warmup,
                      "step": "forward + cross_entropy + backward + SGD(momentum 0.9, wd 5e-4)",
-                     "statistic": "median of interleaved rounds"},
+                     "statistic": "median of interleaved rounds, one process per engine"},
         "torch": torch_info,
         "results": results,
         "recipe": recipe,
@@ -195,58 +199,141 @@ def torch_twin(model: Any, torch: ModuleType) -> Any:
     return twin.train(model.training)
 
 
-def _bench_case(case: ModelCase, args: argparse.Namespace, repeats: int,
-                torch: ModuleType | None, timer: common.Timer) -> list[dict[str, Any]]:
+class _Worker:
+    """One engine in a process of its own, taking one training step per request.
+
+    Two OpenMP runtimes in one process (Numba's and PyTorch's) slow each other down, up to
+    twofold, so each engine gets its own process; the rounds are still interleaved.
+    """
+
+    def __init__(self, engine: str, case: str, batch: int, device: str, threads: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.engine = engine
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, engine, case, batch, device,
+                                                        threads), daemon=True)
+        self.process.start()
+        self.params = self.ask(None)
+
+    def ask(self, command: str | None) -> Any:
+        if command is not None:
+            self.conn.send(command)
+        status, value = self.conn.recv()
+        if status == "error":
+            raise RuntimeError(value)
+        return value
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.conn.send("stop")
+        self.process.join()
+
+
+def _serve(conn: Any, engine: str, case: str, batch: int, device: str, threads: int) -> None:
+    """Worker loop: "logits" -> the logits before any update, "step" -> seconds of one step."""
+    try:
+        with common.blas_threads(threads):
+            step, logits, params = _engine(engine, case, batch, device, threads)
+            conn.send(("ok", params))
+            for command in iter(conn.recv, "stop"):
+                if command == "logits":
+                    conn.send(("ok", logits()))
+                    continue
+                start = time.perf_counter()
+                step()  # ends with loss.item(): the device has finished
+                conn.send(("ok", time.perf_counter() - start))
+    except Exception as e:  # reported to the parent, which raises it
+        conn.send(("error", f"{engine} worker: {type(e).__name__}: {e}"))
+
+
+def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
+            ) -> tuple[Callable[[], None], Callable[[], np.ndarray], int]:
+    """(one training step, logits of the batch, parameter count) of `case_name` in `engine`,
+    from seed-0 weights and a seed-0 random batch, so both engines start identical."""
     import minitorch_resnext as mr
-    from minitorch_resnext import functional as F
-    from minitorch_resnext import optim
 
+    case = next(c for c in _cases() if c.name == case_name)
+    _worker_threads(engine, threads)
     mr.manual_seed(0)
-    model = case.build().to(args.device)
-    n_params = sum(p.numel() for p in model.parameters())
+    model = case.build()
+    params = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
-    x_np = rng.standard_normal((args.batch, *case.image_shape), dtype=np.float32)
-    y_np = rng.integers(0, case.num_classes, args.batch)
-    twin = torch_twin(model, torch) if torch is not None else None  # before any update
-    x, y = mr.tensor(x_np, device=args.device), mr.tensor(y_np, device=args.device)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x_np = rng.standard_normal((batch, *case.image_shape), dtype=np.float32)
+    y_np = rng.integers(0, case.num_classes, batch)
+    if engine == PROJECT:
+        from .. import functional as F
+        from .. import optim
 
-    def mr_step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss.item()
+        model.to(device)
+        x, y = mr.tensor(x_np, device=device), mr.tensor(y_np, device=device)
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
-    candidates = [common.Candidate(PROJECT, mr_step, repeats, args.warmup)]
-    max_rel_err = None
-    if twin is not None:
-        dev = "cuda" if args.device == "cuda" else "cpu"
-        twin = twin.to(dev)
-        tx, ty = torch.from_numpy(x_np).to(dev), torch.from_numpy(y_np).to(dev)
-        with mr.no_grad():
-            ours = model(x).numpy()
-        with torch.no_grad():
-            theirs = twin(tx).cpu().numpy()
-        max_rel_err = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-        topt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-        def torch_step() -> None:
-            loss = torch.nn.functional.cross_entropy(twin(tx), ty)
-            topt.zero_grad(set_to_none=True)
+        def step() -> None:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
             loss.backward()
-            topt.step()
+            opt.step()
             loss.item()
 
-        candidates.append(common.Candidate(TORCH, torch_step, repeats, args.warmup))
-    stats = common.time_interleaved(candidates, timer)
-    base = {"model": case.name, "description": case.description, "params": n_params,
+        def logits() -> np.ndarray:
+            with mr.no_grad():
+                return model(x).numpy()
+
+        return step, logits, params
+
+    torch, _ = _load_torch(device, threads)
+    twin = torch_twin(model, torch).to(device)
+    tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    topt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def torch_step() -> None:
+        loss = torch.nn.functional.cross_entropy(twin(tx), ty)
+        topt.zero_grad(set_to_none=True)
+        loss.backward()
+        topt.step()
+        loss.item()
+
+    def torch_logits() -> np.ndarray:
+        with torch.no_grad():
+            return twin(tx).cpu().numpy()
+
+    return torch_step, torch_logits, params
+
+
+def _worker_threads(engine: str, threads: int) -> None:
+    """Set the threads in a worker process. This package's CPU kernels are imported first:
+    they make OpenMP threads wait passively, which only works before Numba starts them."""
+    if engine == PROJECT:
+        importlib.import_module("minitorch_resnext.kernels.cpu")
+    _set_threads(threads)
+
+
+def _bench_case(case: ModelCase, args: argparse.Namespace, repeats: int, engines: list[str],
+                threads: int) -> list[dict[str, Any]]:
+    workers = [_Worker(e, case.name, args.batch, args.device, threads) for e in engines]
+    try:
+        logits = [w.ask("logits") for w in workers]  # same weights, before any update
+        for _ in range(args.warmup):
+            for w in workers:
+                w.ask("step")
+        samples: dict[str, list[float]] = {w.engine: [] for w in workers}
+        for _ in range(repeats):
+            for w in workers:
+                samples[w.engine].append(w.ask("step"))
+    finally:
+        for w in workers:
+            w.close()
+    max_rel_err = None
+    if len(logits) == 2:
+        max_rel_err = float(np.abs(logits[0] - logits[1]).max() / np.abs(logits[1]).max())
+    base = {"model": case.name, "description": case.description, "params": workers[0].params,
             "input": list(case.image_shape), "batch": args.batch}
     rows = []
-    for engine, s in stats.items():
-        rows.append(base | {"engine": engine, "images_per_s": args.batch / s.median,
+    for engine, times in samples.items():
+        stats = common.Stats.of(times)
+        rows.append(base | {"engine": engine, "images_per_s": args.batch / stats.median,
                             "max_rel_err": max_rel_err if engine == PROJECT else None}
-                    | s.to_json())
+                    | stats.to_json())
     return rows
 
 
@@ -268,28 +355,39 @@ def _table(results: list[dict[str, Any]]) -> str:
     return common.format_table(header, rows, right=[False, True, False] + [True] * 6)
 
 
-def _bench_recipe(device: str, torch: ModuleType | None) -> dict[str, Any]:
-    """Wall time and test accuracy of the default recipe, in this engine and in PyTorch."""
+def _bench_recipe(device: str, engines: list[str], threads: int) -> dict[str, Any]:
+    """Wall time and test accuracy of the default recipe in each engine, each run in a fresh
+    process (so each pays its own imports, dataset loading and compilation)."""
+    from ..train import TrainConfig
+
+    out: dict[str, Any] = {"config": dataclasses.asdict(TrainConfig(device=device)) | {
+        "out_dir": None}}
+    ctx = multiprocessing.get_context("spawn")
+    for engine in engines:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            out[engine] = pool.submit(_run_recipe, engine, device, threads).result()
+        print(f"  recipe: {engine} {out[engine]['wall_s']:.1f} s, "
+              f"{100 * out[engine]['test_acc']:.2f}%", flush=True)
+    out["note"] = ("wall time from the start of training (dataset loading included, imports "
+                   "not) to the last epoch's evaluation; minitorch also writes checkpoints, "
+                   "metrics and curves, PyTorch does not")
+    return out
+
+
+def _run_recipe(engine: str, device: str, threads: int) -> dict[str, float]:
     from ..train import TrainConfig, train
 
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    _worker_threads(engine, threads)
+    with common.blas_threads(threads), tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(device=device, out_dir=tmp)
-        start = time.perf_counter()
-        result = train(config, progress=False, log=lambda _: None)
-        out[PROJECT] = {"wall_s": time.perf_counter() - start, "test_acc": result.history[-1]["test_acc"],
-                        "best_acc": result.best_acc}
-    print(f"  recipe: minitorch {out[PROJECT]['wall_s']:.1f} s, "
-          f"{100 * out[PROJECT]['test_acc']:.2f}%", flush=True)
-    if torch is not None:
-        start = time.perf_counter()
-        acc = _torch_recipe(config, torch)
-        out[TORCH] = {"wall_s": time.perf_counter() - start, "test_acc": acc}
-        print(f"  recipe: torch {out[TORCH]['wall_s']:.1f} s, {100 * acc:.2f}%", flush=True)
-    out["config"] = dataclasses.asdict(config) | {"out_dir": None}
-    out["note"] = ("wall time of train() from dataset loading to the last epoch's evaluation; "
-                   "minitorch also writes checkpoints, metrics and curves, PyTorch does not")
-    return out
+        if engine == PROJECT:
+            start = time.perf_counter()
+            acc = train(config, progress=False, log=lambda _: None).history[-1]["test_acc"]
+        else:
+            torch, _ = _load_torch(device, threads)
+            start = time.perf_counter()
+            acc = _torch_recipe(config, torch)
+        return {"wall_s": time.perf_counter() - start, "test_acc": acc}
 
 
 def _torch_recipe(config: Any, torch: ModuleType) -> float:
