@@ -5,7 +5,8 @@ A step is forward, cross-entropy, backward and an SGD update (momentum 0.9, weig
 finished). Each engine runs in a process of its own (Numba's and PyTorch's OpenMP runtimes
 in one process slow each other down), is warmed up outside the timing (Numba compilation,
 oneDNN/cuDNN set-up), and the two are timed in interleaved rounds with the same threads and
-summarised by their median. The PyTorch model is a twin built from this package's model,
+summarised by their median (rounds of `TURN` steps per engine, the first of each untimed).
+The PyTorch model is a twin built from this package's model,
 module by module, with the same weights (checked: both give the same logits on the
 benchmark batch). Models: the default small ResNeXt on 16x16 digits, and
 the paper's CIFAR ResNeXt-29 8x64d at a quarter of its width on 32x32 images.
@@ -40,6 +41,9 @@ from .conv import _load_torch, _set_threads
 HELP = "time training steps (forward, backward, SGD) of ResNeXt models against PyTorch"
 PROJECT, TORCH = "minitorch", "torch"
 REL_TOL = 1e-3  # largest max|a - b| / max|b| accepted between the two engines' logits
+# Steps per turn of an engine; the first of each turn is not timed: after the other engine's
+# turn, caches are cold and OpenMP threads asleep, which costs PyTorch up to 2x on 2 cores.
+TURN = 6
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"models to time (default: all): {', '.join(names)}")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=64, help="images per step (default: 64)")
-    parser.add_argument("--repeats", type=int, help="timed rounds (default: 10 on cpu, 30 on cuda)")
+    parser.add_argument("--repeats", type=int,
+                        help="timed steps per engine (default: 10 on cpu, 30 on cuda)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for Numba, BLAS and PyTorch (default: numba.get_num_threads())")
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {torch_info['note']}")
     engines = [PROJECT] + ([TORCH] if torch is not None else [])
     load = os.getloadavg()[0]  # other work on the machine skews both engines, multi-threaded most
-    print(f"bench train on {args.device}: batch {args.batch}, {repeats} repeats (median) after "
+    print(f"bench train on {args.device}: batch {args.batch}, median of {repeats} steps after "
           f"{args.warmup} warm-up steps, {threads} thread(s), load average {load:.1f}")
 
     results, recipe = [], None
@@ -133,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
             ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy-cuda12x"]),
         "settings": {"batch": args.batch, "repeats": repeats, "warmup": args.warmup,
                      "step": "forward + cross_entropy + backward + SGD(momentum 0.9, wd 5e-4)",
-                     "statistic": "median of interleaved rounds, one process per engine"},
+                     "statistic": f"median of steps timed in turns of {TURN - 1} after one "
+                                  "untimed step, engines alternating, one process each"},
         "torch": torch_info,
         "results": results,
         "recipe": recipe,
@@ -215,7 +221,7 @@ class _Worker:
         self.process.start()
         self.params = self.ask(None)
 
-    def ask(self, command: str | None) -> Any:
+    def ask(self, command: str | int | None) -> Any:
         if command is not None:
             self.conn.send(command)
         status, value = self.conn.recv()
@@ -230,7 +236,8 @@ class _Worker:
 
 
 def _serve(conn: Any, engine: str, case: str, batch: int, device: str, threads: int) -> None:
-    """Worker loop: "logits" -> the logits before any update, "step" -> seconds of one step."""
+    """Worker loop: "logits" -> the logits before any update, an int n -> the seconds of each
+    of n consecutive steps."""
     try:
         with common.blas_threads(threads):
             step, logits, params = _engine(engine, case, batch, device, threads)
@@ -239,9 +246,12 @@ def _serve(conn: Any, engine: str, case: str, batch: int, device: str, threads: 
                 if command == "logits":
                     conn.send(("ok", logits()))
                     continue
-                start = time.perf_counter()
-                step()  # ends with loss.item(): the device has finished
-                conn.send(("ok", time.perf_counter() - start))
+                times = []
+                for _ in range(command):
+                    start = time.perf_counter()
+                    step()  # ends with loss.item(): the device has finished
+                    times.append(time.perf_counter() - start)
+                conn.send(("ok", times))
     except Exception as e:  # reported to the parent, which raises it
         conn.send(("error", f"{engine} worker: {type(e).__name__}: {e}"))
 
@@ -313,13 +323,12 @@ def _bench_case(case: ModelCase, args: argparse.Namespace, repeats: int, engines
     workers = [_Worker(e, case.name, args.batch, args.device, threads) for e in engines]
     try:
         logits = [w.ask("logits") for w in workers]  # same weights, before any update
-        for _ in range(args.warmup):
-            for w in workers:
-                w.ask("step")
+        for w in workers:
+            w.ask(args.warmup)
         samples: dict[str, list[float]] = {w.engine: [] for w in workers}
-        for _ in range(repeats):
-            for w in workers:
-                samples[w.engine].append(w.ask("step"))
+        while len(samples[PROJECT]) < repeats:
+            for w in workers:  # a turn of TURN steps; its first re-warms after the other engine
+                samples[w.engine] += w.ask(TURN)[1:repeats - len(samples[w.engine]) + 1]
     finally:
         for w in workers:
             w.close()
@@ -436,5 +445,6 @@ def _recipe_table(recipe: dict[str, Any]) -> str:
     rows = [[engine, f"{r['wall_s']:.1f}", f"{100 * r['test_acc']:.2f}%"]
             for engine, r in recipe.items() if engine in (PROJECT, TORCH)]
     title = (f"default recipe: {c['model']} on {c['dataset']}, {c['epochs']} epochs, batch "
-             f"{c['batch_size']}, lr {c['lr']} {c['schedule']}\n")
+             f"{c['batch_size']}, lr {c['lr']} ({c['warmup_epochs']:g} warm-up epoch(s), then "
+             f"{c['schedule']}), label smoothing {c['label_smoothing']}\n")
     return title + common.format_table(["engine", "wall s", "test acc"], rows, [False, True, True])
