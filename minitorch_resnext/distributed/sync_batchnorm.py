@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Context, Function
-from ..functional.normalization import _channel_dot, _channel_sum, _channel_view, _per_channel
+from ..functional.normalization import (
+    _channel_dot,
+    _channel_sum,
+    _channel_view,
+    _per_channel,
+    training_grad_input,
+    update_running_stats,
+)
 from ..nn import BatchNorm2d, Module
 from ..tensor import Tensor
 from .comm import Communicator, get_communicator
@@ -48,12 +55,7 @@ class SyncBatchNormFunction(Function):
                              f"ranks when training, got {m}")
         mean = stats[:c] / m
         var = xp.maximum(stats[c:2 * c] / m - mean * mean, 0.0)
-        if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += (momentum * mean).astype(running_mean.dtype)
-        if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * m / (m - 1) * var).astype(running_var.dtype)
+        update_running_stats(running_mean, running_var, mean, var, m, momentum)
         invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype)
         scale = invstd if weight is None else weight * invstd
         xc = x - _per_channel(mean.astype(x.dtype), x.ndim)
@@ -75,10 +77,7 @@ class SyncBatchNormFunction(Function):
             c = db.shape[0]
             sums = xp.concatenate([db, dot])
             ctx.comm.allreduce(sums)
-            dx = xc * _per_channel(-(sums[c:] * invstd * invstd) / ctx.m, g.ndim)
-            dx += g
-            dx -= _per_channel(sums[:c] / ctx.m, g.ndim)
-            dx *= _per_channel(scale, g.ndim)
+            dx = training_grad_input(g, xc, invstd, scale, sums[:c], sums[c:] * invstd, ctx.m)
         return dx, dot * invstd if need[1] else None, db if need[2] else None
 
 

@@ -36,6 +36,29 @@ def _per_channel(v: Any, ndim: int) -> Any:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def update_running_stats(running_mean: Any, running_var: Any, mean: Any, var: Any, m: int,
+                         momentum: float) -> None:
+    """PyTorch's in-place update from batch statistics of `m` values per channel (the
+    running variance is the unbiased one)."""
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += (momentum * mean).astype(running_mean.dtype)
+    if running_var is not None:
+        running_var *= 1 - momentum
+        running_var += (momentum * m / (m - 1) * var).astype(running_var.dtype)
+
+
+def training_grad_input(g: Any, xc: Any, invstd: Any, scale: Any, dbias: Any, dweight: Any,
+                        m: int) -> Any:
+    """d loss / d x of batch norm in training, from the per-channel sums over the `m`
+    values the statistics were taken over: dbias = sum(g), dweight = sum(g * xc) * invstd."""
+    dx = xc * _per_channel(-(dweight * invstd) / m, g.ndim)
+    dx += g
+    dx -= _per_channel(dbias / m, g.ndim)
+    dx *= _per_channel(scale, g.ndim)
+    return dx
+
+
 class BatchNorm(Function):
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, running_mean: Any = None,
@@ -50,12 +73,7 @@ class BatchNorm(Function):
             mean = _channel_sum(xp, x) / m
             xc = x - _per_channel(mean, x.ndim)
             var = _channel_dot(xp, xc, xc) / m
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += momentum * mean
-            if running_var is not None:
-                running_var *= 1 - momentum
-                running_var += (momentum * m / (m - 1)) * var
+            update_running_stats(running_mean, running_var, mean, var, m, momentum)
         else:
             mean, var, xc = running_mean, running_var, None
         invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype)
@@ -83,10 +101,7 @@ class BatchNorm(Function):
         dx = None
         if need[0]:
             if ctx.training:
-                dx = xc * _per_channel(-(dw * invstd) / ctx.m, g.ndim)
-                dx += g
-                dx -= _per_channel(db / ctx.m, g.ndim)
-                dx *= _per_channel(scale, g.ndim)
+                dx = training_grad_input(g, xc, invstd, scale, db, dw, ctx.m)
             else:
                 dx = g * _per_channel(scale, g.ndim)
         return dx, dw if need[1] else None, db if need[2] else None
