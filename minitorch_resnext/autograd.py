@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -218,3 +218,14 @@ def _accumulate(leaf: Tensor, grad: Any) -> None:
         leaf.grad = Tensor._wrap(grad.copy(), leaf.backend)
     else:
         leaf.grad.data = leaf.grad.data + grad
+
+
+def clear_grads(tensors: Iterable[Tensor], set_to_none: bool = True) -> None:
+    """Drop each tensor's `.grad` (`set_to_none`) or fill it with zeros in place."""
+    for t in tensors:
+        if t.grad is None:
+            continue
+        if set_to_none:
+            t.grad = None
+        else:
+            t.grad.data[...] = 0

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..autograd import clear_grads
 from ..backend import Backend, get_backend
 from ..tensor import Tensor
 
@@ -210,13 +211,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.data[...] = 0
+        clear_grads(self.parameters(), set_to_none)
 
     # ----- state ------------------------------------------------------------------------
     def _state_items(self) -> Iterator[tuple[str, Tensor]]:
