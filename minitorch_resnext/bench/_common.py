@@ -299,3 +299,39 @@ def plot_bars(path: Path, panels: Sequence[BarPanel], title: str) -> None:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+
+
+def set_threads(requested: int | None, command: str) -> int:
+    """Set Numba's thread count (BLAS and PyTorch follow it) and return it; errors name
+    `command`."""
+    import numba
+
+    n = numba.get_num_threads() if requested is None else requested
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise SystemExit(f"{command}: --threads must be between 1 and NUMBA_NUM_THREADS="
+                         f"{numba.config.NUMBA_NUM_THREADS}")
+    numba.set_num_threads(n)
+    return n
+
+
+def load_torch(device: str, threads: int) -> tuple[ModuleType | None, dict[str, Any]]:
+    """PyTorch set up for a fair comparison, or None and a note saying why it is skipped."""
+    try:
+        import torch
+    except ImportError:
+        return None, {"available": False,
+                      "note": "PyTorch is not installed: the comparison with PyTorch is skipped"}
+    torch.set_num_threads(threads)
+    info: dict[str, Any] = {"available": True, "version": torch.__version__,
+                            "threads": torch.get_num_threads()}
+    if device == "cpu":
+        info["library"] = "oneDNN" if torch.backends.mkldnn.is_available() else "ATen"
+        return torch, info
+    if not torch.cuda.is_available():
+        return None, info | {"available": False,
+                             "note": "this PyTorch build has no CUDA: the comparison is skipped"}
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    return torch, info | {"library": f"cuDNN {torch.backends.cudnn.version()}", "tf32": False,
+                          "cudnn_benchmark": True}

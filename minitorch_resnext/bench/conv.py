@@ -201,8 +201,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
-    threads = _set_threads(args.threads)
-    torch, torch_info = _load_torch(plan.device, threads)
+    threads = common.set_threads(args.threads, "bench conv")
+    torch, torch_info = common.load_torch(plan.device, threads)
     notes = [torch_info["note"]] if "note" in torch_info else []
     if plan.device != "cpu" and not args.no_baseline:
         notes.append("the NumPy reference runs on the CPU only: not timed with --device cuda")
@@ -296,41 +296,6 @@ def _plan(args: argparse.Namespace) -> _Plan:
         raise SystemExit("bench conv: --repeats and --batch must be positive, --baseline-repeats "
                          "and --settle not negative")
     return plan
-
-
-def _set_threads(requested: int | None) -> int:
-    """Set Numba's thread count (BLAS and PyTorch follow it) and return it."""
-    import numba
-
-    n = numba.get_num_threads() if requested is None else requested
-    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
-        raise SystemExit(f"bench conv: --threads must be between 1 and NUMBA_NUM_THREADS="
-                         f"{numba.config.NUMBA_NUM_THREADS}")
-    numba.set_num_threads(n)
-    return n
-
-
-def _load_torch(device: str, threads: int) -> tuple[ModuleType | None, dict[str, Any]]:
-    """PyTorch set up for a fair comparison, or None and a note saying why it is skipped."""
-    try:
-        import torch
-    except ImportError:
-        return None, {"available": False,
-                      "note": "PyTorch is not installed: the comparison with PyTorch is skipped"}
-    torch.set_num_threads(threads)
-    info: dict[str, Any] = {"available": True, "version": torch.__version__,
-                            "threads": torch.get_num_threads()}
-    if device == "cpu":
-        info["library"] = "oneDNN" if torch.backends.mkldnn.is_available() else "ATen"
-        return torch, info
-    if not torch.cuda.is_available():
-        return None, info | {"available": False,
-                             "note": "this PyTorch build has no CUDA: the comparison is skipped"}
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
-    return torch, info | {"library": f"cuDNN {torch.backends.cudnn.version()}", "tf32": False,
-                          "cudnn_benchmark": True}
 
 
 def _gpu_info(plan: _Plan) -> dict[str, Any]:

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from . import _common as common
-from .conv import _load_torch, _set_threads
 
 HELP = "time training steps (forward, backward, SGD) of ResNeXt models against PyTorch"
 PROJECT, TORCH = "minitorch", "torch"
@@ -99,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     repeats = args.repeats if args.repeats is not None else (10 if args.device == "cpu" else 30)
     if min(repeats, args.batch) < 1 or args.warmup < 0:
         raise SystemExit("bench train: --repeats and --batch must be positive, --warmup >= 0")
-    threads = _set_threads(args.threads)
-    torch, torch_info = _load_torch(args.device, threads)
+    threads = common.set_threads(args.threads, "bench train")
+    torch, torch_info = common.load_torch(args.device, threads)
     if "note" in torch_info:
         print(f"note: {torch_info['note']}")
     engines = [PROJECT] + ([TORCH] if torch is not None else [])
@@ -291,7 +290,7 @@ def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
 
         return step, logits, params
 
-    torch, _ = _load_torch(device, threads)
+    torch, _ = common.load_torch(device, threads)
     twin = torch_twin(model, torch).to(device)
     tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
     topt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -315,7 +314,7 @@ def _worker_threads(engine: str, threads: int) -> None:
     they make OpenMP threads wait passively, which only works before Numba starts them."""
     if engine == PROJECT:
         importlib.import_module("minitorch_resnext.kernels.cpu")
-    _set_threads(threads)
+    common.set_threads(threads, "bench train")
 
 
 def _bench_case(case: ModelCase, args: argparse.Namespace, repeats: int, engines: list[str],
@@ -393,7 +392,7 @@ def _run_recipe(engine: str, device: str, threads: int) -> dict[str, float]:
             start = time.perf_counter()
             acc = train(config, progress=False, log=lambda _: None).history[-1]["test_acc"]
         else:
-            torch, _ = _load_torch(device, threads)
+            torch, _ = common.load_torch(device, threads)
             start = time.perf_counter()
             acc = _torch_recipe(config, torch)
         return {"wall_s": time.perf_counter() - start, "test_acc": acc}
