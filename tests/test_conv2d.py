@@ -137,6 +137,7 @@ def test_conv2d_algorithm_reports_the_backend_choice():
     assert name == "direct" and "depthwise" in reason
     name, reason = conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)))
     assert name == "gemm" and "1x1" in reason
+    assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), stride=2)[0] == "gemm"
     assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), padding=1)[0] == "direct"
 
 

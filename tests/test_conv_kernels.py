@@ -201,6 +201,8 @@ def test_cpu_kernels_explicit_cases(
         (3, 12, 10, 2, (3, 3), (1, 1), (1, 1), (9, 8)),  # 6 in / 5 out per group: leftovers
         (2, 6, 4, 2, (1, 1), (1, 1), (0, 0), (33, 32)),  # pointwise, one image per GEMM
         (1, 6, 4, 2, (1, 1), (1, 1), (0, 0), (5, 7)),  # pointwise, a single small image
+        (3, 16, 8, 2, (1, 1), (2, 2), (0, 0), (9, 8)),  # strided pointwise, one batched GEMM
+        (2, 8, 16, 1, (1, 1), (2, 1), (0, 0), (66, 34)),  # strided pointwise, one image per GEMM
         (3, 4, 6, 2, (3, 2), (2, 1), (1, 0), (65, 33)),  # large images: one per GEMM
         (2, 4, 8, 1, (2, 2), (2, 2), (0, 0), (8, 8)),  # strided, no padding, no overlap
         (2, 4, 8, 2, (3, 3), (1, 1), (1, 1), (40, 130)),  # images split into row blocks

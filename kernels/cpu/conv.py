@@ -18,8 +18,8 @@ ALGORITHMS = ("direct", "gemm")
 # Thresholds on min(input, output channels per group), measured single-threaded on a 2-core
 # AVX-512 machine (fp32, forward + grad_input + grad_weight): for 3x3 kernels the direct
 # kernel wins at 32 channels per group (7x7 images, 2x) and 64 (32x32, 10%), im2col + GEMM at
-# 96 (28x28, 15%) and 128 (56x56, 25%). A 1x1, stride-1, unpadded convolution is a GEMM
-# without im2col, which wins from 8 channels per group (2.5x).
+# 96 (28x28, 15%) and 128 (56x56, 25%). A 1x1 unpadded convolution is a GEMM without
+# im2col (strided: on every stride-th pixel), which wins from 8 channels per group (2.5x).
 GEMM_MIN_CHANNELS = 96
 POINTWISE_GEMM_MIN_CHANNELS = 8
 
@@ -41,11 +41,12 @@ def conv2d_algorithm(
             f"depthwise ({og} output channel(s) per input channel): memory-bound, the direct "
             "kernel reads each input row once and keeps it in cache for all taps"
         )
-    if (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+    if (kh, kw) == (1, 1) and padding == (0, 0):
         if min(cg, og) >= POINTWISE_GEMM_MIN_CHANNELS:
             return "gemm", (
                 f"1x1 convolution with {channels} (>= {POINTWISE_GEMM_MIN_CHANNELS}): a plain "
-                "batched GEMM on the NCHW arrays (no im2col), so BLAS does all the work"
+                "batched GEMM on the NCHW arrays (no im2col; strided: on every stride-th pixel), "
+                "so BLAS does all the work"
             )
     elif min(cg, og) >= GEMM_MIN_CHANNELS:
         return "gemm", (

@@ -5,8 +5,10 @@ With tens of channels per group a convolution is compute-bound and BLAS (through
 over a chunk of m images is one GEMM, ``y_g (og, m*P) = w_g (og, K) @ col_g (K, m*P)`` with
 ``K = cg*kH*kW`` and ``P = H_out*W_out``, batched over the groups. A chunk is one image when
 an image has enough pixels for an efficient GEMM; then the GEMM reads and writes NCHW
-directly (and a 1x1, stride-1, unpadded convolution needs no im2col at all). Smaller images
-are batched, which needs a transposing copy between NCHW and the GEMM layout.
+directly. Smaller images are batched, which needs a transposing copy between NCHW and the
+GEMM layout. A 1x1 unpadded convolution needs no im2col at all: its forward and grad_input
+are one batched GEMM over (image, group) on the NCHW arrays (strided: on every stride-th
+pixel), whatever the image size.
 
 The threads here are BLAS's. The Numba helpers that move data (im2col, col2im, layout
 copies) run single-threaded on purpose: parallel Numba regions between BLAS calls leave
@@ -131,8 +133,12 @@ class _Plan:
         c_out, self.cg, self.kh, self.kw = w_shape
         self.og, self.out_hw = c_out // groups, out_hw
         self.pixels, self.k = out_hw[0] * out_hw[1], self.cg * self.kh * self.kw
+        # a 1x1 unpadded convolution reads every stride-th pixel: a GEMM on those, no im2col
+        self.pointwise = w_shape[2:] == (1, 1) and padding == (0, 0)
+        self.stride = stride
         self.step = max(1, min(self.n_img, -(-_GEMM_COLUMNS // self.pixels)))
-        self.pointwise = w_shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0)
+        if self.pointwise and self.pixels < _GEMM_COLUMNS:  # columns are a copy, not 9x im2col
+            self.step = self.n_img
 
     def chunks(self) -> list[tuple[int, int]]:
         """(first image, number of images) of each GEMM, in order."""
@@ -142,11 +148,19 @@ class _Plan:
         self, x: np.ndarray, n0: int, m: int, geometry: tuple[tuple[int, int], ...]
     ) -> np.ndarray:
         """im2col of images n0 .. n0 + m: (groups, K, m*P); a view of x where it can be."""
-        if m == 1 and self.pointwise:
-            return x[n0].reshape(self.groups, self.k, self.pixels)
+        if self.pointwise:  # the chunk in GEMM layout: a view or a transposing copy
+            return self.gemm_layout(self.subsample(x), n0, m)
         col = np.empty((self.groups, self.cg, self.kh, self.kw, m, *self.out_hw), x.dtype)
         _im2col(x, n0, col, *(v for pair in geometry for v in pair))
         return col.reshape(self.groups, self.k, m * self.pixels)
+
+    def subsample(self, x: np.ndarray) -> np.ndarray:
+        """The input pixels a pointwise convolution reads (a strided view)."""
+        return x if self.stride == (1, 1) else x[:, :, :: self.stride[0], :: self.stride[1]]
+
+    def by_group(self, a: np.ndarray) -> np.ndarray:
+        """An (N, C, H, W) array as (N, groups, C / groups, H*W) (a view if a is contiguous)."""
+        return a.reshape(a.shape[0], self.groups, -1, a.shape[2] * a.shape[3])
 
     def gemm_layout(self, a: np.ndarray, n0: int, m: int) -> np.ndarray:
         """Images n0 .. n0 + m of an (N, C, H, W) array as (groups, C / groups, m*P)."""
@@ -171,13 +185,16 @@ def forward(
     """y = conv(x, w) + bias by per-group GEMMs over chunks of images."""
     plan = _Plan(x.shape, w.shape, y.shape[2:], stride, padding, groups)
     wg = w.reshape(groups, plan.og, plan.k)
-    for n0, m in plan.chunks():
-        col = plan.columns(x, n0, m, (stride, padding, dilation))
-        if m == 1:
-            np.matmul(wg, col, out=y[n0].reshape(groups, plan.og, plan.pixels))
-        else:
-            out = np.matmul(wg, col).reshape(groups, plan.og, m, plan.pixels)
-            _from_gemm_layout(out, y[n0 : n0 + m].reshape(m, y.shape[1], plan.pixels))
+    if plan.pointwise:  # one batched GEMM straight on the NCHW arrays
+        np.matmul(wg, plan.by_group(plan.subsample(x)), out=plan.by_group(y))
+    else:
+        for n0, m in plan.chunks():
+            col = plan.columns(x, n0, m, (stride, padding, dilation))
+            if m == 1:
+                np.matmul(wg, col, out=y[n0].reshape(groups, plan.og, plan.pixels))
+            else:
+                out = np.matmul(wg, col).reshape(groups, plan.og, m, plan.pixels)
+                _from_gemm_layout(out, y[n0 : n0 + m].reshape(m, y.shape[1], plan.pixels))
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
 
@@ -194,11 +211,16 @@ def grad_input(
     """gx = col2im(w_g^T @ gy_g) per group over chunks of images."""
     plan = _Plan(gx.shape, w.shape, gy.shape[2:], stride, padding, groups)
     wt = w.reshape(groups, plan.og, plan.k).transpose(0, 2, 1)
+    if plan.pointwise and plan.stride == (1, 1):
+        np.matmul(wt, plan.by_group(gy), out=plan.by_group(gx))
+        return
+    if plan.pointwise:  # only the pixels the convolution read get a gradient
+        gx[...] = 0
+        plan.subsample(gx)[...] = np.matmul(wt, plan.by_group(gy)).reshape(gy.shape[0], -1,
+                                                                           *plan.out_hw)
+        return
     for n0, m in plan.chunks():
         gyg = plan.gemm_layout(gy, n0, m)
-        if m == 1 and plan.pointwise:
-            np.matmul(wt, gyg, out=gx[n0].reshape(groups, plan.cg, plan.pixels))
-            continue
         col = np.matmul(wt, gyg).reshape(groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw)
         _col2im(col, gx, n0, *stride, *padding, *dilation)
 
