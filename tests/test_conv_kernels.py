@@ -4,6 +4,7 @@ Numba CPU kernels (every algorithm) against the reference on random configuratio
 from __future__ import annotations
 
 import itertools
+from unittest import mock
 
 import numba
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import conv as cpu_conv
+from minitorch_resnext.kernels.cpu import tiled
 from minitorch_resnext.testing.strategies import arrays
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
@@ -31,11 +33,15 @@ def out_hw(x_hw, k_hw, stride, padding, dilation):
 
 
 @st.composite
-def conv_configs(draw: st.DrawFn, depthwise: bool = False) -> dict:
+def conv_configs(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False) -> dict:
     """A random conv: groups, channels per group, kernel up to 7x7 (non-square), per-axis
-    stride / dilation, padding up to beyond the kernel, odd sizes, output size down to 1."""
+    stride / dilation, padding up to beyond the kernel, odd sizes, output size down to 1.
+    `tiled`: what the tiled kernel computes (stride 1, padding within the kernel's extent),
+    with channels per group on both sides of its tile sizes (8 and 32)."""
     if depthwise:
         groups, cg, og = draw(st.integers(1, 6)), 1, draw(st.integers(1, 5))
+    elif tiled:
+        groups, cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 40)), draw(st.integers(1, 20))
     else:
         groups, cg, og = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
     cfg = {
@@ -51,7 +57,8 @@ def conv_configs(draw: st.DrawFn, depthwise: bool = False) -> dict:
     }
     for _ in range(2):
         k, s, d = draw(st.integers(1, 7)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-        p = draw(st.integers(0, d * (k - 1) + 2))  # up to past the kernel's extent
+        s = 1 if tiled else s
+        p = draw(st.integers(0, d * (k - 1) + (0 if tiled else 2)))  # up to past the extent
         smallest = max(1, d * (k - 1) + 1 - 2 * p)  # input size giving a 1-pixel output
         for key, v in zip(("k", "stride", "padding", "dilation"), (k, s, p, d), strict=True):
             cfg[key].append(v)
@@ -62,9 +69,9 @@ def conv_configs(draw: st.DrawFn, depthwise: bool = False) -> dict:
 
 
 @st.composite
-def conv_problems(draw: st.DrawFn, depthwise: bool = False) -> tuple:
+def conv_problems(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False) -> tuple:
     """(cfg, dtype, x, w, bias, grad_out) with possibly non-contiguous arrays."""
-    cfg = draw(conv_configs(depthwise=depthwise))
+    cfg = draw(conv_configs(depthwise=depthwise, tiled=tiled))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     oh, ow = out_hw(cfg["hw"], cfg["k"], cfg["stride"], cfg["padding"], cfg["dilation"])
     x = draw(arrays((cfg["n"], cfg["c_in"], *cfg["hw"]), dtype))
@@ -77,6 +84,10 @@ def conv_problems(draw: st.DrawFn, depthwise: bool = False) -> tuple:
 def check_all_kernels(problem: tuple, algorithm: str | None) -> None:
     cfg, dtype, x, w, bias, gy = problem
     geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+    if algorithm == "tiled" and not tiled.supports(*geom[:3], cfg["k"]):
+        with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1"):
+            cpu.conv2d_forward(x, w, bias, *geom, algorithm=algorithm)
+        return
     assert_close(
         cpu.conv2d_forward(x, w, bias, *geom, algorithm=algorithm),
         reference.conv2d_forward(x, w, bias, *geom),
@@ -159,6 +170,14 @@ def test_cpu_kernels_match_reference(problem, algorithm):
 @given(conv_problems(depthwise=True), st.sampled_from([None, *cpu.ALGORITHMS]))
 def test_cpu_kernels_match_reference_depthwise(problem, algorithm):
     check_all_kernels(problem, algorithm)
+
+
+@given(conv_problems(tiled=True), st.sampled_from([tiled._BLOCK_COLUMNS, 8, 40]))
+def test_tiled_kernels_match_reference(problem, block_columns):
+    """Every configuration the tiled kernel takes, with blocks of several images, of one
+    image and of a band of rows (small `block_columns`)."""
+    with mock.patch.object(tiled, "_BLOCK_COLUMNS", block_columns):
+        check_all_kernels(problem, "tiled")
 
 
 @pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)
@@ -254,7 +273,9 @@ def test_grad_weight_is_deterministic_across_thread_counts():
     "c_in, c_out, groups, kernel, expected",
     [
         (128, 128, 32, 3, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
-        (1024, 1024, 32, 3, "direct"),  # ResNeXt-50 stage 4: 32 channels per group
+        (256, 256, 32, 3, "tiled"),  # ResNeXt-50 stage 2: 8 channels per group
+        (1024, 1024, 32, 3, "tiled"),  # ResNeXt-50 stage 4: 32 channels per group
+        (512, 512, 8, 3, "tiled"),  # ResNeXt-29 8x64d: 64 channels per group
         (144, 144, 144, 3, "direct"),  # depthwise
         (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
         (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
@@ -270,6 +291,16 @@ def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
     )
     assert name == expected
     assert isinstance(reason, str) and len(reason) > 20
+
+
+def test_tiled_is_chosen_for_stride_1_only():
+    shapes = ((8, 256, 16, 16), (256, 8, 3, 3))
+    assert cpu.conv2d_algorithm(*shapes, (1, 1), (1, 1), (1, 1), 32)[0] == "tiled"
+    assert cpu.conv2d_algorithm(*shapes, (2, 2), (1, 1), (1, 1), 32)[0] == "direct"
+    assert cpu.conv2d_algorithm(*shapes, (1, 1), (3, 3), (1, 1), 32)[0] == "direct"
+    with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1"):
+        cpu.conv2d_grad_weight(np.ones(shapes[0]), np.ones((8, 256, 8, 8)), (3, 3), (2, 2), (1, 1),
+                               (1, 1), 32, algorithm="tiled")
 
 
 @pytest.mark.parametrize("c_in, groups", [(8, 4), (2 * cpu.GEMM_MIN_CHANNELS, 1)])

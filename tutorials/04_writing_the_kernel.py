@@ -397,9 +397,11 @@ for label, groups in SHAPES.items():
 # measurement (on a busy machine the matmul, and with it the balance, comes out low). The
 # dense convolution is far to the right of any processor's balance: arithmetic decides, and
 # a GEMM runs near peak once the problem is large enough to amortise im2col, which is why the
-# selection rule `cpu.conv2d_algorithm` sends convolutions with 32 or more channels per group
-# to it. (At this tutorial's sizes either may win the dense case; `minitorch-resnext bench
-# conv` compares them at full size.) The grouped and depthwise convolutions are at the low
+# selection rule `cpu.conv2d_algorithm` sends convolutions with 96 or more channels per group
+# to it, and those with 8 to 95 (at stride 1) to the register-tiled kernel, which keeps the
+# FMA units busy without building im2col columns. (At this tutorial's sizes any of them may
+# win the dense case; `minitorch-resnext bench conv` compares them at full size.) The grouped
+# and depthwise convolutions are at the low
 # end, where every byte beyond the minimum costs time: the direct kernel, which reads each
 # input row once and never materialises the 9x larger im2col matrix, beats GEMM on them —
 # the `assert` above checks that.
@@ -413,7 +415,7 @@ ax = fig.subplots()
 grid_i = np.logspace(-1, 3, 200)
 ax.loglog(grid_i, [attainable(i) / 1e9 for i in grid_i], "k-", label="roofline (measured here)")
 ax.axvline(BALANCE, color="gray", linestyle=":", label=f"machine balance {BALANCE:.1f} FLOP/byte (measured)")
-markers = {"direct": "o", "gemm": "s"}
+markers = {"direct": "o", "gemm": "s", "tiled": "^"}
 colors = dict(zip(SHAPES, ("tab:green", "tab:blue", "tab:red")))
 for label, algo, intensity, rate in points:
     ax.loglog(intensity, rate / 1e9, markers[algo], color=colors[label], markersize=9,

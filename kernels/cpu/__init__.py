@@ -20,6 +20,7 @@ from .conv import (  # noqa: E402
     conv2d_grad_input,
     conv2d_grad_weight,
 )
+from .tiled import peak_probe  # noqa: E402
 
 __all__ = [
     "ALGORITHMS",
@@ -29,4 +30,5 @@ __all__ = [
     "conv2d_forward",
     "conv2d_grad_input",
     "conv2d_grad_weight",
+    "peak_probe",
 ]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference import output_size
-from . import direct, gemm
+from . import direct, gemm, tiled
 
-ALGORITHMS = ("direct", "gemm")
+ALGORITHMS = ("direct", "gemm", "tiled")
 
 # Thresholds on min(input, output channels per group), measured single-threaded on a 2-core
 # AVX-512 machine (fp32, forward + grad_input + grad_weight): for 3x3 kernels the direct
@@ -22,6 +22,10 @@ ALGORITHMS = ("direct", "gemm")
 # im2col (strided: on every stride-th pixel), which wins from 8 channels per group (2.5x).
 GEMM_MIN_CHANNELS = 96
 POINTWISE_GEMM_MIN_CHANNELS = 8
+# From 8 channels per group (stride 1, below GEMM_MIN_CHANNELS) the register-tiled kernel wins:
+# forward and grad_input 1.2-2.5x faster than the direct kernel at 8-64 channels per group;
+# at 4 the direct kernel is 1.5x faster.
+TILED_MIN_CHANNELS = 8
 
 
 def conv2d_algorithm(
@@ -53,6 +57,14 @@ def conv2d_algorithm(
             f"{channels} (>= {GEMM_MIN_CHANNELS}): compute-bound with long reductions, where "
             "im2col + BLAS GEMM per group is faster than the direct kernel"
         )
+    elif min(cg, og) >= TILED_MIN_CHANNELS and tiled.supports(stride, padding, dilation, (kh, kw)):
+        weight = "" if cg >= tiled.NR else (
+            f"; grad_weight runs the direct kernel (fewer than {tiled.NR} input channels per group)")
+        return "tiled", (
+            f"{channels} (>= {TILED_MIN_CHANNELS}), stride 1: compute-bound, so a register-tiled "
+            f"{tiled.MR}x{tiled.NR} micro-kernel multiplies the weights with a zero-padded copy of "
+            f"the input, no im2col{weight}"
+        )
     return "direct", (
         f"{channels}: few FLOPs per byte, so the direct kernel's single pass over the input, "
         "four output channels by four taps per inner loop, beats copying it into im2col columns"
@@ -72,6 +84,11 @@ def _select(
         return conv2d_algorithm(x_shape, w_shape, stride, padding, dilation, groups)[0]
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS} or None, got {algorithm!r}")
+    if algorithm == "tiled" and not tiled.supports(stride, padding, dilation, w_shape[2:]):
+        raise ValueError(
+            "algorithm 'tiled' needs stride 1 and padding <= dilation * (kernel size - 1), got "
+            f"stride {stride}, padding {padding}, dilation {dilation}, kernel {tuple(w_shape[2:])}"
+        )
     return algorithm
 
 
@@ -93,11 +110,14 @@ def conv2d_forward(
     out_hw = output_size((h, wd), (kh, kw), stride, padding, dilation)
     y = np.empty((n_img, c_out, *out_hw), x.dtype)
     algo = _select(algorithm, x.shape, w.shape, stride, padding, dilation, groups)
-    if algo == "direct":
-        b = np.zeros(c_out, x.dtype) if b is None else b
-        direct.forward(x, w, b, y, *stride, *padding, *dilation, groups)
-    else:
+    if algo == "gemm":
         gemm.forward(x, w, b, y, stride, padding, dilation, groups)
+        return y
+    b = np.zeros(c_out, x.dtype) if b is None else b
+    if algo == "tiled":
+        tiled.forward(x, w, b, y, padding, dilation, groups)
+    else:
+        direct.forward(x, w, b, y, *stride, *padding, *dilation, groups)
     return y
 
 
@@ -116,7 +136,9 @@ def conv2d_grad_input(
     w = np.ascontiguousarray(w, dtype=gy.dtype)
     gx = np.empty((gy.shape[0], w.shape[1] * groups, *input_hw), gy.dtype)
     algo = _select(algorithm, gx.shape, w.shape, stride, padding, dilation, groups)
-    if algo == "direct":
+    if algo == "tiled":
+        tiled.grad_input(gy, w, gx, padding, dilation, groups)
+    elif algo == "direct":
         direct.grad_input(gy, w, gx, *stride, *padding, *dilation, groups)
     else:
         gemm.grad_input(gy, w, gx, stride, padding, dilation, groups)
@@ -138,7 +160,9 @@ def conv2d_grad_weight(
     gy = np.ascontiguousarray(grad_out, dtype=x.dtype)
     gw = np.empty((gy.shape[1], x.shape[1] // groups, *kernel_hw), x.dtype)
     algo = _select(algorithm, x.shape, gw.shape, stride, padding, dilation, groups)
-    if algo == "direct":
+    if algo == "tiled" and gw.shape[1] >= tiled.NR:
+        tiled.grad_weight(x, gy, gw, padding, dilation, groups)
+    elif algo in ("direct", "tiled"):
         direct.grad_weight(x, gy, gw, *stride, *padding, *dilation, groups)
     else:
         gemm.grad_weight(x, gy, gw, stride, padding, dilation, groups)

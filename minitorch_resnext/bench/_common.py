@@ -147,6 +147,7 @@ def measure_roofline(
     repeats: int = 5,
     settle_s: float = 0.0,
     matmuls: dict[str, Callable[[Any, Any], Any]] | None = None,
+    probes: dict[str, tuple[Callable[[], Any], float]] | None = None,
 ) -> Roofline:
     """Peak FLOP/s from a `matmul_n`-square float32 matmul and bandwidth from copying a
     `copy_bytes` array (bytes moved = read + write), best of `repeats` after one warm-up, timed
@@ -155,13 +156,18 @@ def measure_roofline(
     `xp` is NumPy or CuPy. On NumPy the caller limits BLAS to `threads` (the matmul) and the
     copy is split over `threads` host threads, since one `np.copyto` uses a single core.
     `matmuls` adds other libraries' matmuls of the same two `xp` arrays (e.g. PyTorch's, whose
-    BLAS may use wider vectors than NumPy's); the peak is the fastest of them all.
+    BLAS may use wider vectors than NumPy's); `probes` adds (call, FLOPs) pairs, e.g. a vector
+    FMA loop on cached operands (`kernels.cpu.peak_probe`). The peak is the fastest of them all.
     """
     rng = xp.random.default_rng(0)
     a = rng.standard_normal((matmul_n, matmul_n), dtype=xp.float32)
     b = rng.standard_normal((matmul_n, matmul_n), dtype=xp.float32)
     products = [Candidate(name, lambda f=f: f(a, b), repeats)
                 for name, f in {xp.__name__: xp.matmul, **(matmuls or {})}.items()]
+    flops = dict.fromkeys((c.name for c in products), 2 * matmul_n**3)
+    for name, (call, n_flops) in (probes or {}).items():
+        products.append(Candidate(name, call, repeats))
+        flops[name] = n_flops
     src = xp.ones(copy_bytes // 4, dtype=xp.float32)
     dst = xp.empty_like(src)
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -171,12 +177,12 @@ def measure_roofline(
         else:
             copy = Candidate("copy", lambda: xp.copyto(dst, src), repeats)
         time_interleaved([*products, copy], timer, settle_s)
-    rates = {c.name: 2 * matmul_n**3 / min(c.samples) for c in products}
+    rates = {c.name: flops[c.name] / min(c.samples) for c in products}
     return Roofline(
         peak_flops=max(rates.values()),
         bandwidth=2 * src.nbytes / min(copy.samples),
         method={"matmul": f"float32 {matmul_n}x{matmul_n} @ {matmul_n}x{matmul_n}, best of {repeats}, "
-                          "the fastest library",
+                          "the fastest library" + (f", or probe {', '.join(probes)}" if probes else ""),
                 "matmul_gflops": {name: round(r / 1e9, 2) for name, r in rates.items()},
                 "copy": f"copy of {src.nbytes / 2**20:.0f} MiB float32 (read + write), "
                         f"{threads} thread(s), best of {repeats}"},

@@ -169,7 +169,7 @@ class _Plan:
 
 # per device: batch, repeats, settle_s, roofline probe; --quick overrides them with its own
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": dict(batch=32, repeats=10, settle_s=0.15,
+    "cpu": dict(batch=32, repeats=10, settle_s=0.0,
                 roofline_probe=dict(matmul_n=2048, copy_bytes=256 * 2**20, repeats=5)),
     "cuda": dict(batch=64, repeats=30, settle_s=0.0,
                  roofline_probe=dict(matmul_n=8192, copy_bytes=2**30, repeats=10)),
@@ -194,7 +194,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="rounds in which the NumPy reference is timed (default: min(3, --repeats))")
     parser.add_argument("--settle", type=float, metavar="SECONDS",
                         help="pause before each timed call so other libraries' spinning threads go idle "
-                             "(default: 0.15 on cpu, 0 on cuda and with --quick)")
+                             "(default: 0, calls back to back as in training; a pause also lets caches "
+                             "and clocks go cold, which slows some libraries more than others)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="directory for the JSON and PNG results (default: bench-results)")
 
@@ -216,10 +217,14 @@ def run(args: argparse.Namespace) -> int:
 
     with common.blas_threads(threads):
         torch_mm = {} if torch is None else {TORCH: lambda a, b: torch.from_dlpack(a) @ torch.from_dlpack(b)}
-        roof = common.measure_roofline(plan.backend.xp, plan.timer, threads=threads, settle_s=plan.settle_s,
-                                       matmuls=torch_mm, **plan.roofline_probe)
+        probe = getattr(plan.backend.kernels, "peak_probe", None)  # the CPU's vector FMA peak
+        # probes are timed after a pause: OpenBLAS's threads spin for ~0.1 s after a matmul
+        settle = max(plan.settle_s, 0.2 if plan.device == "cpu" else 0.0)
+        roof = common.measure_roofline(plan.backend.xp, plan.timer, threads=threads, settle_s=settle,
+                                       matmuls=torch_mm, probes={"fma probe": probe()} if probe else None,
+                                       **plan.roofline_probe)
         matmuls = ", ".join(f"{k} {v:.1f}" for k, v in roof.method["matmul_gflops"].items())
-        print(f"roofline: peak {roof.peak_flops / 1e9:.1f} GFLOP/s (best matmul: {matmuls}), bandwidth "
+        print(f"roofline: peak {roof.peak_flops / 1e9:.1f} GFLOP/s (best of: {matmuls}), bandwidth "
               f"{roof.bandwidth / 1e9:.1f} GB/s (copy), balance {roof.balance:.1f} FLOP/B")
         _compile(plan)
         shapes, results = [], []

@@ -1,0 +1,316 @@
+"""Register-tiled convolution for tens of channels per group (stride 1).
+
+From about 8 channels per group a 3x3 convolution does 30-70 FLOP per byte it moves: it is
+compute-bound, and speed is a matter of keeping the FMA units busy, which neither the
+direct kernel (bound by loads and stores) nor im2col + BLAS (bound by the 9x larger
+columns, on a BLAS without AVX-512) does. Each parallel task takes one group and a block of
+output pixels, copies the input it reads into a zero-padded block and multiplies it with a
+register-tiled micro-kernel:
+
+    C[i, j] (+)= sum over d of A[d, i] * B[rows[d] + j]      (an MR x NR tile)
+
+``A`` is packed so that the MR values of one step ``d`` are adjacent (broadcast from
+memory), ``B`` has NR adjacent values per step (two AVX-512 vectors of float32), and the
+MR x NR accumulators stay in registers for the whole reduction: per step, 2 vector loads
+and MR broadcasts feed 2 * MR vector FMAs. Numba has no vector types, so the micro-kernel
+is generated as MR * NR scalar statements that LLVM's SLP vectoriser packs into vector
+registers; Numba turns SLP off by default (numba#8705), so it is switched on while these
+kernels compile (`slp_vectorized`), and the tests compare every result with the reference.
+
+No im2col. In the padded block, row ih of image b sits at ``(b*band + ih + pH) * pitch``
+and an output pixel (b, r, q) at column ``p = (b*band + r) * pitch + q``, so every tap
+(i, j) of every output pixel is the input at ``p + i*dH*pitch + j*dW``: a B row is a
+contiguous slice of the block, found by a per-step offset. The price is a few junk output
+columns per row (pitch - W_out) and rows per image, computed and dropped; consecutive rows
+share their padding columns and stacked images their padding rows, which keeps the junk at
+15 % for 14x14 images and 30 % for 7x7 ones.
+
+- forward: A = the weights (MR output channels), B = the padded input, reduced over
+  (channel, tap): ``y_g = w_g @ taps(x)``.
+- grad_input: a forward convolution of grad_out with each group's weights transposed and
+  flipped, padded by ``dilation * (k - 1) - padding``.
+- grad_weight: for each tap, ``gw_g[:, :, i, j] = gy_g @ shift_ij(x)^T``, reduced over the
+  pixels; A = grad_out on the padded pixel grid (zero at the junk pixels), B = the padded
+  input channels-last (NR input channels per step). A task owns one group (or a slice of
+  its input channels when there are few groups) and walks the blocks in order, so the
+  result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .direct import _u
+
+MR, NR = 8, 32  # micro-kernel tile: rows (broadcast values) x columns (vector lanes)
+# output pixels (junk included) of one block: its padded input and its output (or packed
+# grad_out) take about this many bytes, to stay in the per-core L2 cache ...
+_BLOCK_BYTES = 512 * 1024
+# ... and at most this many pixels
+_BLOCK_COLUMNS = 2048
+# grad_weight: at least this many tasks (groups x input-channel slices), fixed by the shape
+_GRAD_WEIGHT_TASKS = 16
+
+
+def _tile_source(accumulate: bool) -> str:
+    """Python source of the MR x NR micro-kernel (see the module docstring): c[ci + i*ldc + j]
+    (+)= sum over d < len(rows) of a[ai + d*MR + i] * b[bi + rows[d] + j]."""
+    op = "+=" if accumulate else "="
+    acc = [[f"s{i}_{j}" for j in range(NR)] for i in range(MR)]
+    lines = ["def tile(a, ai, b, bi, rows, c, ci, ldc, zero):"]
+    lines += [f"    {' = '.join(row)} = zero" for row in acc]
+    lines += ["    for d in range(len(rows)):",
+              "        bo = np.uint64(bi + rows[d])",
+              f"        ao = np.uint64(ai + d * {MR})"]
+    lines += [f"        b{j} = b[bo + np.uint64({j})]" for j in range(NR)]
+    for i in range(MR):
+        lines.append(f"        a{i} = a[ao + np.uint64({i})]")
+        lines += [f"        {acc[i][j]} += a{i} * b{j}" for j in range(NR)]
+    for i in range(MR):
+        lines.append(f"    co = np.uint64(ci + {i} * ldc)")
+        lines += [f"    c[co + np.uint64({j})] {op} {acc[i][j]}" for j in range(NR)]
+    return "\n".join(lines)
+
+
+def _make_tile(accumulate: bool) -> numba.core.registry.CPUDispatcher:
+    namespace: dict = {"np": np}
+    exec(_tile_source(accumulate), namespace)  # generated code: see `_tile_source`
+    return njit(inline="always", fastmath={"contract"})(namespace["tile"])
+
+
+_tile = _make_tile(accumulate=False)
+_tile_add = _make_tile(accumulate=True)
+
+
+@contextlib.contextmanager
+def slp_vectorized() -> Iterator[None]:
+    """Compile (on a cache miss) with LLVM's SLP vectoriser on, which the micro-kernel needs."""
+    config = numba.core.config
+    saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
+    try:
+        yield
+    finally:
+        config.SLP_VECTORIZE = saved
+
+
+def supports(stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+             kernel_hw: tuple[int, int]) -> bool:
+    """Whether this module computes all three passes: stride 1 and padding at most the
+    kernel's extent minus one (so grad_input is a forward convolution)."""
+    return stride == (1, 1) and all(
+        p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_hw))
+
+
+def _blocks(n_img: int, out_h: int, out_w: int, channels: int, itemsize: int
+            ) -> tuple[int, int]:
+    """(images, rows) of one block of output pixels: whole images when they are small, else a
+    band of rows of one image; `channels` (input + output) per pixel fit _BLOCK_BYTES."""
+    columns = max(out_w, min(_BLOCK_COLUMNS, _BLOCK_BYTES // (channels * itemsize)))
+    per_image = out_h * out_w
+    if per_image <= columns:
+        return max(1, min(n_img, columns // per_image)), out_h
+    return 1, max(1, columns // out_w)
+
+
+def _pack_rows(w: np.ndarray, groups: int) -> np.ndarray:
+    """Weights (C_out, cg, kH, kW) as A panels (groups, ob, K, MR): a[g, b, d, i] =
+    w[g*og + b*MR + i, d], zero rows up to a multiple of MR."""
+    c_out = w.shape[0]
+    og, depth = c_out // groups, w[0].size
+    ob = -(-og // MR)
+    a = np.zeros((groups, ob * MR, depth), w.dtype)
+    a[:, :og] = w.reshape(groups, og, depth)
+    return np.ascontiguousarray(a.reshape(groups, ob, MR, depth).transpose(0, 1, 3, 2))
+
+
+@njit(cache=True)
+def _layout(h: int, wd: int, kh: int, kw: int, ph: int, pw: int, dh: int, dw: int, m: int,
+            nr: int) -> tuple[int, int, int, int]:
+    """(pitch, band, ldc, plane) of the zero-padded block layout (module docstring) for m
+    images x nr output rows: row length, rows per image, output columns (junk included,
+    a multiple of NR) and elements per channel (ldc plus the farthest tap's reach)."""
+    pb, pr = (kh - 1) * dh - ph, (kw - 1) * dw - pw  # zero rows below / columns right
+    pitch = wd + max(pw, pr)  # a row's right padding is the next row's left padding
+    band = h + max(ph, pb) if m > 1 else nr + (kh - 1) * dh  # whole images share pad rows
+    ldc = -(-m * band * pitch // NR) * NR
+    return pitch, band, ldc, ldc + (kh - 1) * dh * pitch + (kw - 1) * dw
+
+
+@njit(cache=True)
+def _pad_block(x: np.ndarray, n0: int, m: int, c0: int, nc: int, r0: int, nr: int, kh: int,
+               ph: int, pw: int, dh: int, pitch: int, band: int, size: int, cs: int, ps: int
+               ) -> np.ndarray:
+    """The input of images n0 .. n0 + m, channels c0 .. c0 + nc, for output rows r0 .. r0 + nr,
+    zero-padded into `size` elements: x[n0 + b, c0 + c, ih, iw] at c*cs + p*ps with
+    p = (b*band + ih - r0 + ph)*pitch + iw + pw (channel planes: cs = plane, ps = 1;
+    channels-last: cs = 1, ps = channels)."""
+    _, c_in, h, wd = x.shape
+    xf = x.reshape(-1)
+    block = np.zeros(size, x.dtype)
+    for c in range(nc):
+        for b in range(m):
+            src = ((n0 + b) * c_in + c0 + c) * h * wd
+            for ih in range(max(0, r0 - ph), min(h, r0 + nr + (kh - 1) * dh - ph)):
+                s = src + ih * wd
+                dst = c * cs + ((b * band + ih - r0 + ph) * pitch + pw) * ps
+                if ps == 1:  # a literal unit step, so that the copy vectorises
+                    for q in range(wd):
+                        block[_u(dst + q)] = xf[_u(s + q)]
+                else:
+                    for q in range(wd):
+                        block[_u(dst + q * ps)] = xf[_u(s + q)]
+    return block
+
+
+@njit(cache=True)
+def _tap_offsets(cg: int, kh: int, kw: int, dh: int, dw: int, pitch: int, plane: int
+                 ) -> np.ndarray:
+    """Where tap (c, i, j) reads the padded block, relative to the output pixel."""
+    offsets = np.empty(cg * kh * kw, np.int64)
+    for c in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(c * kh + i) * kw + j] = c * plane + i * dh * pitch + j * dw
+    return offsets
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _forward(x, a, bias, y, kh, kw, m_img, rows, ph, pw, dh, dw):
+    n_img, c_in, h, wd = x.shape
+    groups, ob, depth, _ = a.shape
+    _, c_out, out_h, out_w = y.shape
+    og, cg = c_out // groups, c_in // groups
+    img_blocks, row_blocks = -(-n_img // m_img), -(-out_h // rows)
+    af, yf, zero = a.reshape(-1), y.reshape(-1), np.zeros(1, y.dtype)[0]
+    for task in prange(groups * img_blocks * row_blocks):
+        g = task % groups
+        r0 = task // groups % row_blocks * rows
+        n0 = task // (groups * row_blocks) * m_img
+        m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)
+        pitch, band, ldc, plane = _layout(h, wd, kh, kw, ph, pw, dh, dw, m, nr)
+        xpad = _pad_block(x, n0, m, g * cg, cg, r0, nr, kh, ph, pw, dh, pitch, band,
+                          cg * plane, plane, 1)
+        offsets = _tap_offsets(cg, kh, kw, dh, dw, pitch, plane)
+        out = np.empty(ob * MR * ldc, y.dtype)
+        for j0 in range(0, ldc, NR):
+            for b in range(ob):
+                _tile(af, (g * ob + b) * depth * MR, xpad, j0, offsets, out, b * MR * ldc + j0,
+                      ldc, zero)
+        for o in range(og):
+            beta = bias[g * og + o]
+            for b in range(m):
+                for r in range(nr):
+                    dst = (((n0 + b) * c_out + g * og + o) * out_h + r0 + r) * out_w
+                    src = o * ldc + (b * band + r) * pitch
+                    for q in range(out_w):
+                        yf[_u(dst + q)] = out[_u(src + q)] + beta
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _grad_weight(x, gy, gw, m_img, rows, parts, ph, pw, dh, dw):
+    n_img, c_in, h, wd = x.shape
+    _, c_out, out_h, out_w = gy.shape
+    _, cg, kh, kw = gw.shape
+    groups, taps = c_in // cg, kh * kw
+    og = c_out // groups
+    ob = -(-og // MR)
+    per_part = -(-cg // parts)
+    cgp = -(-per_part // NR) * NR  # the tile's columns: input channels, padded
+    gyf, gwf, zero = gy.reshape(-1), gw.reshape(-1), np.zeros(1, gw.dtype)[0]
+    for task in prange(groups * parts):
+        g, c0 = task // parts, task % parts * per_part
+        nc = min(per_part, cg - c0)
+        if nc <= 0:
+            continue
+        acc = np.zeros(taps * ob * MR * cgp, gw.dtype)  # acc[tap, o, c]
+        for n0 in range(0, n_img, m_img):
+            for r0 in range(0, out_h, rows):
+                m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)
+                pitch, band, ldc, plane = _layout(h, wd, kh, kw, ph, pw, dh, dw, m, nr)
+                # B: the padded input block channels-last, xn[pixel, c]
+                xn = _pad_block(x, n0, m, g * cg + c0, nc, r0, nr, kh, ph, pw, dh, pitch, band,
+                                plane * cgp, 1, cgp)
+                # A: grad_out on the same pixel grid (zero at the junk pixels), MR channels
+                # interleaved: pack[t, p, i] = gy[., t*MR + i, p]
+                pack = np.zeros(ob * ldc * MR, gw.dtype)
+                for o in range(og):
+                    t, i = o // MR, o % MR
+                    for b in range(m):
+                        for r in range(nr):
+                            src = (((n0 + b) * c_out + g * og + o) * out_h + r0 + r) * out_w
+                            dst = t * ldc + (b * band + r) * pitch
+                            for q in range(out_w):
+                                pack[_u((dst + q) * MR + i)] = gyf[_u(src + q)]
+                steps = np.arange(ldc) * cgp
+                for i in range(kh):
+                    for j in range(kw):
+                        tap, shift = i * kw + j, (i * dh * pitch + j * dw) * cgp
+                        for j0 in range(0, cgp, NR):
+                            for t in range(ob):
+                                _tile_add(pack, t * ldc * MR, xn, shift + j0, steps, acc,
+                                          (tap * ob + t) * MR * cgp + j0, cgp, zero)
+        for o in range(og):
+            for c in range(nc):
+                for tap in range(taps):
+                    gwf[_u(((g * og + o) * cg + c0 + c) * taps + tap)] = acc[
+                        _u((tap * ob * MR + o) * cgp + c)]
+
+
+def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
+            padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
+    """y = conv(x, w) + bias, stride 1."""
+    m_img, rows = _blocks(x.shape[0], *y.shape[2:], (x.shape[1] + w.shape[0]) // groups,
+                          x.itemsize)
+    with slp_vectorized():
+        _forward(x, _pack_rows(w, groups), bias, y, *w.shape[2:], m_img, rows, *padding,
+                 *dilation)
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
+               dilation: tuple[int, int], groups: int) -> None:
+    """gx: the forward convolution of gy with each group's weights transposed and flipped."""
+    c_out, cg, kh, kw = w.shape
+    og = c_out // groups
+    flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
+    wt = flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
+    pad = tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, (kh, kw)))
+    forward(gy, wt, np.zeros(gx.shape[1], gx.dtype), gx, pad, dilation, groups)
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, padding: tuple[int, int],
+                dilation: tuple[int, int], groups: int) -> None:
+    """gw = for each tap, grad_out times the shifted input, summed over pixels in a fixed order
+    (efficient from NR input channels per group: fewer leave tile columns empty)."""
+    c_out, cg = gw.shape[:2]
+    parts = min(cg, -(-_GRAD_WEIGHT_TASKS // groups))
+    m_img, rows = _blocks(x.shape[0], *gy.shape[2:], -(-cg // parts) + c_out // groups,
+                          x.itemsize)
+    with slp_vectorized():
+        _grad_weight(x, gy, gw, m_img, rows, parts, *padding, *dilation)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _peak_probe(a: np.ndarray, b: np.ndarray, c: np.ndarray, repeats: int) -> None:
+    steps, zero = np.arange(a.size // MR) * NR, np.zeros(1, c.dtype)[0]
+    for task in prange(c.shape[0]):
+        for _ in range(repeats):
+            _tile(a, 0, b, 0, steps, c[task], 0, NR, zero)
+
+
+def peak_probe(tasks: int = 16, depth: int = 256, repeats: int = 200
+               ) -> tuple[Callable[[], None], float]:
+    """(a call, its FLOPs): the micro-kernel on operands that stay in the L1 cache, in
+    parallel, so its FLOP/s is close to the cores' float32 vector FMA peak. The roofline of
+    `bench conv` takes the fastest of this and the BLAS matmuls as the peak: a BLAS built
+    without AVX-512 kernels reaches only half of it."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(depth * n, dtype=np.float32) for n in (MR, NR))
+    c = np.empty((tasks, MR * NR), np.float32)
+    with slp_vectorized():
+        _peak_probe(a, b, c, 1)
+    return (lambda: _peak_probe(a, b, c, repeats)), 2.0 * MR * NR * depth * tasks * repeats
