@@ -20,8 +20,12 @@ def tiny_datasets(config: train.TrainConfig) -> tuple[FakeData, FakeData]:
     return (FakeData(32, IMAGE, num_classes=4, seed=0), FakeData(10, IMAGE, num_classes=4, seed=1))
 
 
+# The learning rate keeps the run well-conditioned: at lr 0.05 the 2x2 maps of the last stage
+# amplified a change of summation order of 1e-7 (e.g. another, equally exact, convolution
+# kernel) to 3e-4 in the loss within eight steps, more than the comparison tolerates; at 0.01
+# such a change moves the losses by 1e-7.
 if __name__ == "__main__":
     train.load_datasets = tiny_datasets
     sys.exit(main(["train", "--out-dir", sys.argv[1], "--no-progress", "--no-augment",
                    "--epochs", "2", "--batch-size", "8", "--eval-batch-size", "4",
-                   "--lr", "0.05", *sys.argv[2:]]))
+                   "--lr", "0.01", *sys.argv[2:]]))
