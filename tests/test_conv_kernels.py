@@ -178,6 +178,13 @@ def test_tiled_kernels_match_reference(problem, block_columns):
     image and of a band of rows (small `block_columns`)."""
     with mock.patch.object(tiled, "_BLOCK_COLUMNS", block_columns):
         check_all_kernels(problem, "tiled")
+        # its grad_weight also below the channels where the selection uses it (both tiles)
+        cfg, dtype, x, w, _, gy = problem
+        gw = np.empty(w.shape, dtype)
+        tiled.grad_weight(np.ascontiguousarray(x), np.ascontiguousarray(gy), gw, cfg["padding"],
+                          cfg["dilation"], cfg["groups"])
+        geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+        assert_close(gw, reference.conv2d_grad_weight(x, gy, cfg["k"], *geom), dtype)
 
 
 @pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)

@@ -58,8 +58,9 @@ def conv2d_algorithm(
             "im2col + BLAS GEMM per group is faster than the direct kernel"
         )
     elif min(cg, og) >= TILED_MIN_CHANNELS and tiled.supports(stride, padding, dilation, (kh, kw)):
-        weight = "" if cg >= tiled.NR else (
-            f"; grad_weight runs the direct kernel (fewer than {tiled.NR} input channels per group)")
+        weight = "" if cg >= tiled.NARROW else (
+            f"; grad_weight runs the direct kernel (fewer than {tiled.NARROW} input channels per "
+            "group)")
         return "tiled", (
             f"{channels} (>= {TILED_MIN_CHANNELS}), stride 1: compute-bound, so a register-tiled "
             f"{tiled.MR}x{tiled.NR} micro-kernel multiplies the weights with a zero-padded copy of "
@@ -160,7 +161,7 @@ def conv2d_grad_weight(
     gy = np.ascontiguousarray(grad_out, dtype=x.dtype)
     gw = np.empty((gy.shape[1], x.shape[1] // groups, *kernel_hw), x.dtype)
     algo = _select(algorithm, x.shape, gw.shape, stride, padding, dilation, groups)
-    if algo == "tiled" and gw.shape[1] >= tiled.NR:
+    if algo == "tiled" and gw.shape[1] >= tiled.NARROW:
         tiled.grad_weight(x, gy, gw, padding, dilation, groups)
     elif algo in ("direct", "tiled"):
         direct.grad_weight(x, gy, gw, *stride, *padding, *dilation, groups)

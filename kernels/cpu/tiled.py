@@ -31,7 +31,9 @@ share their padding columns and stacked images their padding rows, which keeps t
   flipped, padded by ``dilation * (k - 1) - padding``.
 - grad_weight: for each tap, ``gw_g[:, :, i, j] = gy_g @ shift_ij(x)^T``, reduced over the
   pixels; A = grad_out on the padded pixel grid (zero at the junk pixels), B = the padded
-  input channels-last (NR input channels per step). A task owns one group (or a slice of
+  input channels-last (NR input channels per step; a NARROW x NARROW tile when a task has at
+  most NARROW input channels, so that few channels do not leave half the tile empty). Used
+  from NARROW input channels per group. A task owns one group (or a slice of
   its input channels when there are few groups) and walks the blocks in order, so the
   result does not depend on the thread count.
 """
@@ -48,43 +50,45 @@ from numba import njit, prange
 from .direct import _u
 
 MR, NR = 8, 32  # micro-kernel tile: rows (broadcast values) x columns (vector lanes)
+NARROW = 16  # grad_weight with at most 16 input channels per group: a 16 x 16 tile
 # output pixels (junk included) of one block: its padded input and its output (or packed
 # grad_out) take about this many bytes, to stay in the per-core L2 cache ...
 _BLOCK_BYTES = 512 * 1024
 # ... and at most this many pixels
 _BLOCK_COLUMNS = 2048
-# grad_weight: at least this many tasks (groups x input-channel slices), fixed by the shape
+# grad_weight: up to this many tasks (groups x input-channel slices), fixed by the shape
 _GRAD_WEIGHT_TASKS = 16
 
 
-def _tile_source(accumulate: bool) -> str:
-    """Python source of the MR x NR micro-kernel (see the module docstring): c[ci + i*ldc + j]
-    (+)= sum over d < len(rows) of a[ai + d*MR + i] * b[bi + rows[d] + j]."""
+def _tile_source(mr: int, nr: int, accumulate: bool) -> str:
+    """Python source of the mr x nr micro-kernel (see the module docstring): c[ci + i*ldc + j]
+    (+)= sum over d < len(rows) of a[ai + d*mr + i] * b[bi + rows[d] + j]."""
     op = "+=" if accumulate else "="
-    acc = [[f"s{i}_{j}" for j in range(NR)] for i in range(MR)]
+    acc = [[f"s{i}_{j}" for j in range(nr)] for i in range(mr)]
     lines = ["def tile(a, ai, b, bi, rows, c, ci, ldc, zero):"]
     lines += [f"    {' = '.join(row)} = zero" for row in acc]
     lines += ["    for d in range(len(rows)):",
               "        bo = np.uint64(bi + rows[d])",
-              f"        ao = np.uint64(ai + d * {MR})"]
-    lines += [f"        b{j} = b[bo + np.uint64({j})]" for j in range(NR)]
-    for i in range(MR):
+              f"        ao = np.uint64(ai + d * {mr})"]
+    lines += [f"        b{j} = b[bo + np.uint64({j})]" for j in range(nr)]
+    for i in range(mr):
         lines.append(f"        a{i} = a[ao + np.uint64({i})]")
-        lines += [f"        {acc[i][j]} += a{i} * b{j}" for j in range(NR)]
-    for i in range(MR):
+        lines += [f"        {acc[i][j]} += a{i} * b{j}" for j in range(nr)]
+    for i in range(mr):
         lines.append(f"    co = np.uint64(ci + {i} * ldc)")
-        lines += [f"    c[co + np.uint64({j})] {op} {acc[i][j]}" for j in range(NR)]
+        lines += [f"    c[co + np.uint64({j})] {op} {acc[i][j]}" for j in range(nr)]
     return "\n".join(lines)
 
 
-def _make_tile(accumulate: bool) -> numba.core.registry.CPUDispatcher:
+def _make_tile(mr: int, nr: int, accumulate: bool) -> numba.core.registry.CPUDispatcher:
     namespace: dict = {"np": np}
-    exec(_tile_source(accumulate), namespace)  # generated code: see `_tile_source`
+    exec(_tile_source(mr, nr, accumulate), namespace)  # generated code: see `_tile_source`
     return njit(inline="always", fastmath={"contract"})(namespace["tile"])
 
 
-_tile = _make_tile(accumulate=False)
-_tile_add = _make_tile(accumulate=True)
+_tile = _make_tile(MR, NR, accumulate=False)
+_tile_add = _make_tile(MR, NR, accumulate=True)
+_tile_add_narrow = _make_tile(NARROW, NARROW, accumulate=True)
 
 
 @contextlib.contextmanager
@@ -218,16 +222,18 @@ def _grad_weight(x, gy, gw, m_img, rows, parts, ph, pw, dh, dw):
     _, cg, kh, kw = gw.shape
     groups, taps = c_in // cg, kh * kw
     og = c_out // groups
-    ob = -(-og // MR)
     per_part = -(-cg // parts)
-    cgp = -(-per_part // NR) * NR  # the tile's columns: input channels, padded
+    narrow = per_part <= NARROW  # the tile: tm output x tn input channels
+    tm, tn = (NARROW, NARROW) if narrow else (MR, NR)
+    ob = -(-og // tm)
+    cgp = -(-per_part // tn) * tn  # the tile's columns: input channels, padded
     gyf, gwf, zero = gy.reshape(-1), gw.reshape(-1), np.zeros(1, gw.dtype)[0]
     for task in prange(groups * parts):
         g, c0 = task // parts, task % parts * per_part
         nc = min(per_part, cg - c0)
         if nc <= 0:
             continue
-        acc = np.zeros(taps * ob * MR * cgp, gw.dtype)  # acc[tap, o, c]
+        acc = np.zeros(taps * ob * tm * cgp, gw.dtype)  # acc[tap, o, c]
         for n0 in range(0, n_img, m_img):
             for r0 in range(0, out_h, rows):
                 m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)
@@ -235,30 +241,34 @@ def _grad_weight(x, gy, gw, m_img, rows, parts, ph, pw, dh, dw):
                 # B: the padded input block channels-last, xn[pixel, c]
                 xn = _pad_block(x, n0, m, g * cg + c0, nc, r0, nr, kh, ph, pw, dh, pitch, band,
                                 plane * cgp, 1, cgp)
-                # A: grad_out on the same pixel grid (zero at the junk pixels), MR channels
-                # interleaved: pack[t, p, i] = gy[., t*MR + i, p]
-                pack = np.zeros(ob * ldc * MR, gw.dtype)
+                # A: grad_out on the same pixel grid (zero at the junk pixels), tm channels
+                # interleaved: pack[t, p, i] = gy[., t*tm + i, p]
+                pack = np.zeros(ob * ldc * tm, gw.dtype)
                 for o in range(og):
-                    t, i = o // MR, o % MR
+                    t, i = o // tm, o % tm
                     for b in range(m):
                         for r in range(nr):
                             src = (((n0 + b) * c_out + g * og + o) * out_h + r0 + r) * out_w
                             dst = t * ldc + (b * band + r) * pitch
                             for q in range(out_w):
-                                pack[_u((dst + q) * MR + i)] = gyf[_u(src + q)]
+                                pack[_u((dst + q) * tm + i)] = gyf[_u(src + q)]
                 steps = np.arange(ldc) * cgp
                 for i in range(kh):
                     for j in range(kw):
                         tap, shift = i * kw + j, (i * dh * pitch + j * dw) * cgp
-                        for j0 in range(0, cgp, NR):
+                        for j0 in range(0, cgp, tn):
                             for t in range(ob):
-                                _tile_add(pack, t * ldc * MR, xn, shift + j0, steps, acc,
-                                          (tap * ob + t) * MR * cgp + j0, cgp, zero)
+                                at, ct = t * ldc * tm, (tap * ob + t) * tm * cgp + j0
+                                if narrow:
+                                    _tile_add_narrow(pack, at, xn, shift + j0, steps, acc, ct, cgp,
+                                                     zero)
+                                else:
+                                    _tile_add(pack, at, xn, shift + j0, steps, acc, ct, cgp, zero)
         for o in range(og):
             for c in range(nc):
                 for tap in range(taps):
                     gwf[_u(((g * og + o) * cg + c0 + c) * taps + tap)] = acc[
-                        _u((tap * ob * MR + o) * cgp + c)]
+                        _u((tap * ob * tm + o) * cgp + c)]
 
 
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
@@ -285,9 +295,9 @@ def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int
 def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, padding: tuple[int, int],
                 dilation: tuple[int, int], groups: int) -> None:
     """gw = for each tap, grad_out times the shifted input, summed over pixels in a fixed order
-    (efficient from NR input channels per group: fewer leave tile columns empty)."""
+    (efficient from NARROW input channels per group: fewer leave tile columns empty)."""
     c_out, cg = gw.shape[:2]
-    parts = min(cg, -(-_GRAD_WEIGHT_TASKS // groups))
+    parts = min(max(1, cg // NARROW), -(-_GRAD_WEIGHT_TASKS // groups))  # slices of >= NARROW
     m_img, rows = _blocks(x.shape[0], *gy.shape[2:], -(-cg // parts) + c_out // groups,
                           x.itemsize)
     with slp_vectorized():
