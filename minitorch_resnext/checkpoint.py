@@ -11,6 +11,7 @@ previous checkpoint in place.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import zipfile
@@ -58,6 +59,26 @@ def atomic_write(path: Path, write: Any) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    _remove_stale_temporaries(path)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary siblings of `path` left by writers that were killed mid-write
+    (SIGKILL skips the cleanup above); a live process's file is left alone. POSIX only:
+    there, signal 0 asks whether a process exists without touching it."""
+    if os.name != "posix":
+        return
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -96,4 +100,19 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint(tmp_path, monkeypat
         checkpoint.save({"epoch": 2, "w": np.ones(1000)}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]  # no temporary left behind
+    assert checkpoint.load(path)["epoch"] == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="finding dead writers needs POSIX signal 0")
+def test_a_killed_writers_temporary_is_removed_by_the_next_save(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process
+    path = tmp_path / "last.npz"
+    stale = tmp_path / f".last.npz.{dead.pid}.tmp"
+    live = tmp_path / f".last.npz.{os.getppid()}.tmp"  # a process that is still running
+    other = tmp_path / ".other.npz.1.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"half a checkpoint")
+    checkpoint.save({"epoch": 1}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, live.name, other.name])
     assert checkpoint.load(path)["epoch"] == 1
