@@ -1,7 +1,8 @@
 """Numba CPU kernels: grouped convolution forward, grad_input and grad_weight.
 
 Pure array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
-`conv2d_algorithm` says which implementation (direct or im2col + GEMM) runs for a shape and why.
+`conv2d_algorithm` says which implementation (direct, tiled or im2col + GEMM) runs for a shape
+and why. The first use of a kernel on a machine compiles it, which `notice` announces.
 """
 
 import os
@@ -11,6 +12,7 @@ import os
 # the small models on a 2-core machine. It must be set before Numba starts OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import notice  # noqa: E402, F401
 from .conv import (  # noqa: E402
     ALGORITHMS,
     GEMM_MIN_CHANNELS,
