@@ -113,12 +113,16 @@ def supports(stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[
 def _blocks(n_img: int, out_h: int, out_w: int, channels: int, itemsize: int
             ) -> tuple[int, int]:
     """(images, rows) of one block of output pixels: whole images when they are small, else a
-    band of rows of one image; `channels` (input + output) per pixel fit _BLOCK_BYTES."""
+    band of rows of one image; `channels` (input + output) per pixel fit _BLOCK_BYTES. The
+    blocks are made equal (the threads take equal runs of tasks, so a short last block would
+    leave one of them idle)."""
     columns = max(out_w, min(_BLOCK_COLUMNS, _BLOCK_BYTES // (channels * itemsize)))
     per_image = out_h * out_w
     if per_image <= columns:
-        return max(1, min(n_img, columns // per_image)), out_h
-    return 1, max(1, columns // out_w)
+        m = max(1, min(n_img, columns // per_image))
+        return -(-n_img // -(-n_img // m)), out_h
+    rows = max(1, columns // out_w)
+    return 1, -(-out_h // -(-out_h // rows))
 
 
 def _pack_rows(w: np.ndarray, groups: int) -> np.ndarray:
