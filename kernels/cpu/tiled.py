@@ -60,7 +60,7 @@ _BLOCK_COLUMNS = 2048
 _GRAD_WEIGHT_TASKS = 16
 
 
-def _tile_source(mr: int, nr: int, accumulate: bool) -> str:
+def tile_source(mr: int, nr: int, accumulate: bool) -> str:
     """Python source of the mr x nr micro-kernel (see the module docstring): c[ci + i*ldc + j]
     (+)= sum over d < len(rows) of a[ai + d*mr + i] * b[bi + rows[d] + j]."""
     op = "+=" if accumulate else "="
@@ -82,7 +82,7 @@ def _tile_source(mr: int, nr: int, accumulate: bool) -> str:
 
 def _make_tile(mr: int, nr: int, accumulate: bool) -> numba.core.registry.CPUDispatcher:
     namespace: dict = {"np": np}
-    exec(_tile_source(mr, nr, accumulate), namespace)  # generated code: see `_tile_source`
+    exec(tile_source(mr, nr, accumulate), namespace)  # generated code: see `tile_source`
     return njit(inline="always", fastmath={"contract"})(namespace["tile"])
 
 
