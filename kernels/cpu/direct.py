@@ -250,6 +250,42 @@ def _load_input(
             )
 
 
+@njit(cache=True)
+def _load_block(
+    xf: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    c0: int,
+    cg: int,
+    first: int,
+    last: int,
+    per_img: int,
+    seg_rows: int,
+    seg_len: int,
+    out_h: int,
+    oi_max: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    pitch: int,
+    xbuf: np.ndarray,
+    phase_len: int,
+) -> int:
+    """The input of segments first .. last (segment = (image, block of seg_rows output rows))
+    into xbuf, one after the other `seg_len` apart (see `_load_input`); returns how many
+    elements of each phase the block's output rows span."""
+    size = 0
+    for item in range(first, last):
+        n, r0 = item // per_img, item % per_img * seg_rows
+        rows = min(seg_rows, out_h - r0)
+        at = (item - first) * seg_len
+        _load_input(
+            xf, x_shape, n, c0, cg, r0, rows + oi_max + 1, sh, sw, ph, pw, pitch, xbuf, phase_len, at
+        )
+        size = at + rows * pitch
+    return size
+
+
 # --- the vectorised inner loops ------------------------------------------------------------
 
 
@@ -501,16 +537,8 @@ def forward(
         for unit in range(t * units // tasks, (t + 1) * units // tasks):
             g, first = unit % groups, unit // groups * segs
             last = min(items, first + segs)
-            size = 0
-            for item in range(first, last):
-                n, r0 = item // per_img, item % per_img * seg_rows
-                rows = min(seg_rows, out_h - r0)
-                at = (item - first) * seg_len
-                _load_input(
-                    xf, x.shape, n, g * cg, cg, r0, rows + oi_max + 1, sh, sw, ph, pw, pitch, xbuf,
-                    phase_len, at,
-                )  # fmt: skip
-                size = at + rows * pitch
+            size = _load_block(xf, x.shape, g * cg, cg, first, last, per_img, seg_rows, seg_len,
+                               out_h, oi_max, sh, sw, ph, pw, pitch, xbuf, phase_len)
             for o0 in range(g * og, (g + 1) * og, 4):
                 outs = min(4, (g + 1) * og - o0)
                 for p in range(outs):
@@ -654,16 +682,8 @@ def grad_weight(
         acc = partial[t]
         for blk in range(k * blocks // chunks, (k + 1) * blocks // chunks):
             first, last = blk * segs, min(items, (blk + 1) * segs)
-            size = 0
-            for item in range(first, last):
-                n, r0 = item // per_img, item % per_img * seg_rows
-                rows = min(seg_rows, out_h - r0)
-                at = (item - first) * seg_len
-                _load_input(
-                    xf, x.shape, n, g * cg, cg, r0, rows + oi_max + 1, sh, sw, ph, pw, pitch, xbuf,
-                    phase_len, at,
-                )  # fmt: skip
-                size = at + rows * pitch
+            size = _load_block(xf, x.shape, g * cg, cg, first, last, per_img, seg_rows, seg_len,
+                               out_h, oi_max, sh, sw, ph, pw, pitch, xbuf, phase_len)
             for o0 in range(0, og, 4):
                 outs = min(4, og - o0)
                 for item in range(first, last):
