@@ -17,8 +17,9 @@ ALGORITHMS = ("direct", "gemm", "tiled")
 
 # Thresholds on min(input, output channels per group), measured single-threaded on a 2-core
 # AVX-512 machine (fp32, forward + grad_input + grad_weight): for 3x3 kernels the direct
-# kernel wins at 32 channels per group (7x7 images, 2x) and 64 (32x32, 10%), im2col + GEMM at
-# 96 (28x28, 15%) and 128 (56x56, 25%). A 1x1 unpadded convolution is a GEMM without
+# kernel beat im2col + GEMM at 32 channels per group (7x7 images, 2x) and 64 (32x32, 10%),
+# im2col + GEMM won at 96 (28x28, 15%) and 128 (56x56, 25%); below 96 the tiled kernel now
+# beats both at stride 1. A 1x1 unpadded convolution is a GEMM without
 # im2col (strided: on every stride-th pixel), which wins from 8 channels per group (2.5x).
 GEMM_MIN_CHANNELS = 96
 POINTWISE_GEMM_MIN_CHANNELS = 8
