@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import conv as cpu_conv
-from minitorch_resnext.kernels.cpu import tiled
+from minitorch_resnext.kernels.cpu import implicit, tiled
 from minitorch_resnext.testing.strategies import arrays
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
@@ -84,8 +84,8 @@ def conv_problems(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False)
 def check_all_kernels(problem: tuple, algorithm: str | None) -> None:
     cfg, dtype, x, w, bias, gy = problem
     geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
-    if algorithm == "tiled" and not tiled.supports(*geom[:3], cfg["k"]):
-        with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1"):
+    if algorithm in ("implicit", "tiled") and not tiled.supports(*geom[:3], cfg["k"]):
+        with pytest.raises(ValueError, match=f"algorithm '{algorithm}' needs stride 1"):
             cpu.conv2d_forward(x, w, bias, *geom, algorithm=algorithm)
         return
     assert_close(
@@ -178,13 +178,14 @@ def test_tiled_kernels_match_reference(problem, block_columns):
     image and of a band of rows (small `block_columns`)."""
     with mock.patch.object(tiled, "_BLOCK_COLUMNS", block_columns):
         check_all_kernels(problem, "tiled")
-        # its grad_weight also below the channels where the selection uses it (both tiles)
-        cfg, dtype, x, w, _, gy = problem
-        gw = np.empty(w.shape, dtype)
-        tiled.grad_weight(np.ascontiguousarray(x), np.ascontiguousarray(gy), gw, cfg["padding"],
-                          cfg["dilation"], cfg["groups"])
-        geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
-        assert_close(gw, reference.conv2d_grad_weight(x, gy, cfg["k"], *geom), dtype)
+
+
+@given(conv_problems(tiled=True), st.sampled_from([implicit._IMAGES, 2, 1]))
+def test_implicit_kernels_match_reference(problem, images):
+    """Every configuration the implicit-GEMM kernel takes, in blocks of up to 8, 2 and 1 images
+    (a smaller last block has its own plan)."""
+    with mock.patch.object(implicit, "_IMAGES", images):
+        check_all_kernels(problem, "implicit")
 
 
 @pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)
@@ -281,8 +282,9 @@ def test_grad_weight_is_deterministic_across_thread_counts():
     [
         (128, 128, 32, 3, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
         (256, 256, 32, 3, "tiled"),  # ResNeXt-50 stage 2: 8 channels per group
-        (1024, 1024, 32, 3, "tiled"),  # ResNeXt-50 stage 4: 32 channels per group
-        (512, 512, 8, 3, "tiled"),  # ResNeXt-29 8x64d: 64 channels per group
+        (1024, 1024, 32, 3, "implicit"),  # ResNeXt-50 stage 4: 32 channels per group
+        (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images
+        (512, 512, 32, 3, "tiled"),  # ResNeXt-50 stage 3: 16 channels per group
         (144, 144, 144, 3, "direct"),  # depthwise
         (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
         (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
@@ -310,12 +312,14 @@ def test_tiled_is_chosen_for_stride_1_only():
                                (1, 1), 32, algorithm="tiled")
 
 
-@pytest.mark.parametrize("c_in, groups", [(8, 4), (2 * cpu.GEMM_MIN_CHANNELS, 1)])
+@pytest.mark.parametrize("c_in, groups", [(8, 4), (64, 2), (32, 2), (2 * cpu.GEMM_MIN_CHANNELS, 1)])
 def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
     ran = []
     for name in cpu.ALGORITHMS:
         module = getattr(cpu_conv, name)
         for fn in ("forward", "grad_input", "grad_weight"):
+            if not hasattr(module, fn):  # the tiled algorithm's grad_weight is implicit's
+                continue
             original = getattr(module, fn)
 
             def spy(*args, _name=name, _fn=original):
@@ -329,8 +333,11 @@ def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
     expected = cpu.conv2d_algorithm(x.shape, w.shape, *geom)[0]
     y = cpu.conv2d_forward(x, w, None, *geom)
     cpu.conv2d_grad_input(y, w, (5, 5), *geom)
+    assert len(ran) >= 2 and set(ran) == {expected}  # grad_input may call the forward kernel
+    ran.clear()
     cpu.conv2d_grad_weight(x, y, (3, 3), *geom)
-    assert ran == [expected] * 3
+    weight = {"tiled": ["implicit"] if c_in // groups >= 16 else ["direct"]}.get(expected)
+    assert ran == (weight or [expected])
 
 
 def test_unknown_algorithm_is_rejected():

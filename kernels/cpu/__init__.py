@@ -1,8 +1,9 @@
 """Numba CPU kernels: grouped convolution forward, grad_input and grad_weight.
 
 Pure array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
-`conv2d_algorithm` says which implementation (direct, tiled or im2col + GEMM) runs for a shape
-and why. The first use of a kernel on a machine compiles it, which `notice` announces.
+`conv2d_algorithm` says which implementation (direct, tiled, implicit GEMM or im2col + GEMM)
+runs for a shape and why. The first use of a kernel on a machine compiles it, which `notice`
+announces.
 """
 
 import os

@@ -29,13 +29,8 @@ share their padding columns and stacked images their padding rows, which keeps t
   (channel, tap): ``y_g = w_g @ taps(x)``.
 - grad_input: a forward convolution of grad_out with each group's weights transposed and
   flipped, padded by ``dilation * (k - 1) - padding``.
-- grad_weight: for each tap, ``gw_g[:, :, i, j] = gy_g @ shift_ij(x)^T``, reduced over the
-  pixels; A = grad_out on the padded pixel grid (zero at the junk pixels), B = the padded
-  input channels-last (NR input channels per step; a NARROW x NARROW tile when a task has at
-  most NARROW input channels, so that few channels do not leave half the tile empty). Used
-  from NARROW input channels per group. A task owns one group (or a slice of
-  its input channels when there are few groups) and walks the blocks in order, so the
-  result does not depend on the thread count.
+- grad_weight: `implicit.grad_weight`, which reduces over the in-bounds pixels of each tap
+  with no padded copy and no junk pixels.
 """
 
 from __future__ import annotations
@@ -50,20 +45,16 @@ from numba import njit, prange
 from .direct import _u
 
 MR, NR = 8, 32  # micro-kernel tile: rows (broadcast values) x columns (vector lanes)
-NARROW = 16  # grad_weight with at most 16 input channels per group: a 16 x 16 tile
-# output pixels (junk included) of one block: its padded input and its output (or packed
-# grad_out) take about this many bytes, to stay in the per-core L2 cache ...
+# output pixels (junk included) of one block: its padded input and its output take about
+# this many bytes, to stay in the per-core L2 cache ...
 _BLOCK_BYTES = 512 * 1024
 # ... and at most this many pixels
 _BLOCK_COLUMNS = 2048
-# grad_weight: up to this many tasks (groups x input-channel slices), fixed by the shape
-_GRAD_WEIGHT_TASKS = 16
 
 
-def tile_source(mr: int, nr: int, accumulate: bool) -> str:
+def tile_source(mr: int, nr: int) -> str:
     """Python source of the mr x nr micro-kernel (see the module docstring): c[ci + i*ldc + j]
-    (+)= sum over d < len(rows) of a[ai + d*mr + i] * b[bi + rows[d] + j]."""
-    op = "+=" if accumulate else "="
+    = sum over d < len(rows) of a[ai + d*mr + i] * b[bi + rows[d] + j]."""
     acc = [[f"s{i}_{j}" for j in range(nr)] for i in range(mr)]
     lines = ["def tile(a, ai, b, bi, rows, c, ci, ldc, zero):"]
     lines += [f"    {' = '.join(row)} = zero" for row in acc]
@@ -76,19 +67,17 @@ def tile_source(mr: int, nr: int, accumulate: bool) -> str:
         lines += [f"        {acc[i][j]} += a{i} * b{j}" for j in range(nr)]
     for i in range(mr):
         lines.append(f"    co = np.uint64(ci + {i} * ldc)")
-        lines += [f"    c[co + np.uint64({j})] {op} {acc[i][j]}" for j in range(nr)]
+        lines += [f"    c[co + np.uint64({j})] = {acc[i][j]}" for j in range(nr)]
     return "\n".join(lines)
 
 
-def _make_tile(mr: int, nr: int, accumulate: bool) -> numba.core.registry.CPUDispatcher:
+def _make_tile(mr: int, nr: int) -> numba.core.registry.CPUDispatcher:
     namespace: dict = {"np": np}
-    exec(tile_source(mr, nr, accumulate), namespace)  # generated code: see `tile_source`
+    exec(tile_source(mr, nr), namespace)  # generated code: see `tile_source`
     return njit(inline="always", fastmath={"contract"})(namespace["tile"])
 
 
-_tile = _make_tile(MR, NR, accumulate=False)
-_tile_add = _make_tile(MR, NR, accumulate=True)
-_tile_add_narrow = _make_tile(NARROW, NARROW, accumulate=True)
+_tile = _make_tile(MR, NR)
 
 
 @contextlib.contextmanager
@@ -151,27 +140,21 @@ def _layout(h: int, wd: int, kh: int, kw: int, ph: int, pw: int, dh: int, dw: in
 
 @njit(cache=True)
 def _pad_block(x: np.ndarray, n0: int, m: int, c0: int, nc: int, r0: int, nr: int, kh: int,
-               ph: int, pw: int, dh: int, pitch: int, band: int, size: int, cs: int, ps: int
-               ) -> np.ndarray:
+               ph: int, pw: int, dh: int, pitch: int, band: int, plane: int) -> np.ndarray:
     """The input of images n0 .. n0 + m, channels c0 .. c0 + nc, for output rows r0 .. r0 + nr,
-    zero-padded into `size` elements: x[n0 + b, c0 + c, ih, iw] at c*cs + p*ps with
-    p = (b*band + ih - r0 + ph)*pitch + iw + pw (channel planes: cs = plane, ps = 1;
-    channels-last: cs = 1, ps = channels)."""
+    zero-padded into nc planes of `plane` elements: x[n0 + b, c0 + c, ih, iw] at
+    c*plane + (b*band + ih - r0 + ph)*pitch + iw + pw."""
     _, c_in, h, wd = x.shape
     xf = x.reshape(-1)
-    block = np.zeros(size, x.dtype)
+    block = np.zeros(nc * plane, x.dtype)
     for c in range(nc):
         for b in range(m):
             src = ((n0 + b) * c_in + c0 + c) * h * wd
             for ih in range(max(0, r0 - ph), min(h, r0 + nr + (kh - 1) * dh - ph)):
                 s = src + ih * wd
-                dst = c * cs + ((b * band + ih - r0 + ph) * pitch + pw) * ps
-                if ps == 1:  # a literal unit step, so that the copy vectorises
-                    for q in range(wd):
-                        block[_u(dst + q)] = xf[_u(s + q)]
-                else:
-                    for q in range(wd):
-                        block[_u(dst + q * ps)] = xf[_u(s + q)]
+                dst = c * plane + (b * band + ih - r0 + ph) * pitch + pw
+                for q in range(wd):
+                    block[_u(dst + q)] = xf[_u(s + q)]
     return block
 
 
@@ -201,8 +184,7 @@ def _forward(x, a, bias, y, kh, kw, m_img, rows, ph, pw, dh, dw):
         n0 = task // (groups * row_blocks) * m_img
         m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)
         pitch, band, ldc, plane = _layout(h, wd, kh, kw, ph, pw, dh, dw, m, nr)
-        xpad = _pad_block(x, n0, m, g * cg, cg, r0, nr, kh, ph, pw, dh, pitch, band,
-                          cg * plane, plane, 1)
+        xpad = _pad_block(x, n0, m, g * cg, cg, r0, nr, kh, ph, pw, dh, pitch, band, plane)
         offsets = _tap_offsets(cg, kh, kw, dh, dw, pitch, plane)
         out = np.empty(ob * MR * ldc, y.dtype)
         for j0 in range(0, ldc, NR):
@@ -219,62 +201,6 @@ def _forward(x, a, bias, y, kh, kw, m_img, rows, ph, pw, dh, dw):
                         yf[_u(dst + q)] = out[_u(src + q)] + beta
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _grad_weight(x, gy, gw, m_img, rows, parts, ph, pw, dh, dw):
-    n_img, c_in, h, wd = x.shape
-    _, c_out, out_h, out_w = gy.shape
-    _, cg, kh, kw = gw.shape
-    groups, taps = c_in // cg, kh * kw
-    og = c_out // groups
-    per_part = -(-cg // parts)
-    narrow = per_part <= NARROW  # the tile: tm output x tn input channels
-    tm, tn = (NARROW, NARROW) if narrow else (MR, NR)
-    ob = -(-og // tm)
-    cgp = -(-per_part // tn) * tn  # the tile's columns: input channels, padded
-    gyf, gwf, zero = gy.reshape(-1), gw.reshape(-1), np.zeros(1, gw.dtype)[0]
-    for task in prange(groups * parts):
-        g, c0 = task // parts, task % parts * per_part
-        nc = min(per_part, cg - c0)
-        if nc <= 0:
-            continue
-        acc = np.zeros(taps * ob * tm * cgp, gw.dtype)  # acc[tap, o, c]
-        for n0 in range(0, n_img, m_img):
-            for r0 in range(0, out_h, rows):
-                m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)
-                pitch, band, ldc, plane = _layout(h, wd, kh, kw, ph, pw, dh, dw, m, nr)
-                # B: the padded input block channels-last, xn[pixel, c]
-                xn = _pad_block(x, n0, m, g * cg + c0, nc, r0, nr, kh, ph, pw, dh, pitch, band,
-                                plane * cgp, 1, cgp)
-                # A: grad_out on the same pixel grid (zero at the junk pixels), tm channels
-                # interleaved: pack[t, p, i] = gy[., t*tm + i, p]
-                pack = np.zeros(ob * ldc * tm, gw.dtype)
-                for o in range(og):
-                    t, i = o // tm, o % tm
-                    for b in range(m):
-                        for r in range(nr):
-                            src = (((n0 + b) * c_out + g * og + o) * out_h + r0 + r) * out_w
-                            dst = t * ldc + (b * band + r) * pitch
-                            for q in range(out_w):
-                                pack[_u((dst + q) * tm + i)] = gyf[_u(src + q)]
-                steps = np.arange(ldc) * cgp
-                for i in range(kh):
-                    for j in range(kw):
-                        tap, shift = i * kw + j, (i * dh * pitch + j * dw) * cgp
-                        for j0 in range(0, cgp, tn):
-                            for t in range(ob):
-                                at, ct = t * ldc * tm, (tap * ob + t) * tm * cgp + j0
-                                if narrow:
-                                    _tile_add_narrow(pack, at, xn, shift + j0, steps, acc, ct, cgp,
-                                                     zero)
-                                else:
-                                    _tile_add(pack, at, xn, shift + j0, steps, acc, ct, cgp, zero)
-        for o in range(og):
-            for c in range(nc):
-                for tap in range(taps):
-                    gwf[_u(((g * og + o) * cg + c0 + c) * taps + tap)] = acc[
-                        _u((tap * ob * tm + o) * cgp + c)]
-
-
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
             padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
     """y = conv(x, w) + bias, stride 1."""
@@ -285,27 +211,24 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
                  *dilation)
 
 
-def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
-               dilation: tuple[int, int], groups: int) -> None:
-    """gx: the forward convolution of gy with each group's weights transposed and flipped."""
+def transposed_weights(w: np.ndarray, padding: tuple[int, int], dilation: tuple[int, int],
+                       groups: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(weights, padding) of the stride-1 forward convolution of grad_out that is grad_input:
+    each group's weights transposed (input and output channels swapped) and flipped, padded
+    by ``dilation * (k - 1) - padding``."""
     c_out, cg, kh, kw = w.shape
     og = c_out // groups
     flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
     wt = flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
     pad = tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, (kh, kw)))
+    return wt, pad
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
+               dilation: tuple[int, int], groups: int) -> None:
+    """gx: the forward convolution of gy with each group's weights transposed and flipped."""
+    wt, pad = transposed_weights(w, padding, dilation, groups)
     forward(gy, wt, np.zeros(gx.shape[1], gx.dtype), gx, pad, dilation, groups)
-
-
-def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, padding: tuple[int, int],
-                dilation: tuple[int, int], groups: int) -> None:
-    """gw = for each tap, grad_out times the shifted input, summed over pixels in a fixed order
-    (efficient from NARROW input channels per group: fewer leave tile columns empty)."""
-    c_out, cg = gw.shape[:2]
-    parts = min(max(1, cg // NARROW), -(-_GRAD_WEIGHT_TASKS // groups))  # slices of >= NARROW
-    m_img, rows = _blocks(x.shape[0], *gy.shape[2:], -(-cg // parts) + c_out // groups,
-                          x.itemsize)
-    with slp_vectorized():
-        _grad_weight(x, gy, gw, m_img, rows, parts, *padding, *dilation)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})

@@ -1,0 +1,324 @@
+"""Implicit-GEMM convolution: output pixels on the tile's rows, output channels on its lanes.
+
+The tiled kernel (`tiled.py`) puts 32 consecutive output pixels on the vector lanes, so it
+needs a zero-padded copy of the input and computes the padding columns and rows of that
+layout as junk: on 7x7 images that is a third more work, and the copies cost a third of the
+time again. With 32 or more output channels per group the lanes can hold output channels
+instead, and the pixels go on the rows of the tile, where each one is a separate broadcast:
+
+    y[p_i, o_j] = bias[o_j] + sum over in-bounds (tap t, channel c) of
+                  x[c, p_i + offset(t)] * w[o_j, c, t]          (an MR x NR tile)
+
+Each row reads x in place (its own address per tap), so there is no copy of the input, no
+junk pixel and no padding: output pixels are grouped by the set of taps that fall inside the
+image (all nine in the interior of a 3x3 convolution, six on an edge, four in a corner), a
+tile takes MR pixels of one group, and its reduction runs over those taps only. That skips
+the multiply-adds with zero padding (18 % of them on 7x7 images) that a padded layout pays
+for. The price is that a tile's outputs are scattered (a pixel's output channels are
+H_out * W_out apart in NCHW): MR * NR scalar stores after a reduction of (taps x channels)
+steps of 2 * MR vector FMAs, about a fifth of the time on 7x7 images with 32 channels per
+group (measured by leaving the stores out).
+
+A task takes one group and a block of up to 8 images (so that the corner groups fill a tile);
+the weights are packed per (group, NR output channels) as ``wp[tap, c, j]``, NR adjacent
+values per step. As in `tiled.py` the micro-kernel is generated scalar code that LLVM's SLP
+vectoriser packs (`tiled.slp_vectorized`). grad_input is this forward convolution with the
+flipped, group-transposed weights (`tiled.transposed_weights`).
+
+grad_weight (also the tiled algorithm's) sums, for each tap, over the output pixels where the
+tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Input channels go on
+the MR rows, read in place, and output channels on the NR lanes, from grad_out packed pixel by
+pixel (``pk[p, o]``, the one copy). With at most NARROW output channels per group the lanes
+would be half empty, so a NARROW x NARROW tile is used, whose rows read a channels-last copy
+of the input (16 rows read in place would need 16 address registers). A task owns one group,
+or a slice of its input channels when there are few groups, and walks the image blocks in
+order, so the result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .direct import _u
+from .tiled import slp_vectorized, transposed_weights
+
+MR, NR = 8, 32  # tile: output pixels (rows, one broadcast each) x output channels (lanes)
+NARROW = 16  # grad_weight with at most 16 output channels per group: a 16 x 16 tile
+_IMAGES = 8  # images per task (up to), so that the tiles of the corner pixels are full ...
+_BLOCK_BYTES = 256 * 1024  # ... while the task's input stays in the per-core L2 cache
+_WEIGHT_TASKS = 16  # grad_weight: up to this many tasks (groups x channel slices), fixed by shape
+
+
+def tile_source(mr: int, nr: int) -> str:
+    """Python source of the mr x nr micro-kernel (see the module docstring)."""
+    acc = [[f"s{i}_{j}" for j in range(nr)] for i in range(mr)]
+    lines = ["def tile(x, xb, xoff, xo, taps, t0, t1, cg, cs, w, wb, y, yb, yoff, yo, ys, rows,",
+             "         cols, bias, bo, ct, zero):"]
+    lines += [f"    {' = '.join(row)} = zero" for row in acc]
+    lines += ["    for k in range(t0, t1):",
+              "        t = taps[k]",
+              f"        ro = xo + t * {mr}",
+              f"        wo = np.uint64(wb + t * cg * {nr})"]
+    lines += [f"        r{i} = np.uint64(xb + xoff[ro + {i}])" for i in range(mr)]
+    lines += ["        for c in range(cg):",
+              f"            co = wo + np.uint64(c * {nr})",
+              "            cc = np.uint64(c * cs)"]
+    lines += [f"            b{j} = w[co + np.uint64({j})]" for j in range(nr)]
+    for i in range(mr):
+        lines.append(f"            a{i} = x[r{i} + cc]")
+        lines += [f"            {acc[i][j]} += a{i} * b{j}" for j in range(nr)]
+    # through a contiguous buffer: stores adjacent along j let SLP keep j on the lanes
+    for i in range(mr):
+        lines += [f"    ct[{i * nr + j}] = {acc[i][j]} + bias[bo + {j}]" for j in range(nr)]
+    lines.append(f"    if rows == {mr} and cols >= {nr}:")
+    for i in range(mr):
+        lines.append(f"        q = np.uint64(yb + yoff[yo + {i}])")
+        lines += [f"        y[q + np.uint64({j} * ys)] = ct[{i * nr + j}]" for j in range(nr)]
+    lines += ["    else:",
+              f"        for i in range(min(rows, {mr})):",
+              "            q = yb + yoff[yo + i]",
+              f"            for j in range(min(cols, {nr})):",
+              f"                y[np.uint64(q + j * ys)] = ct[i * {nr} + j]"]
+    return "\n".join(lines)
+
+
+def weight_tile_source(mr: int, nr: int, adjacent: bool) -> str:
+    """Python source of grad_weight's mr x nr micro-kernel: acc[ai + i*ldc + j] += sum over
+    steps d of x[xb + xrow[d]*ldx + row_i] * g[gb + grow[d]*ldc + j], input channels on the
+    rows (row_i = i when they are `adjacent`, in a channels-last copy; else rowoff[i], read in
+    place), output channels on the lanes (grad_out packed pixel by pixel)."""
+    acc = [[f"s{i}_{j}" for j in range(nr)] for i in range(mr)]
+    row = [f"np.uint64({i})" if adjacent else f"r{i}" for i in range(mr)]
+    lines = ["def tile(x, xb, rowoff, ldx, xrow, g, gb, grow, d0, d1, acc, ai, ldc):"]
+    if not adjacent:
+        lines += [f"    r{i} = np.uint64(rowoff[{i}])" for i in range(mr)]
+    lines += [f"    c{i} = np.uint64(ai + {i} * ldc)" for i in range(mr)]
+    lines += [f"    {acc[i][j]} = acc[c{i} + np.uint64({j})]" for i in range(mr) for j in range(nr)]
+    lines += ["    for d in range(d0, d1):",
+              "        xo = np.uint64(xb + xrow[d] * ldx)",
+              "        go = np.uint64(gb + grow[d] * ldc)"]
+    lines += [f"        b{j} = g[go + np.uint64({j})]" for j in range(nr)]
+    for i in range(mr):
+        lines.append(f"        a{i} = x[xo + {row[i]}]")
+        lines += [f"        {acc[i][j]} += a{i} * b{j}" for j in range(nr)]
+    lines += [f"    acc[c{i} + np.uint64({j})] = {acc[i][j]}" for i in range(mr) for j in range(nr)]
+    return "\n".join(lines)
+
+
+def _make_tile(source: str) -> numba.core.registry.CPUDispatcher:
+    namespace: dict = {"np": np}
+    exec(source, namespace)  # generated code: see `tile_source` and `weight_tile_source`
+    return njit(inline="always", fastmath={"contract"})(namespace["tile"])
+
+
+_tile = _make_tile(tile_source(MR, NR))
+_weight_tile = _make_tile(weight_tile_source(MR, NR, adjacent=False))
+_weight_tile_narrow = _make_tile(weight_tile_source(NARROW, NARROW, adjacent=True))
+
+
+def _taps_inside(x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
+                 kernel_hw: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, source), both [output pixel, tap]: whether the tap falls inside the image, and
+    where (ih * W + iw) it reads."""
+    (_, h, wd), (_, oh, ow), (kh, kw) = x_chw, y_chw, kernel_hw
+    ih = np.arange(oh)[:, None] * stride[0] - padding[0] + np.arange(kh) * dilation[0]
+    iw = np.arange(ow)[:, None] * stride[1] - padding[1] + np.arange(kw) * dilation[1]
+    inside = ((ih >= 0) & (ih < h))[:, None, :, None] & ((iw >= 0) & (iw < wd))[None, :, None, :]
+    source = ih[:, None, :, None] * wd + iw[None, :, None, :]
+    return inside.reshape(oh * ow, kh * kw), source.reshape(oh * ow, kh * kw)
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False  # cached: shared by every call with this shape
+    return arrays
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(m: int, x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
+          kernel_hw: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+          dilation: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """The forward tiles of a block of m images: (taps, tap_ranges, xoff, yoff, rows). Tile T
+    has rows[T] pixels (the rest of its MR rows repeat the last one and are not stored) that
+    share the in-bounds taps taps[tap_ranges[T, 0]:tap_ranges[T, 1]]; row i reads x at
+    xoff[T, tap, i] + c * H * W and writes y at yoff[T, i] + o * H_out * W_out (offsets from
+    the block's first image and the group's first channel)."""
+    (c_in, h, wd), (c_out, oh, ow), taps_hw = x_chw, y_chw, kernel_hw
+    inside, source = _taps_inside(x_chw, y_chw, kernel_hw, stride, padding, dilation)
+    taps, ranges, xoff, yoff, rows = [], [], [], [], []
+    for pattern in np.unique(inside, axis=0):
+        pixels = np.flatnonzero((inside == pattern).all(axis=1))
+        tap_ids = np.flatnonzero(pattern)
+        image, pixel = np.repeat(np.arange(m), len(pixels)), np.tile(pixels, m)
+        for s in range(0, len(pixel), MR):
+            take = np.minimum(np.arange(s, s + MR), len(pixel) - 1)  # repeat the last pixel
+            b, p = image[take], pixel[take]
+            off = np.zeros((math.prod(taps_hw), MR), np.int64)
+            off[tap_ids] = (b[:, None] * c_in * h * wd + source[p][:, tap_ids]).T
+            ranges.append((len(taps), len(taps) + len(tap_ids)))
+            taps.extend(tap_ids)
+            xoff.append(off)
+            yoff.append(b * c_out * oh * ow + p)
+            rows.append(min(MR, len(pixel) - s))
+    return _frozen(np.array(taps, np.int64), np.array(ranges, np.int64).reshape(-1, 2),
+                   np.concatenate(xoff, axis=None), np.concatenate(yoff),
+                   np.array(rows, np.int64))
+
+
+@functools.lru_cache(maxsize=64)
+def _weight_plan(m: int, image_stride: int, x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
+                 kernel_hw: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                 dilation: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """grad_weight's steps for a block of m images: (starts, xrow, prow). Tap t sums over the
+    output pixels where it falls inside the image, steps starts[t] to starts[t + 1]: pixel
+    prow[d] (image * H_out * W_out + pixel) of grad_out and the input at xrow[d]
+    (image * image_stride + ih * W + iw)."""
+    _, oh, ow = y_chw
+    inside, source = _taps_inside(x_chw, y_chw, kernel_hw, stride, padding, dilation)
+    starts, xrow, prow = [0], [], []
+    for t in range(inside.shape[1]):
+        pixels = np.flatnonzero(inside[:, t])
+        image, pixel = np.repeat(np.arange(m), len(pixels)), np.tile(pixels, m)
+        xrow.append(image * image_stride + source[pixel, t])
+        prow.append(image * oh * ow + pixel)
+        starts.append(starts[-1] + len(pixel))
+    return _frozen(np.array(starts, np.int64), np.concatenate(xrow), np.concatenate(prow))
+
+
+def _pack(w: np.ndarray, groups: int) -> np.ndarray:
+    """Weights (C_out, cg, kH, kW) as wp[g, jt, tap, c, j] = w[g*og + jt*NR + j, c, tap], zero
+    columns up to a multiple of NR."""
+    c_out, cg, kh, kw = w.shape
+    og = c_out // groups
+    jts = -(-og // NR)
+    wp = np.zeros((groups, jts * NR, cg, kh * kw), w.dtype)
+    wp[:, :og] = w.reshape(groups, og, cg, kh * kw)
+    return np.ascontiguousarray(wp.reshape(groups, jts, NR, cg, kh * kw).transpose(0, 1, 4, 3, 2))
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _forward(x, wp, bias, y, n0, blocks, m_img, taps, ranges, xoff, yoff, rows):
+    _, c_in, h, wd = x.shape
+    _, c_out, oh, ow = y.shape
+    groups, jts, ntap, cg, _ = wp.shape
+    og = c_out // groups
+    xf, yf, wf = x.reshape(-1), y.reshape(-1), wp.reshape(-1)
+    zero = np.zeros(1, y.dtype)[0]
+    for task in prange(groups * blocks):
+        g, n = task % groups, n0 + task // groups * m_img
+        ct = np.empty(MR * NR, y.dtype)
+        xb = (n * c_in + g * cg) * h * wd
+        for jt in range(jts):
+            wb = (g * jts + jt) * ntap * cg * NR
+            yb = (n * c_out + g * og + jt * NR) * oh * ow
+            for t in range(rows.shape[0]):
+                _tile(xf, xb, xoff, t * ntap * MR, taps, ranges[t, 0], ranges[t, 1], cg, h * wd,
+                      wf, wb, yf, yb, yoff, t * MR, oh * ow, rows[t], og - jt * NR, bias,
+                      g * og + jt * NR, ct, zero)
+
+
+def _images(n_img: int, cg: int, hw: int, itemsize: int) -> int:
+    """Images per task: up to _IMAGES, a power of two, whose input fits _BLOCK_BYTES."""
+    m = _IMAGES
+    while m > 1 and (m > n_img or m * cg * hw * itemsize > _BLOCK_BYTES):
+        m //= 2
+    return m
+
+
+def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
+            stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+            groups: int) -> None:
+    """y = conv(x, w) + bias, any stride, padding and dilation."""
+    n_img, c_in, h, wd = x.shape
+    m = _images(n_img, c_in // groups, h * wd, x.itemsize)
+    wp = _pack(w, groups)
+    geometry = (x.shape[1:], y.shape[1:], w.shape[2:], stride, padding, dilation)
+    full, tail = n_img // m * m, n_img % m
+    with slp_vectorized():
+        for n0, count, size in ((0, n_img // m, m), (full, 1, tail)):
+            if count and size:
+                _forward(x, wp, bias, y, n0, count, size, *_plan(size, *geometry))
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
+               dilation: tuple[int, int], groups: int) -> None:
+    """gx: the forward convolution of gy with the flipped, group-transposed weights (stride 1)."""
+    wt, pad = transposed_weights(w, padding, dilation, groups)
+    forward(gy, wt, np.zeros(gx.shape[1], gx.dtype), gx, (1, 1), pad, dilation, groups)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _grad_weight(x, gy, gw, parts, m_img, starts, xrow, prow, tail_starts, tail_xrow, tail_prow):
+    n_img, c_in, h, wd = x.shape
+    _, c_out, oh, ow = gy.shape
+    _, cg, kh, kw = gw.shape
+    groups, taps, hw = c_in // cg, kh * kw, h * wd
+    og, per_part = c_out // groups, -(-cg // parts)
+    narrow = og <= NARROW  # a NARROW x NARROW tile on a channels-last copy of the input
+    tm, tn = (NARROW, NARROW) if narrow else (MR, NR)
+    ogp, cgp = -(-og // tn) * tn, -(-per_part // tm) * tm
+    xf, gyf, gwf = x.reshape(-1), gy.reshape(-1), gw.reshape(-1)
+    for task in prange(groups * parts):
+        g, c0 = task // parts, task % parts * per_part
+        nc = min(per_part, cg - c0)
+        if nc <= 0:
+            continue
+        acc = np.zeros(taps * cgp * ogp, gw.dtype)  # acc[tap, c, o]
+        pk = np.zeros(m_img * oh * ow * ogp, gw.dtype)  # pk[pixel, o]: grad_out's block
+        xt = np.zeros(m_img * hw * cgp if narrow else 0, gw.dtype)  # xt[pixel, c]: narrow only
+        rowoff = np.empty(MR, np.int64)
+        for n0 in range(0, n_img, m_img):
+            m = min(m_img, n_img - n0)
+            d_start, d_x, d_p = (starts, xrow, prow) if m == m_img else (
+                tail_starts, tail_xrow, tail_prow)  # the last, smaller block has its own plan
+            for b in range(m):
+                for o in range(og):
+                    src = ((n0 + b) * c_out + g * og + o) * oh * ow
+                    dst = b * oh * ow * ogp + o
+                    for p in range(oh * ow):
+                        pk[_u(dst + p * ogp)] = gyf[_u(src + p)]
+            xb = (n0 * c_in + g * cg + c0) * hw
+            if narrow:
+                for b in range(m):
+                    for c in range(nc):
+                        src, dst = xb + (b * c_in + c) * hw, b * hw * cgp + c
+                        for p in range(hw):
+                            xt[_u(dst + p * cgp)] = xf[_u(src + p)]
+                for ct in range(0, nc, tm):
+                    for t in range(taps):
+                        _weight_tile_narrow(xt, ct, rowoff, cgp, d_x, pk, 0, d_p, d_start[t],
+                                            d_start[t + 1], acc, (t * cgp + ct) * ogp, ogp)
+                continue
+            for ct in range(0, nc, tm):
+                for i in range(MR):  # rows past the slice repeat its last channel
+                    rowoff[i] = min(ct + i, nc - 1) * hw
+                for t in range(taps):
+                    for jt in range(0, ogp, tn):
+                        _weight_tile(xf, xb, rowoff, 1, d_x, pk, jt, d_p, d_start[t],
+                                     d_start[t + 1], acc, (t * cgp + ct) * ogp + jt, ogp)
+        for o in range(og):
+            for c in range(nc):
+                for t in range(taps):
+                    gwf[_u(((g * og + o) * cg + c0 + c) * taps + t)] = acc[_u((t * cgp + c) * ogp + o)]
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, stride: tuple[int, int],
+                padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
+    """gw = for each tap, the in-bounds pixels of grad_out times the input they saw, summed in a
+    fixed order (one task per group, or per slice of its input channels when there are few
+    groups), so the result does not depend on the thread count."""
+    n_img, c_in, h, wd = x.shape
+    c_out, cg = gw.shape[:2]
+    parts = min(max(1, cg // MR), -(-_WEIGHT_TASKS // groups))
+    m = _images(n_img, cg, x.shape[2] * x.shape[3], x.itemsize)
+    geometry = (x.shape[1:], gy.shape[1:], gw.shape[2:], stride, padding, dilation)
+    stride_x = h * wd if c_out // groups <= NARROW else c_in * h * wd  # see _grad_weight
+    full, tail = (_weight_plan(k, stride_x, *geometry) for k in (m, max(1, n_img % m)))
+    with slp_vectorized():
+        _grad_weight(x, gy, gw, parts, m, *full, *tail)
