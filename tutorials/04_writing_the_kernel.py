@@ -458,22 +458,31 @@ print(tiled.tile_source(2, 4))
 # same convolution with 16 channels per group, by the direct kernel and by the tiled one:
 
 # %%
-probe, probe_flops = tiled.peak_probe(repeats=50 if FAST else 200)
+probe, probe_flops = tiled.peak_probe(repeats=50 if FAST else 10_000)
 probe_rate = probe_flops / best_times({"probe": probe}, repeats=5)["probe"]
 print(f"micro-kernel, cached operands: {probe_rate / 1e9:6.1f} GFLOP/s "
       f"(BLAS matmul above: {PEAK / 1e9:.1f})")
-N16 = 2 if FAST else 16  # 16 channels per group at 14x14, like ResNeXt-50's third stage
-x16 = rng.standard_normal((N16, 256, 14, 14)).astype(np.float32)
-w16 = rng.standard_normal((256, 16, 3, 3)).astype(np.float32)
-flops16 = 2 * N16 * 14 * 14 * w16.size
-calls16 = {algo: (lambda algo=algo: cpu.conv2d_forward(x16, w16, None, ONE, ONE, ONE, 16,
-                                                        algorithm=algo))
-           for algo in ("direct", "tiled")}
-for algo, s in best_times(calls16, repeats=3 if FAST else 10).items():
-    print(f"16 channels per group, {algo:6s}: {flops16 / s / 1e9:6.1f} GFLOP/s")
-np.testing.assert_allclose(calls16["tiled"](), reference.conv2d_forward(x16, w16, None, ONE, ONE, ONE, 16),
-                           rtol=1e-4, atol=1e-3)
-print("chosen:", *cpu.conv2d_algorithm(x16.shape, w16.shape, ONE, ONE, ONE, 16))
+
+
+def race(n: int, channels: int, hw: int, groups: int, algorithms: tuple[str, ...]) -> None:
+    """Time a 3x3 grouped convolution's forward pass with each algorithm, check the last one
+    against the reference and print what the selection rule would run."""
+    x = rng.standard_normal((n, channels, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((channels, channels // groups, 3, 3)).astype(np.float32)
+    flops = 2 * n * hw * hw * w.size
+    calls = {algo: (lambda algo=algo: cpu.conv2d_forward(x, w, None, ONE, ONE, ONE, groups,
+                                                          algorithm=algo))
+             for algo in algorithms}
+    for algo, s in best_times(calls, repeats=3 if FAST else 10).items():
+        print(f"{channels // groups} channels per group, {hw}x{hw}, {algo:8s}: "
+              f"{flops / s / 1e9:6.1f} GFLOP/s")
+    np.testing.assert_allclose(calls[algorithms[-1]](),
+                               reference.conv2d_forward(x, w, None, ONE, ONE, ONE, groups),
+                               rtol=1e-4, atol=1e-3)
+    print("chosen:", *cpu.conv2d_algorithm(x.shape, w.shape, ONE, ONE, ONE, groups))
+
+
+race(2 if FAST else 16, 256, 14, 16, ("direct", "tiled"))  # like ResNeXt-50's third stage
 
 # %% [markdown]
 # The tiled kernel's vector lanes hold 32 consecutive pixels of a zero-padded copy of the
@@ -486,18 +495,7 @@ print("chosen:", *cpu.conv2d_algorithm(x16.shape, w16.shape, ONE, ONE, ONE, 16))
 # by those. No copy, no junk pixel, no padding:
 
 # %%
-N32 = 2 if FAST else 32  # 32 channels per group at 7x7, like ResNeXt-50's fourth stage
-x32 = rng.standard_normal((N32, 1024, 7, 7)).astype(np.float32)
-w32 = rng.standard_normal((1024, 32, 3, 3)).astype(np.float32)
-flops32 = 2 * N32 * 7 * 7 * w32.size
-calls32 = {algo: (lambda algo=algo: cpu.conv2d_forward(x32, w32, None, ONE, ONE, ONE, 32,
-                                                        algorithm=algo))
-           for algo in ("tiled", "implicit")}
-for algo, s in best_times(calls32, repeats=3 if FAST else 10).items():
-    print(f"32 channels per group, 7x7, {algo:8s}: {flops32 / s / 1e9:6.1f} GFLOP/s")
-np.testing.assert_allclose(calls32["implicit"](), reference.conv2d_forward(x32, w32, None, ONE, ONE, ONE, 32),
-                           rtol=1e-4, atol=1e-3)
-print("chosen:", *cpu.conv2d_algorithm(x32.shape, w32.shape, ONE, ONE, ONE, 32))
+race(2 if FAST else 32, 1024, 7, 32, ("tiled", "implicit"))  # like its fourth stage
 
 # %% [markdown]
 # ## Summary

@@ -239,12 +239,14 @@ def _peak_probe(a: np.ndarray, b: np.ndarray, c: np.ndarray, repeats: int) -> No
             _tile(a, 0, b, 0, steps, c[task], 0, NR, zero)
 
 
-def peak_probe(tasks: int = 16, depth: int = 256, repeats: int = 200
+def peak_probe(tasks: int = 16, depth: int = 256, repeats: int = 10_000
                ) -> tuple[Callable[[], None], float]:
     """(a call, its FLOPs): the micro-kernel on operands that stay in the L1 cache, in
     parallel, so its FLOP/s is close to the cores' float32 vector FMA peak. The roofline of
     `bench conv` takes the fastest of this and the BLAS matmuls as the peak: a BLAS built
-    without AVX-512 kernels reaches only half of it."""
+    without AVX-512 kernels reaches only half of it. The default call lasts about 50 ms: timed
+    after a pause, shorter ones measure the threads' wake-up and the clock's ramp (a 1 ms call
+    read 250-400 GFLOP/s where 50 ms calls read 510)."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal(depth * n, dtype=np.float32) for n in (MR, NR))
     c = np.empty((tasks, MR * NR), np.float32)
