@@ -29,10 +29,11 @@ grad_weight (also the tiled algorithm's) sums, for each tap, over the output pix
 tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Input channels go on
 the MR rows, read in place, and output channels on the NR lanes, from grad_out packed pixel by
 pixel (``pk[p, o]``, the one copy). With at most NARROW output channels per group the lanes
-would be half empty, so a NARROW x NARROW tile is used, whose rows read a channels-last copy
-of the input (16 rows read in place would need 16 address registers). A task owns one group,
-or a slice of its input channels when there are few groups, and walks the image blocks in
-order, so the result does not depend on the thread count.
+would be half empty: the tile is then MR x NARROW, and up to RUN adjacent taps of a kernel row
+go through it at once (their inputs are a shift apart), sharing each grad_out vector, so that
+a step still does 2 multiply-adds per load. A task owns one group, or a slice of its input
+channels when there are few groups, and walks the image blocks in order, so the result does
+not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from .direct import _u
 from .tiled import slp_vectorized, transposed_weights
 
 MR, NR = 8, 32  # tile: output pixels (rows, one broadcast each) x output channels (lanes)
-NARROW = 16  # grad_weight with at most 16 output channels per group: a 16 x 16 tile
+NARROW = 16  # grad_weight with at most 16 output channels per group: an MR x 16 tile
 _IMAGES = 8  # images per task (up to), so that the tiles of the corner pixels are full ...
 _BLOCK_BYTES = 256 * 1024  # ... while the task's input stays in the per-core L2 cache
 # grad_weight's blocks (input and packed grad_out) stay in the L1 cache: at 7x7 with 32
@@ -90,26 +91,30 @@ def tile_source(mr: int, nr: int) -> str:
     return "\n".join(lines)
 
 
-def weight_tile_source(mr: int, nr: int, adjacent: bool) -> str:
-    """Python source of grad_weight's mr x nr micro-kernel: acc[ai + i*ldc + j] += sum over
-    steps d of x[xb + xrow[d] + row_i] * g[gb + grow[d] + j], input channels on the
-    rows (row_i = i when they are `adjacent`, in a channels-last copy; else rowoff[i], read in
-    place), output channels on the lanes (grad_out packed pixel by pixel)."""
-    acc = [[f"s{i}_{j}" for j in range(nr)] for i in range(mr)]
-    row = [f"np.uint64({i})" if adjacent else f"r{i}" for i in range(mr)]
-    lines = ["def tile(x, xb, rowoff, xrow, g, gb, grow, d0, d1, acc, ai, ldc):"]
-    if not adjacent:
-        lines += [f"    r{i} = np.uint64(rowoff[{i}])" for i in range(mr)]
-    lines += [f"    c{i} = np.uint64(ai + {i} * ldc)" for i in range(mr)]
-    lines += [f"    {acc[i][j]} = acc[c{i} + np.uint64({j})]" for i in range(mr) for j in range(nr)]
+def weight_tile_source(mr: int, nr: int, taps: int) -> str:
+    """Python source of grad_weight's micro-kernel for `taps` adjacent taps of a kernel row (an
+    mr x nr tile each): acc[ai + k*ldt + i*ldc + j] += sum over steps d of
+    x[xb + xrow[d] + k*dx + rowoff[i]] * g[gb + grow[d] + j]. Input channels on the rows, read
+    in place (the taps' inputs are dx apart); output channels on the lanes, from grad_out
+    packed pixel by pixel. The taps share each loaded grad_out vector."""
+    acc = [[[f"s{k}_{i}_{j}" for j in range(nr)] for i in range(mr)] for k in range(taps)]
+    lines = ["def tile(x, xb, rowoff, dx, xrow, g, gb, grow, d0, d1, acc, ai, ldt, ldc):"]
+    lines += [f"    r{i} = np.uint64(rowoff[{i}])" for i in range(mr)]
+    lines += [f"    c{k}_{i} = np.uint64(ai + {k} * ldt + {i} * ldc)"
+              for k in range(taps) for i in range(mr)]
+    lines += [f"    {acc[k][i][j]} = acc[c{k}_{i} + np.uint64({j})]"
+              for k in range(taps) for i in range(mr) for j in range(nr)]
     lines += ["    for d in range(d0, d1):",
-              "        xo = np.uint64(xb + xrow[d])",
+              "        x0 = np.uint64(xb + xrow[d])",
               "        go = np.uint64(gb + grow[d])"]
+    lines += [f"        x{k} = x0 + np.uint64({k} * dx)" for k in range(1, taps)]
     lines += [f"        b{j} = g[go + np.uint64({j})]" for j in range(nr)]
-    for i in range(mr):
-        lines.append(f"        a{i} = x[xo + {row[i]}]")
-        lines += [f"        {acc[i][j]} += a{i} * b{j}" for j in range(nr)]
-    lines += [f"    acc[c{i} + np.uint64({j})] = {acc[i][j]}" for i in range(mr) for j in range(nr)]
+    for k in range(taps):
+        for i in range(mr):
+            lines.append(f"        a = x[x{k} + r{i}]")
+            lines += [f"        {acc[k][i][j]} += a * b{j}" for j in range(nr)]
+    lines += [f"    acc[c{k}_{i} + np.uint64({j})] = {acc[k][i][j]}"
+              for k in range(taps) for i in range(mr) for j in range(nr)]
     return "\n".join(lines)
 
 
@@ -120,8 +125,11 @@ def _make_tile(source: str) -> numba.core.registry.CPUDispatcher:
 
 
 _tile = _make_tile(tile_source(MR, NR))
-_weight_tile = _make_tile(weight_tile_source(MR, NR, adjacent=False))
-_weight_tile_narrow = _make_tile(weight_tile_source(NARROW, NARROW, adjacent=True))
+_weight_tile = _make_tile(weight_tile_source(MR, NR, 1))
+# with at most NARROW output channels per group: up to RUN = 3 taps of a kernel row at once
+RUN = 3
+_weight_tile_1, _weight_tile_2, _weight_tile_3 = (
+    _make_tile(weight_tile_source(MR, NARROW, k)) for k in range(1, RUN + 1))
 
 
 def _taps_inside(x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
@@ -175,25 +183,39 @@ def _plan(m: int, x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
 
 
 @functools.lru_cache(maxsize=64)
-def _weight_plan(m: int, image_stride: int, x_scale: int, p_scale: int,
-                 x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
-                 kernel_hw: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-                 dilation: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """grad_weight's steps for a block of m images: (starts, xrow, prow). Tap t sums over the
-    output pixels where it falls inside the image, steps starts[t] to starts[t + 1]: pixel
-    prow[d] / p_scale (image * H_out * W_out + pixel) of grad_out and the input at
-    xrow[d] / x_scale (image * image_stride + ih * W + iw); the scales are the row lengths of
-    the kernel's copies, so that a step does no multiplication."""
-    _, oh, ow = y_chw
+def _weight_plan(m: int, run: int, p_scale: int, x_chw: tuple[int, int, int],
+                 y_chw: tuple[int, int, int], kernel_hw: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """grad_weight's steps for a block of m images: (first_tap, taps, starts, xrow, prow). Step
+    list r covers taps first_tap[r] .. first_tap[r] + taps[r] - 1 (adjacent taps of a kernel
+    row, at most `run`) over the output pixels where all of them fall inside the image, steps
+    starts[r] to starts[r + 1]: pixel prow[d] / p_scale (image * H_out * W_out + pixel) of
+    grad_out and the input of the first tap at xrow[d] (image * C_in * H * W + ih * W + iw).
+    Every in-bounds (pixel, tap) pair is in exactly one list: the in-bounds taps of a pixel in a
+    kernel row are an interval, cut into runs of `run`."""
+    (c_in, h, wd), (_, oh, ow), (kh, kw) = x_chw, y_chw, kernel_hw
     inside, source = _taps_inside(x_chw, y_chw, kernel_hw, stride, padding, dilation)
-    starts, xrow, prow = [0], [], []
-    for t in range(inside.shape[1]):
-        pixels = np.flatnonzero(inside[:, t])
+    inside = inside.reshape(-1, kh, kw)
+    lists: dict[tuple[int, int], list[np.ndarray]] = {}
+    for i in range(kh):
+        first = np.argmax(inside[:, i], axis=1)
+        last = kw - 1 - np.argmax(inside[:, i, ::-1], axis=1)
+        for ja, jb in set(zip(first[inside[:, i].any(axis=1)], last[inside[:, i].any(axis=1)])):
+            pixels = np.flatnonzero(inside[:, i].any(axis=1) & (first == ja) & (last == jb))
+            for j in range(ja, jb + 1, run):
+                lists.setdefault((i * kw + j, min(run, jb + 1 - j)), []).append(pixels)
+    first_tap, taps, starts, xrow, prow = [], [], [0], [], []
+    for (t, count), parts in sorted(lists.items()):
+        pixels = np.sort(np.concatenate(parts))
         image, pixel = np.repeat(np.arange(m), len(pixels)), np.tile(pixels, m)
-        xrow.append((image * image_stride + source[pixel, t]) * x_scale)
+        first_tap.append(t)
+        taps.append(count)
+        xrow.append(image * c_in * h * wd + source[pixel, t])
         prow.append((image * oh * ow + pixel) * p_scale)
         starts.append(starts[-1] + len(pixel))
-    return _frozen(np.array(starts, np.int64), np.concatenate(xrow), np.concatenate(prow))
+    return _frozen(np.array(first_tap, np.int64), np.array(taps, np.int64),
+                   np.array(starts, np.int64), np.concatenate([[], *xrow]).astype(np.int64),
+                   np.concatenate([[], *prow]).astype(np.int64))  # no list: all padding
 
 
 def _pack(w: np.ndarray, groups: int) -> np.ndarray:
@@ -259,29 +281,31 @@ def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _grad_weight(x, gy, gw, parts, m_img, starts, xrow, prow, tail_starts, tail_xrow, tail_prow):
+def _grad_weight(x, gy, gw, parts, m_img, dx, first, count, starts, xrow, prow, tail_first,
+                 tail_count, tail_starts, tail_xrow, tail_prow):
     n_img, c_in, h, wd = x.shape
     _, c_out, oh, ow = gy.shape
     _, cg, kh, kw = gw.shape
     groups, taps, hw = c_in // cg, kh * kw, h * wd
     og, per_part = c_out // groups, -(-cg // parts)
-    narrow = og <= NARROW  # a NARROW x NARROW tile on a channels-last copy of the input
-    tm, tn = (NARROW, NARROW) if narrow else (MR, NR)
-    ogp, cgp = -(-og // tn) * tn, -(-per_part // tm) * tm
+    narrow = og <= NARROW  # NARROW lanes, several taps per step
+    lanes = NARROW if narrow else NR
+    ogp, cgp = -(-og // lanes) * lanes, -(-per_part // MR) * MR
+    ldt = cgp * ogp  # acc[tap, c, o]
     xf, gyf, gwf = x.reshape(-1), gy.reshape(-1), gw.reshape(-1)
     for task in prange(groups * parts):
         g, c0 = task // parts, task % parts * per_part
         nc = min(per_part, cg - c0)
         if nc <= 0:
             continue
-        acc = np.zeros(taps * cgp * ogp, gw.dtype)  # acc[tap, c, o]
+        acc = np.zeros(taps * ldt, gw.dtype)
         pk = np.zeros(m_img * oh * ow * ogp, gw.dtype)  # pk[pixel, o]: grad_out's block
-        xt = np.zeros(m_img * hw * cgp if narrow else 0, gw.dtype)  # xt[pixel, c]: narrow only
         rowoff = np.empty(MR, np.int64)
         for n0 in range(0, n_img, m_img):
             m = min(m_img, n_img - n0)
-            d_start, d_x, d_p = (starts, xrow, prow) if m == m_img else (
-                tail_starts, tail_xrow, tail_prow)  # the last, smaller block has its own plan
+            # the last, smaller block has its own plan
+            d_first, d_count, d_starts, d_x, d_p = (first, count, starts, xrow, prow) if (
+                m == m_img) else (tail_first, tail_count, tail_starts, tail_xrow, tail_prow)
             for b in range(m):
                 for o in range(og):
                     src = ((n0 + b) * c_out + g * og + o) * oh * ow
@@ -289,28 +313,28 @@ def _grad_weight(x, gy, gw, parts, m_img, starts, xrow, prow, tail_starts, tail_
                     for p in range(oh * ow):
                         pk[_u(dst + p * ogp)] = gyf[_u(src + p)]
             xb = (n0 * c_in + g * cg + c0) * hw
-            if narrow:
-                for b in range(m):
-                    for c in range(nc):
-                        src, dst = xb + (b * c_in + c) * hw, b * hw * cgp + c
-                        for p in range(hw):
-                            xt[_u(dst + p * cgp)] = xf[_u(src + p)]
-                for ct in range(0, nc, tm):
-                    for t in range(taps):
-                        _weight_tile_narrow(xt, ct, rowoff, d_x, pk, 0, d_p, d_start[t],
-                                            d_start[t + 1], acc, (t * cgp + ct) * ogp, ogp)
-                continue
-            for ct in range(0, nc, tm):
+            for ct in range(0, nc, MR):
                 for i in range(MR):  # rows past the slice repeat its last channel
                     rowoff[i] = min(ct + i, nc - 1) * hw
-                for t in range(taps):
-                    for jt in range(0, ogp, tn):
-                        _weight_tile(xf, xb, rowoff, d_x, pk, jt, d_p, d_start[t], d_start[t + 1],
-                                     acc, (t * cgp + ct) * ogp + jt, ogp)
+                for r in range(d_first.shape[0]):
+                    d0, d1, ai = d_starts[r], d_starts[r + 1], (d_first[r] * cgp + ct) * ogp
+                    if not narrow:
+                        for jt in range(0, ogp, NR):
+                            _weight_tile(xf, xb, rowoff, dx, d_x, pk, jt, d_p, d0, d1, acc,
+                                         ai + jt, ldt, ogp)
+                    elif d_count[r] == 3:
+                        _weight_tile_3(xf, xb, rowoff, dx, d_x, pk, 0, d_p, d0, d1, acc, ai,
+                                       ldt, ogp)
+                    elif d_count[r] == 2:
+                        _weight_tile_2(xf, xb, rowoff, dx, d_x, pk, 0, d_p, d0, d1, acc, ai,
+                                       ldt, ogp)
+                    else:
+                        _weight_tile_1(xf, xb, rowoff, dx, d_x, pk, 0, d_p, d0, d1, acc, ai,
+                                       ldt, ogp)
         for o in range(og):
             for c in range(nc):
                 for t in range(taps):
-                    gwf[_u(((g * og + o) * cg + c0 + c) * taps + t)] = acc[_u((t * cgp + c) * ogp + o)]
+                    gwf[_u(((g * og + o) * cg + c0 + c) * taps + t)] = acc[_u(t * ldt + c * ogp + o)]
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, stride: tuple[int, int],
@@ -324,11 +348,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, stride: tuple[int
     m = _images(n_img, (cg + c_out // groups) * gy.shape[2] * gy.shape[3] * x.itemsize,
                 _WEIGHT_BLOCK_BYTES)
     geometry = (x.shape[1:], gy.shape[1:], gw.shape[2:], stride, padding, dilation)
-    og, per_part = c_out // groups, -(-cg // parts)
-    if og <= NARROW:  # rows of a channels-last copy of the input (see _grad_weight)
-        scales = (h * wd, -(-per_part // NARROW) * NARROW, NARROW)
-    else:  # rows read in place
-        scales = (c_in * h * wd, 1, -(-og // NR) * NR)
-    full, tail = (_weight_plan(k, *scales, *geometry) for k in (m, max(1, n_img % m)))
+    narrow = c_out // groups <= NARROW
+    ogp = NARROW if narrow else -(-(c_out // groups) // NR) * NR
+    plans = [_weight_plan(k, RUN if narrow else 1, ogp, *geometry) for k in (m, max(1, n_img % m))]
     with slp_vectorized():
-        _grad_weight(x, gy, gw, parts, m, *full, *tail)
+        _grad_weight(x, gy, gw, parts, m, dilation[1], *plans[0], *plans[1])

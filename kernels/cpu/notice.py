@@ -20,7 +20,8 @@ class _CompileNotice(event.Listener):
 
     def on_start(self, ev: event.Event) -> None:
         func = getattr(ev.data.get("dispatcher"), "py_func", None)
-        if self.said or not getattr(func, "__module__", "").startswith(_PACKAGE):
+        module = getattr(func, "__module__", None) or ""  # None for exec-generated functions
+        if self.said or not module.startswith(_PACKAGE):
             return
         self.said = True
         print("minitorch-resnext: compiling the CPU kernels for this machine (first use only, "
