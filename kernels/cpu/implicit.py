@@ -30,8 +30,8 @@ tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Input 
 the MR rows, read in place, and output channels on the NR lanes, from grad_out packed pixel by
 pixel (``pk[p, o]``, the one copy). With at most NARROW output channels per group the lanes
 would be half empty: the tile is then MR x NARROW, and up to RUN adjacent taps of a kernel row
-go through it at once (their inputs are a shift apart), sharing each grad_out vector, so that
-a step still does 2 multiply-adds per load. A task owns one group, or a slice of its input
+go through it at once (their inputs are a shift apart, read in place), sharing each grad_out
+vector: 24 vector multiply-adds per step in 24 accumulators. A task owns one group, or a slice of its input
 channels when there are few groups, and walks the image blocks in order, so the result does
 not depend on the thread count.
 """
