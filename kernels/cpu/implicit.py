@@ -23,7 +23,7 @@ A task takes one group and a block of up to 8 images (so that the corner groups 
 the weights are packed per (group, NR output channels) as ``wp[tap, c, j]``, NR adjacent
 values per step. As in `tiled.py` the micro-kernel is generated scalar code that LLVM's SLP
 vectoriser packs (`tiled.slp_vectorized`). grad_input is this forward convolution with the
-flipped, group-transposed weights (`tiled.transposed_weights`).
+flipped, group-transposed weights, which `_pack` lays out directly.
 
 grad_weight (also the tiled algorithm's) sums, for each tap, over the output pixels where the
 tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Input channels go on
@@ -46,7 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from .direct import _u
-from .tiled import slp_vectorized, transposed_weights
+from .tiled import slp_vectorized, transposed_padding
 
 MR, NR = 8, 32  # tile: output pixels (rows, one broadcast each) x output channels (lanes)
 NARROW = 16  # grad_weight with at most 16 output channels per group: an MR x 16 tile
@@ -218,15 +218,19 @@ def _weight_plan(m: int, run: int, p_scale: int, x_chw: tuple[int, int, int],
                    np.concatenate([[], *prow]).astype(np.int64))  # no list: all padding
 
 
-def _pack(w: np.ndarray, groups: int) -> np.ndarray:
-    """Weights (C_out, cg, kH, kW) as wp[g, jt, tap, c, j] = w[g*og + jt*NR + j, c, tap], zero
-    columns up to a multiple of NR."""
+def _pack(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
+    """The forward kernel's weights wp[g, jt, tap, c, j] = w[g*og + jt*NR + j, c, tap], zero
+    columns up to a multiple of NR; `transposed`: those of grad_input's convolution (input and
+    output channels of each group swapped, taps flipped), in the same single copy."""
     c_out, cg, kh, kw = w.shape
-    og = c_out // groups
-    jts = -(-og // NR)
-    wp = np.zeros((groups, jts * NR, cg, kh * kw), w.dtype)
-    wp[:, :og] = w.reshape(groups, og, cg, kh * kw)
-    return np.ascontiguousarray(wp.reshape(groups, jts, NR, cg, kh * kw).transpose(0, 1, 4, 3, 2))
+    wg = w.reshape(groups, c_out // groups, cg, kh * kw)  # [g, lane channel, row channel, tap]
+    if transposed:
+        wg = wg[..., ::-1].transpose(0, 2, 1, 3)
+    cols, rows = wg.shape[1:3]
+    jts = -(-cols // NR)
+    if cols % NR:
+        wg = np.concatenate([wg, np.zeros((groups, jts * NR - cols, rows, kh * kw), w.dtype)], 1)
+    return np.ascontiguousarray(wg.reshape(groups, jts, NR, rows, kh * kw).transpose(0, 1, 4, 3, 2))
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -258,14 +262,13 @@ def _images(n_img: int, image_bytes: int, budget: int) -> int:
     return m
 
 
-def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
-            stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-            groups: int) -> None:
-    """y = conv(x, w) + bias, any stride, padding and dilation."""
-    n_img, c_in, h, wd = x.shape
-    m = _images(n_img, c_in // groups * h * wd * x.itemsize, _BLOCK_BYTES)
-    wp = _pack(w, groups)
-    geometry = (x.shape[1:], y.shape[1:], w.shape[2:], stride, padding, dilation)
+def _convolve(x: np.ndarray, wp: np.ndarray, kernel_hw: tuple[int, int], bias: np.ndarray,
+              y: np.ndarray, stride: tuple[int, int], padding: tuple[int, int],
+              dilation: tuple[int, int]) -> None:
+    """y = conv(x, weights packed by `_pack`) + bias, in blocks of images with one plan each."""
+    n_img, _, h, wd = x.shape
+    m = _images(n_img, wp.shape[3] * h * wd * x.itemsize, _BLOCK_BYTES)
+    geometry = (x.shape[1:], y.shape[1:], kernel_hw, stride, padding, dilation)
     full, tail = n_img // m * m, n_img % m
     with slp_vectorized():
         for n0, count, size in ((0, n_img // m, m), (full, 1, tail)):
@@ -273,11 +276,18 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
                 _forward(x, wp, bias, y, n0, count, size, *_plan(size, *geometry))
 
 
+def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
+            stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+            groups: int) -> None:
+    """y = conv(x, w) + bias, any stride, padding and dilation."""
+    _convolve(x, _pack(w, groups, False), w.shape[2:], bias, y, stride, padding, dilation)
+
+
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
                dilation: tuple[int, int], groups: int) -> None:
     """gx: the forward convolution of gy with the flipped, group-transposed weights (stride 1)."""
-    wt, pad = transposed_weights(w, padding, dilation, groups)
-    forward(gy, wt, np.zeros(gx.shape[1], gx.dtype), gx, (1, 1), pad, dilation, groups)
+    _convolve(gy, _pack(w, groups, True), w.shape[2:], np.zeros(gx.shape[1], gx.dtype), gx,
+              (1, 1), transposed_padding(padding, dilation, w.shape[2:]), dilation)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})

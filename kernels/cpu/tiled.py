@@ -220,8 +220,13 @@ def transposed_weights(w: np.ndarray, padding: tuple[int, int], dilation: tuple[
     og = c_out // groups
     flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
     wt = flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
-    pad = tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, (kh, kw)))
-    return wt, pad
+    return wt, transposed_padding(padding, dilation, (kh, kw))
+
+
+def transposed_padding(padding: tuple[int, int], dilation: tuple[int, int],
+                       kernel_hw: tuple[int, int]) -> tuple[int, int]:
+    """The padding of grad_input's forward convolution: ``dilation * (k - 1) - padding``."""
+    return tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, kernel_hw))
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
