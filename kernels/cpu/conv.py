@@ -34,10 +34,10 @@ TILED_MIN_CHANNELS = 8
 # 7x7, 1.2-1.28x at 10x10 and 14x14 (32 and 64 channels per group), 1.11x at 16x16 (64); from
 # 28x28 they are even (1.0-1.09x), and at 32x32 with 64 channels the tiled kernel is 1.9x faster.
 IMPLICIT_MIN_CHANNELS = 32
+IMPLICIT_MAX_PIXELS = 16 * 16  # output pixels per image
 # grad_weight of the convolutions the tiled kernel takes: the implicit-GEMM reduction from 16
 # input channels per group (1.1x the tiled layout's at 16, even at 64), the direct kernel below.
 TILED_WEIGHT_MIN_CHANNELS = 16
-IMPLICIT_MAX_PIXELS = 16 * 16  # output pixels per image
 
 
 def conv2d_algorithm(

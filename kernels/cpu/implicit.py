@@ -41,12 +41,11 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .direct import _u
-from .tiled import slp_vectorized, transposed_padding
+from .tiled import compile_tile, slp_vectorized, transposed_padding
 
 MR, NR = 8, 32  # tile: output pixels (rows, one broadcast each) x output channels (lanes)
 NARROW = 16  # grad_weight with at most 16 output channels per group: an MR x 16 tile
@@ -118,18 +117,12 @@ def weight_tile_source(mr: int, nr: int, taps: int) -> str:
     return "\n".join(lines)
 
 
-def _make_tile(source: str) -> numba.core.registry.CPUDispatcher:
-    namespace: dict = {"np": np}
-    exec(source, namespace)  # generated code: see `tile_source` and `weight_tile_source`
-    return njit(inline="always", fastmath={"contract"})(namespace["tile"])
-
-
-_tile = _make_tile(tile_source(MR, NR))
-_weight_tile = _make_tile(weight_tile_source(MR, NR, 1))
+_tile = compile_tile(tile_source(MR, NR))
+_weight_tile = compile_tile(weight_tile_source(MR, NR, 1))
 # with at most NARROW output channels per group: up to RUN = 3 taps of a kernel row at once
 RUN = 3
 _weight_tile_1, _weight_tile_2, _weight_tile_3 = (
-    _make_tile(weight_tile_source(MR, NARROW, k)) for k in range(1, RUN + 1))
+    compile_tile(weight_tile_source(MR, NARROW, k)) for k in range(1, RUN + 1))
 
 
 def _taps_inside(x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
@@ -160,7 +153,7 @@ def _plan(m: int, x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
     share the in-bounds taps taps[tap_ranges[T, 0]:tap_ranges[T, 1]]; row i reads x at
     xoff[T, tap, i] + c * H * W and writes y at yoff[T, i] + o * H_out * W_out (offsets from
     the block's first image and the group's first channel)."""
-    (c_in, h, wd), (c_out, oh, ow), taps_hw = x_chw, y_chw, kernel_hw
+    (c_in, h, wd), (c_out, oh, ow) = x_chw, y_chw
     inside, source = _taps_inside(x_chw, y_chw, kernel_hw, stride, padding, dilation)
     taps, ranges, xoff, yoff, rows = [], [], [], [], []
     for pattern in np.unique(inside, axis=0):
@@ -170,7 +163,7 @@ def _plan(m: int, x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
         for s in range(0, len(pixel), MR):
             take = np.minimum(np.arange(s, s + MR), len(pixel) - 1)  # repeat the last pixel
             b, p = image[take], pixel[take]
-            off = np.zeros((math.prod(taps_hw), MR), np.int64)
+            off = np.zeros((math.prod(kernel_hw), MR), np.int64)
             off[tap_ids] = (b[:, None] * c_in * h * wd + source[p][:, tap_ids]).T
             ranges.append((len(taps), len(taps) + len(tap_ids)))
             taps.extend(tap_ids)
@@ -198,10 +191,11 @@ def _weight_plan(m: int, run: int, p_scale: int, x_chw: tuple[int, int, int],
     inside = inside.reshape(-1, kh, kw)
     lists: dict[tuple[int, int], list[np.ndarray]] = {}
     for i in range(kh):
+        hit = inside[:, i].any(axis=1)  # pixels with an in-bounds tap in kernel row i
         first = np.argmax(inside[:, i], axis=1)
         last = kw - 1 - np.argmax(inside[:, i, ::-1], axis=1)
-        for ja, jb in set(zip(first[inside[:, i].any(axis=1)], last[inside[:, i].any(axis=1)])):
-            pixels = np.flatnonzero(inside[:, i].any(axis=1) & (first == ja) & (last == jb))
+        for ja, jb in set(zip(first[hit], last[hit])):
+            pixels = np.flatnonzero(hit & (first == ja) & (last == jb))
             for j in range(ja, jb + 1, run):
                 lists.setdefault((i * kw + j, min(run, jb + 1 - j)), []).append(pixels)
     first_tap, taps, starts, xrow, prow = [], [], [0], [], []
@@ -291,16 +285,15 @@ def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _grad_weight(x, gy, gw, parts, m_img, dx, first, count, starts, xrow, prow, tail_first,
+def _grad_weight(x, gy, gw, parts, ogp, m_img, dx, first, count, starts, xrow, prow, tail_first,
                  tail_count, tail_starts, tail_xrow, tail_prow):
     n_img, c_in, h, wd = x.shape
     _, c_out, oh, ow = gy.shape
     _, cg, kh, kw = gw.shape
     groups, taps, hw = c_in // cg, kh * kw, h * wd
     og, per_part = c_out // groups, -(-cg // parts)
-    narrow = og <= NARROW  # NARROW lanes, several taps per step
-    lanes = NARROW if narrow else NR
-    ogp, cgp = -(-og // lanes) * lanes, -(-per_part // MR) * MR
+    narrow = ogp == NARROW  # NARROW lanes, several taps per step (see `grad_weight`)
+    cgp = -(-per_part // MR) * MR
     ldt = cgp * ogp  # acc[tap, c, o]
     xf, gyf, gwf = x.reshape(-1), gy.reshape(-1), gw.reshape(-1)
     for task in prange(groups * parts):
@@ -352,14 +345,16 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, stride: tuple[int
     """gw = for each tap, the in-bounds pixels of grad_out times the input they saw, summed in a
     fixed order (one task per group, or per slice of its input channels when there are few
     groups), so the result does not depend on the thread count."""
-    n_img, c_in, h, wd = x.shape
+    n_img = x.shape[0]
     c_out, cg = gw.shape[:2]
+    og = c_out // groups
     parts = min(max(1, cg // MR), -(-_WEIGHT_TASKS // groups))
-    m = _images(n_img, (cg + c_out // groups) * gy.shape[2] * gy.shape[3] * x.itemsize,
-                _WEIGHT_BLOCK_BYTES)
+    m = _images(n_img, (cg + og) * gy.shape[2] * gy.shape[3] * x.itemsize, _WEIGHT_BLOCK_BYTES)
+    # output channels on the lanes: up to NARROW of them in NARROW lanes with runs of up to RUN
+    # taps, more in multiples of NR lanes, one tap at a time
+    narrow = og <= NARROW
+    ogp = NARROW if narrow else -(-og // NR) * NR
     geometry = (x.shape[1:], gy.shape[1:], gw.shape[2:], stride, padding, dilation)
-    narrow = c_out // groups <= NARROW
-    ogp = NARROW if narrow else -(-(c_out // groups) // NR) * NR
     plans = [_weight_plan(k, RUN if narrow else 1, ogp, *geometry) for k in (m, max(1, n_img % m))]
     with slp_vectorized():
-        _grad_weight(x, gy, gw, parts, m, dilation[1], *plans[0], *plans[1])
+        _grad_weight(x, gy, gw, parts, ogp, m, dilation[1], *plans[0], *plans[1])

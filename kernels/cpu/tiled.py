@@ -71,13 +71,15 @@ def tile_source(mr: int, nr: int) -> str:
     return "\n".join(lines)
 
 
-def _make_tile(mr: int, nr: int) -> numba.core.registry.CPUDispatcher:
+def compile_tile(source: str) -> numba.core.registry.CPUDispatcher:
+    """The generated micro-kernel `source` (a function named `tile`), compiled to be inlined
+    into the parallel kernels that call it."""
     namespace: dict = {"np": np}
-    exec(tile_source(mr, nr), namespace)  # generated code: see `tile_source`
+    exec(source, namespace)  # generated code: see `tile_source` and implicit.py's generators
     return njit(inline="always", fastmath={"contract"})(namespace["tile"])
 
 
-_tile = _make_tile(MR, NR)
+_tile = compile_tile(tile_source(MR, NR))
 
 
 @contextlib.contextmanager
