@@ -26,14 +26,20 @@ vectoriser packs (`tiled.slp_vectorized`). grad_input is this forward convolutio
 flipped, group-transposed weights, which `_pack` lays out directly.
 
 grad_weight (also the tiled algorithm's) sums, for each tap, over the output pixels where the
-tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Input channels go on
-the MR rows, read in place, and output channels on the NR lanes, from grad_out packed pixel by
-pixel (``pk[p, o]``, the one copy). With at most NARROW output channels per group the lanes
-would be half empty: the tile is then MR x NARROW, and up to RUN adjacent taps of a kernel row
-go through it at once (their inputs are a shift apart, read in place), sharing each grad_out
-vector: 24 vector multiply-adds per step in 24 accumulators. A task owns one group, or a slice of its input
-channels when there are few groups, and walks the image blocks in order, so the result does
-not depend on the thread count.
+tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Output channels go on
+the rows, broadcast from grad_out in place, and input channels on the lanes, from the input
+packed pixel by pixel (``xt[pixel, c]``, the one copy, transposed in registers by
+`transpose.pack_pixels`). A tap's shift is then a shift of xt's rows, so the taps of a kernel
+row read adjacent vectors: with at most NARROW input channels per group (one register of
+lanes), up to RUN adjacent taps go through a NARROW_ROWS x NARROW tile at once and share each
+broadcast, 12 vector multiply-adds per 4 broadcasts and 3 vector loads (with 8 rows, 24
+accumulators, 8 broadcasts and 3 vectors need more than the 32 registers and spill). With more
+input channels the tile is MR x NR, one tap. Broadcasts from memory are what this core runs out
+of first (about 1.4 a cycle, against 2 multiply-adds): the opposite layout, input channels
+broadcast and 16 output channels on the lanes, needs one per multiply-add and its tile ran at
+63 % of the FMA peak, this one at 97 % (one thread, operands in the L1 cache). A task owns one
+group, or a slice of its output channels when there are few groups, and walks the image blocks
+in order, so the result does not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -46,9 +52,10 @@ from numba import njit, prange
 
 from .direct import _u
 from .tiled import compile_tile, slp_vectorized, transposed_padding
+from .transpose import pack_pixels
 
 MR, NR = 8, 32  # tile: output pixels (rows, one broadcast each) x output channels (lanes)
-NARROW = 16  # grad_weight with at most 16 output channels per group: an MR x 16 tile
+NARROW, NARROW_ROWS, RUN = 16, 4, 3  # grad_weight, <= 16 input channels per group: 4 x 16 x 3 taps
 _IMAGES = 8  # images per task (up to), so that the tiles of the corner pixels are full ...
 _BLOCK_BYTES = 256 * 1024  # ... while the task's input stays in the per-core L2 cache
 # grad_weight's blocks (input and packed grad_out) stay in the L1 cache: at 7x7 with 32
@@ -93,25 +100,25 @@ def tile_source(mr: int, nr: int) -> str:
 def weight_tile_source(mr: int, nr: int, taps: int) -> str:
     """Python source of grad_weight's micro-kernel for `taps` adjacent taps of a kernel row (an
     mr x nr tile each): acc[ai + k*ldt + i*ldc + j] += sum over steps d of
-    x[xb + xrow[d] + k*dx + rowoff[i]] * g[gb + grow[d] + j]. Input channels on the rows, read
-    in place (the taps' inputs are dx apart); output channels on the lanes, from grad_out
-    packed pixel by pixel. The taps share each loaded grad_out vector."""
+    g[gb + grow[d] + rowoff[i]] * x[xb + xrow[d] + k*dx + j]. Output channels on the rows,
+    broadcast from grad_out in place; input channels on the lanes, from the input packed pixel
+    by pixel (the taps' vectors are dx apart). The taps share each broadcast."""
     acc = [[[f"s{k}_{i}_{j}" for j in range(nr)] for i in range(mr)] for k in range(taps)]
-    lines = ["def tile(x, xb, rowoff, dx, xrow, g, gb, grow, d0, d1, acc, ai, ldt, ldc):"]
+    lines = ["def tile(g, gb, rowoff, grow, x, xb, xrow, dx, d0, d1, acc, ai, ldt, ldc):"]
     lines += [f"    r{i} = np.uint64(rowoff[{i}])" for i in range(mr)]
     lines += [f"    c{k}_{i} = np.uint64(ai + {k} * ldt + {i} * ldc)"
               for k in range(taps) for i in range(mr)]
     lines += [f"    {acc[k][i][j]} = acc[c{k}_{i} + np.uint64({j})]"
               for k in range(taps) for i in range(mr) for j in range(nr)]
     lines += ["    for d in range(d0, d1):",
-              "        x0 = np.uint64(xb + xrow[d])",
-              "        go = np.uint64(gb + grow[d])"]
+              "        go = np.uint64(gb + grow[d])",
+              "        x0 = np.uint64(xb + xrow[d])"]
     lines += [f"        x{k} = x0 + np.uint64({k} * dx)" for k in range(1, taps)]
-    lines += [f"        b{j} = g[go + np.uint64({j})]" for j in range(nr)]
-    for k in range(taps):
-        for i in range(mr):
-            lines.append(f"        a = x[x{k} + r{i}]")
-            lines += [f"        {acc[k][i][j]} += a * b{j}" for j in range(nr)]
+    lines += [f"        b{k}_{j} = x[x{k} + np.uint64({j})]" for k in range(taps) for j in range(nr)]
+    for i in range(mr):
+        lines.append(f"        a = g[go + r{i}]")
+        for k in range(taps):
+            lines += [f"        {acc[k][i][j]} += a * b{k}_{j}" for j in range(nr)]
     lines += [f"    acc[c{k}_{i} + np.uint64({j})] = {acc[k][i][j]}"
               for k in range(taps) for i in range(mr) for j in range(nr)]
     return "\n".join(lines)
@@ -119,10 +126,8 @@ def weight_tile_source(mr: int, nr: int, taps: int) -> str:
 
 _tile = compile_tile(tile_source(MR, NR))
 _weight_tile = compile_tile(weight_tile_source(MR, NR, 1))
-# with at most NARROW output channels per group: up to RUN = 3 taps of a kernel row at once
-RUN = 3
 _weight_tile_1, _weight_tile_2, _weight_tile_3 = (
-    compile_tile(weight_tile_source(MR, NARROW, k)) for k in range(1, RUN + 1))
+    compile_tile(weight_tile_source(NARROW_ROWS, NARROW, k)) for k in range(1, RUN + 1))
 
 
 def _taps_inside(x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
@@ -176,17 +181,17 @@ def _plan(m: int, x_chw: tuple[int, int, int], y_chw: tuple[int, int, int],
 
 
 @functools.lru_cache(maxsize=64)
-def _weight_plan(m: int, run: int, p_scale: int, x_chw: tuple[int, int, int],
+def _weight_plan(m: int, run: int, lanes: int, x_chw: tuple[int, int, int],
                  y_chw: tuple[int, int, int], kernel_hw: tuple[int, int], stride: tuple[int, int],
                  padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """grad_weight's steps for a block of m images: (first_tap, taps, starts, xrow, prow). Step
+    """grad_weight's steps for a block of m images: (first_tap, taps, starts, grow, xrow). Step
     list r covers taps first_tap[r] .. first_tap[r] + taps[r] - 1 (adjacent taps of a kernel
     row, at most `run`) over the output pixels where all of them fall inside the image, steps
-    starts[r] to starts[r + 1]: pixel prow[d] / p_scale (image * H_out * W_out + pixel) of
-    grad_out and the input of the first tap at xrow[d] (image * C_in * H * W + ih * W + iw).
-    Every in-bounds (pixel, tap) pair is in exactly one list: the in-bounds taps of a pixel in a
-    kernel row are an interval, cut into runs of `run`."""
-    (c_in, h, wd), (_, oh, ow), (kh, kw) = x_chw, y_chw, kernel_hw
+    starts[r] to starts[r + 1]: grad_out at grow[d] (image * C_out * H_out * W_out + pixel) and
+    the first tap's input pixel at xrow[d] / lanes (image * H * W + ih * W + iw) of the packed
+    input. Every in-bounds (pixel, tap) pair is in exactly one list: the in-bounds taps of a
+    pixel in a kernel row are an interval, cut into runs of `run`."""
+    (_, h, wd), (c_out, oh, ow), (kh, kw) = x_chw, y_chw, kernel_hw
     inside, source = _taps_inside(x_chw, y_chw, kernel_hw, stride, padding, dilation)
     inside = inside.reshape(-1, kh, kw)
     lists: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -198,18 +203,18 @@ def _weight_plan(m: int, run: int, p_scale: int, x_chw: tuple[int, int, int],
             pixels = np.flatnonzero(hit & (first == ja) & (last == jb))
             for j in range(ja, jb + 1, run):
                 lists.setdefault((i * kw + j, min(run, jb + 1 - j)), []).append(pixels)
-    first_tap, taps, starts, xrow, prow = [], [], [0], [], []
+    first_tap, taps, starts, grow, xrow = [], [], [0], [], []
     for (t, count), parts in sorted(lists.items()):
         pixels = np.sort(np.concatenate(parts))
         image, pixel = np.repeat(np.arange(m), len(pixels)), np.tile(pixels, m)
         first_tap.append(t)
         taps.append(count)
-        xrow.append(image * c_in * h * wd + source[pixel, t])
-        prow.append((image * oh * ow + pixel) * p_scale)
+        grow.append(image * c_out * oh * ow + pixel)
+        xrow.append((image * h * wd + source[pixel, t]) * lanes)
         starts.append(starts[-1] + len(pixel))
     return _frozen(np.array(first_tap, np.int64), np.array(taps, np.int64),
-                   np.array(starts, np.int64), np.concatenate([[], *xrow]).astype(np.int64),
-                   np.concatenate([[], *prow]).astype(np.int64))  # no list: all padding
+                   np.array(starts, np.int64), np.concatenate([[], *grow]).astype(np.int64),
+                   np.concatenate([[], *xrow]).astype(np.int64))  # no list: all padding
 
 
 def _pack(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
@@ -285,76 +290,73 @@ def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _grad_weight(x, gy, gw, parts, ogp, m_img, dx, first, count, starts, xrow, prow, tail_first,
-                 tail_count, tail_starts, tail_xrow, tail_prow):
+def _grad_weight(x, gy, gw, parts, cgp, m_img, dx, first, count, starts, grow, xrow, tail_first,
+                 tail_count, tail_starts, tail_grow, tail_xrow):
     n_img, c_in, h, wd = x.shape
     _, c_out, oh, ow = gy.shape
     _, cg, kh, kw = gw.shape
-    groups, taps, hw = c_in // cg, kh * kw, h * wd
-    og, per_part = c_out // groups, -(-cg // parts)
-    narrow = ogp == NARROW  # NARROW lanes, several taps per step (see `grad_weight`)
-    cgp = -(-per_part // MR) * MR
-    ldt = cgp * ogp  # acc[tap, c, o]
+    groups, taps, hw, ohw = c_in // cg, kh * kw, h * wd, oh * ow
+    og, narrow = c_out // groups, cgp == NARROW  # narrow: one vector of lanes, runs of taps
+    rows = NARROW_ROWS if narrow else MR
+    per_part = -(-og // parts)
+    ldt = -(-per_part // rows) * rows * cgp  # acc[tap, o, c]
     xf, gyf, gwf = x.reshape(-1), gy.reshape(-1), gw.reshape(-1)
     for task in prange(groups * parts):
-        g, c0 = task // parts, task % parts * per_part
-        nc = min(per_part, cg - c0)
-        if nc <= 0:
+        g, o0 = task // parts, task % parts * per_part
+        no = min(per_part, og - o0)
+        if no <= 0:
             continue
         acc = np.zeros(taps * ldt, gw.dtype)
-        pk = np.zeros(m_img * oh * ow * ogp, gw.dtype)  # pk[pixel, o]: grad_out's block
-        rowoff = np.empty(MR, np.int64)
+        xt = np.zeros(m_img * hw * cgp, gw.dtype)  # xt[pixel, c]: the input's block
+        rowoff = np.empty(rows, np.int64)
         for n0 in range(0, n_img, m_img):
             m = min(m_img, n_img - n0)
             # the last, smaller block has its own plan
-            d_first, d_count, d_starts, d_x, d_p = (first, count, starts, xrow, prow) if (
-                m == m_img) else (tail_first, tail_count, tail_starts, tail_xrow, tail_prow)
+            d_first, d_count, d_starts, d_g, d_x = (first, count, starts, grow, xrow) if (
+                m == m_img) else (tail_first, tail_count, tail_starts, tail_grow, tail_xrow)
             for b in range(m):
-                for o in range(og):
-                    src = ((n0 + b) * c_out + g * og + o) * oh * ow
-                    dst = b * oh * ow * ogp + o
-                    for p in range(oh * ow):
-                        pk[_u(dst + p * ogp)] = gyf[_u(src + p)]
-            xb = (n0 * c_in + g * cg + c0) * hw
-            for ct in range(0, nc, MR):
-                for i in range(MR):  # rows past the slice repeat its last channel
-                    rowoff[i] = min(ct + i, nc - 1) * hw
+                pack_pixels(xt, b * hw * cgp, cgp, xf, ((n0 + b) * c_in + g * cg) * hw, hw, hw,
+                            cg)
+            gb = (n0 * c_out + g * og + o0) * ohw
+            for ot in range(0, no, rows):
+                for i in range(rows):  # rows past the slice repeat its last channel
+                    rowoff[i] = min(ot + i, no - 1) * ohw
                 for r in range(d_first.shape[0]):
-                    d0, d1, ai = d_starts[r], d_starts[r + 1], (d_first[r] * cgp + ct) * ogp
+                    d0, d1, ai = d_starts[r], d_starts[r + 1], (d_first[r] * ldt + ot * cgp)
                     if not narrow:
-                        for jt in range(0, ogp, NR):
-                            _weight_tile(xf, xb, rowoff, dx, d_x, pk, jt, d_p, d0, d1, acc,
-                                         ai + jt, ldt, ogp)
+                        for jt in range(0, cgp, NR):
+                            _weight_tile(gyf, gb, rowoff, d_g, xt, jt, d_x, dx, d0, d1, acc,
+                                         ai + jt, ldt, cgp)
                     elif d_count[r] == 3:
-                        _weight_tile_3(xf, xb, rowoff, dx, d_x, pk, 0, d_p, d0, d1, acc, ai,
-                                       ldt, ogp)
+                        _weight_tile_3(gyf, gb, rowoff, d_g, xt, 0, d_x, dx, d0, d1, acc, ai,
+                                       ldt, cgp)
                     elif d_count[r] == 2:
-                        _weight_tile_2(xf, xb, rowoff, dx, d_x, pk, 0, d_p, d0, d1, acc, ai,
-                                       ldt, ogp)
+                        _weight_tile_2(gyf, gb, rowoff, d_g, xt, 0, d_x, dx, d0, d1, acc, ai,
+                                       ldt, cgp)
                     else:
-                        _weight_tile_1(xf, xb, rowoff, dx, d_x, pk, 0, d_p, d0, d1, acc, ai,
-                                       ldt, ogp)
-        for o in range(og):
-            for c in range(nc):
+                        _weight_tile_1(gyf, gb, rowoff, d_g, xt, 0, d_x, dx, d0, d1, acc, ai,
+                                       ldt, cgp)
+        for o in range(no):
+            for c in range(cg):
                 for t in range(taps):
-                    gwf[_u(((g * og + o) * cg + c0 + c) * taps + t)] = acc[_u(t * ldt + c * ogp + o)]
+                    gwf[_u(((g * og + o0 + o) * cg + c) * taps + t)] = acc[_u(t * ldt + o * cgp + c)]
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, stride: tuple[int, int],
                 padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
     """gw = for each tap, the in-bounds pixels of grad_out times the input they saw, summed in a
-    fixed order (one task per group, or per slice of its input channels when there are few
+    fixed order (one task per group, or per slice of its output channels when there are few
     groups), so the result does not depend on the thread count."""
     n_img = x.shape[0]
     c_out, cg = gw.shape[:2]
     og = c_out // groups
-    parts = min(max(1, cg // MR), -(-_WEIGHT_TASKS // groups))
+    parts = min(max(1, og // MR), -(-_WEIGHT_TASKS // groups))
     m = _images(n_img, (cg + og) * gy.shape[2] * gy.shape[3] * x.itemsize, _WEIGHT_BLOCK_BYTES)
-    # output channels on the lanes: up to NARROW of them in NARROW lanes with runs of up to RUN
+    # input channels on the lanes: up to NARROW of them in NARROW lanes with runs of up to RUN
     # taps, more in multiples of NR lanes, one tap at a time
-    narrow = og <= NARROW
-    ogp = NARROW if narrow else -(-og // NR) * NR
+    narrow = cg <= NARROW
+    cgp = NARROW if narrow else -(-cg // NR) * NR
     geometry = (x.shape[1:], gy.shape[1:], gw.shape[2:], stride, padding, dilation)
-    plans = [_weight_plan(k, RUN if narrow else 1, ogp, *geometry) for k in (m, max(1, n_img % m))]
+    plans = [_weight_plan(k, RUN if narrow else 1, cgp, *geometry) for k in (m, max(1, n_img % m))]
     with slp_vectorized():
-        _grad_weight(x, gy, gw, parts, ogp, m, dilation[1], *plans[0], *plans[1])
+        _grad_weight(x, gy, gw, parts, cgp, m, dilation[1] * cgp, *plans[0], *plans[1])
