@@ -29,7 +29,7 @@ grad_weight (also the tiled algorithm's) sums, for each tap, over the output pix
 tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Output channels go on
 the rows, broadcast from grad_out in place, and input channels on the lanes, from the input
 packed pixel by pixel (``xt[pixel, c]``, the one copy, transposed in registers by
-`transpose.pack_pixels`). A tap's shift is then a shift of xt's rows, so the taps of a kernel
+`intrinsics.pack_pixels`). A tap's shift is then a shift of xt's rows, so the taps of a kernel
 row read adjacent vectors: with at most NARROW input channels per group (one register of
 lanes), up to RUN adjacent taps go through a NARROW_ROWS x NARROW tile at once and share each
 broadcast, 12 vector multiply-adds per 4 broadcasts and 3 vector loads (with 8 rows, 24
@@ -51,8 +51,8 @@ import numpy as np
 from numba import njit, prange
 
 from .direct import _u
+from .intrinsics import pack_pixels
 from .tiled import compile_tile, slp_vectorized, transposed_padding
-from .transpose import pack_pixels
 
 MR, NR = 8, 32  # tile: output pixels (rows, one broadcast each) x output channels (lanes)
 NARROW, NARROW_ROWS, RUN = 16, 4, 3  # grad_weight, <= 16 input channels per group: 4 x 16 x 3 taps

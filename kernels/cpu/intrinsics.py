@@ -1,4 +1,5 @@
-"""Channel-major to pixel-major copies with in-register block transposes, written in LLVM IR.
+"""What the CPU kernels need from LLVM that Numba and its vectorisers do not produce, written
+as Numba intrinsics (LLVM IR): a block transpose in registers and a software prefetch.
 
 The kernels that put channels on the vector lanes read a block of an NCHW array packed pixel
 by pixel, ``dst[p, c] = src[c, p]``. Element by element, every store of that copy lands in
@@ -8,12 +9,18 @@ register's width (16 x 16 float32 or 8 x 8 float64, one 64-byte row per register
 the rows, swaps the row and column index one bit at a time with log2(lanes) rounds of
 two-input shuffles, and stores the rows. `pack_pixels` covers a whole block with it and does
 the ragged edges element by element.
+
+`prefetch` asks for a cache line ahead of its use, so that a kernel can fetch the next task's
+input while it computes on the current one instead of waiting for it afterwards.
 """
 
 from __future__ import annotations
 
-from llvmlite import ir
+import functools
+
+from llvmlite import binding, ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .direct import _u
@@ -86,3 +93,43 @@ def pack_pixels(dst, dst_off, ld, src, src_off, plane, pixels, channels):
     for c in range(channels):  # what the blocks left: the last pixels, the last channels
         for p in range(p_full if c < c_full else 0, pixels):
             dst[_u(dst_off + p * ld + c)] = src[_u(src_off + c * plane + p)]
+
+
+@functools.cache
+def _prefetch_name() -> str:
+    """llvm.prefetch's name carries its pointer type: p0 with opaque pointers (LLVM >= 15 as
+    Numba builds it today), p0i8 with typed ones."""
+    try:
+        binding.parse_assembly("declare void @llvm.prefetch.p0(ptr, i32, i32, i32)").verify()
+        return "llvm.prefetch.p0"
+    except RuntimeError:
+        return "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Hint that arr[index] (a flat array) will be read soon: its cache line is fetched into
+    the L2 cache and up without blocking. A hint only: no fault for any index."""
+    if not isinstance(arr, types.Array):
+        return None
+    sig = types.void(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
+            _prefetch_name())
+        # read, locality 2 (keep in the outer caches), data cache
+        builder.call(fn, [address, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def prefetch_range(arr, start, count):
+    """Prefetch arr[start:start + count] (a flat array), one hint per cache line."""
+    for i in range(start, start + count, VECTOR_BYTES // arr.itemsize):
+        prefetch(arr, i)

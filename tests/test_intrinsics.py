@@ -1,4 +1,4 @@
-"""The in-register block transpose against NumPy's transpose."""
+"""The LLVM-IR helpers of the CPU kernels: the in-register block transpose against NumPy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minitorch_resnext.kernels.cpu.transpose import VECTOR_BYTES, butterfly_masks, pack_pixels
+from minitorch_resnext.kernels.cpu.intrinsics import VECTOR_BYTES, butterfly_masks, pack_pixels
 
 
 @st.composite
