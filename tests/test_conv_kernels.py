@@ -322,7 +322,9 @@ def test_tiled_is_chosen_for_stride_1_only():
                                (1, 1), 32, algorithm="tiled")
 
 
-@pytest.mark.parametrize("c_in, groups", [(8, 4), (64, 2), (32, 2), (2 * cpu.GEMM_MIN_CHANNELS, 1)])
+@pytest.mark.parametrize(
+    "c_in, groups", [(8, 4), (64, 2), (32, 2), (16, 2), (2 * cpu.GEMM_MIN_CHANNELS, 1)]
+)
 def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
     ran = []
     for name in cpu.ALGORITHMS:

@@ -35,9 +35,11 @@ TILED_MIN_CHANNELS = 8
 # 28x28 they are even (1.0-1.09x), and at 32x32 with 64 channels the tiled kernel is 1.9x faster.
 IMPLICIT_MIN_CHANNELS = 32
 IMPLICIT_MAX_PIXELS = 16 * 16  # output pixels per image
-# grad_weight of the convolutions the tiled kernel takes: the implicit-GEMM reduction from 16
-# input channels per group (1.1x the tiled layout's at 16, even at 64), the direct kernel below.
-TILED_WEIGHT_MIN_CHANNELS = 16
+# grad_weight of the convolutions the tiled kernel takes: the implicit-GEMM reduction from 10
+# input channels per group, the direct kernel below. Implicit over direct (2 threads, batch 32):
+# 1.7x at 14x14 with 10, 12 and 16 channels, 1.04-1.12x at 28x28 and 56x56 with 10 and 12, 1.5x
+# at 16 (28x28); with 8 (half its 16 lanes idle) 1.55x at 14x14 but 0.87x at 28x28.
+TILED_WEIGHT_MIN_CHANNELS = 10
 
 
 def conv2d_algorithm(
