@@ -71,9 +71,25 @@ def conv_configs(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False) 
 
 
 @st.composite
-def conv_problems(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False) -> tuple:
+def row_tile_configs(draw: st.DrawFn) -> dict:
+    """A conv the implicit kernel's row tiles compute (3x3, stride 1, padding 1, an image width
+    they are made for, up to their lane count of output channels), with channels per group on
+    both sides of the lane count for grad_input (whose output channels are the input's)."""
+    groups = draw(st.integers(1, 3))
+    cg, og = draw(st.integers(1, 20)), draw(st.integers(1, implicit.ROW_LANES))
+    return {
+        "n": draw(st.integers(1, 3)), "groups": groups, "c_in": groups * cg,
+        "c_out": groups * og, "k": (3, 3), "stride": (1, 1), "padding": (1, 1),
+        "dilation": (1, 1),
+        "hw": (draw(st.integers(1, 16)), draw(st.sampled_from(implicit.ROW_WIDTHS))),
+    }
+
+
+@st.composite
+def conv_problems(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False,
+                  rows: bool = False) -> tuple:
     """(cfg, dtype, x, w, bias, grad_out) with possibly non-contiguous arrays."""
-    cfg = draw(conv_configs(depthwise=depthwise, tiled=tiled))
+    cfg = draw(row_tile_configs() if rows else conv_configs(depthwise=depthwise, tiled=tiled))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     oh, ow = out_hw(cfg["hw"], cfg["k"], cfg["stride"], cfg["padding"], cfg["dilation"])
     x = draw(arrays((cfg["n"], cfg["c_in"], *cfg["hw"]), dtype))
@@ -198,6 +214,15 @@ def test_implicit_kernels_match_reference(problem, images):
         check_all_kernels(problem, "implicit")
 
 
+@given(conv_problems(rows=True))
+def test_implicit_row_tiles_match_reference(problem):
+    cfg = problem[0]
+    w_shape = (cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"])
+    assert implicit.rows_fit((cfg["n"], cfg["c_in"], *cfg["hw"]), w_shape, cfg["stride"],
+                             cfg["padding"], cfg["dilation"], cfg["groups"])
+    check_all_kernels(problem, "implicit")
+
+
 @pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
@@ -310,6 +335,19 @@ def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
     )
     assert name == expected
     assert isinstance(reason, str) and len(reason) > 20
+
+
+@pytest.mark.parametrize(
+    "cg, hw, expected",
+    [(16, 14, "implicit"), (16, 7, "implicit"), (cpu_conv.ROW_MIN_CHANNELS, 14, "implicit"),
+     (8, 14, "tiled"), (16, 16, "tiled"), (16, 28, "tiled")],
+)
+def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, expected):
+    """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images."""
+    x_shape, w_shape = (8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3)
+    name, reason = cpu.conv2d_algorithm(x_shape, w_shape, (1, 1), (1, 1), (1, 1), 32)
+    assert name == expected
+    assert ("row tiles" in reason) == (expected == "implicit")
 
 
 def test_tiled_is_chosen_for_stride_1_only():

@@ -35,6 +35,11 @@ TILED_MIN_CHANNELS = 8
 # 28x28 they are even (1.0-1.09x), and at 32x32 with 64 channels the tiled kernel is 1.9x faster.
 IMPLICIT_MIN_CHANNELS = 32
 IMPLICIT_MAX_PIXELS = 16 * 16  # output pixels per image
+# 12 to 16 channels per group, 3x3, stride 1, padding 1 on 7- and 14-wide images: the implicit
+# kernel's row tiles, forward and grad_input over the tiled kernel's (2 threads, batch 32):
+# 1.21-1.26x at 14x14 with 12 and 16 channels, 1.35-1.38x at 7x7 with 16; with 8 they are
+# slower (0.77-0.81x at 14x14: their 16 lanes are half empty).
+ROW_MIN_CHANNELS = 12
 # grad_weight of the convolutions the tiled kernel takes: the implicit-GEMM reduction from 10
 # input channels per group, the direct kernel below. Implicit over direct (2 threads, batch 32):
 # 1.7x at 14x14 with 10, 12 and 16 channels, 1.04-1.12x at 28x28 and 56x56 with 10 and 12, 1.5x
@@ -79,6 +84,14 @@ def conv2d_algorithm(
                 f"output pixels, stride 1: an implicit GEMM with {implicit.MR} output pixels x "
                 f"{implicit.NR} output channels per tile reads the input in place and skips the "
                 "taps that fall on padding"
+            )
+        if ROW_MIN_CHANNELS <= min(cg, og) and max(cg, og) <= implicit.ROW_LANES and (
+                implicit.rows_fit(x_shape, w_shape, stride, padding, dilation, groups)):
+            return "implicit", (
+                f"{channels} (>= {ROW_MIN_CHANNELS}), 3x3, stride 1, padding 1 on "
+                f"{x_shape[3]}-wide images: the implicit kernel's row tiles hold one output row "
+                f"by {implicit.ROW_LANES} output channels, so each input value is broadcast "
+                "once for all the taps that read it"
             )
         if min(cg, og) >= TILED_MIN_CHANNELS:
             weight = (

@@ -25,6 +25,13 @@ values per step. As in `tiled.py` the micro-kernel is generated scalar code that
 vectoriser packs (`tiled.slp_vectorized`). grad_input is this forward convolution with the
 flipped, group-transposed weights, which `_pack` lays out directly.
 
+With at most ROW_LANES output channels per group the lanes are one register, and a tile of
+rows would need a broadcast per multiply-add. For the 3x3 convolutions (stride 1, padding 1)
+of ResNeXt's 7x7 and 14x14 stages there is a row tile instead (`row_tile_source`): all the
+output pixels of one image row are the tile's rows, so each input value, broadcast once, feeds
+the (up to) three outputs whose taps read it: per input row and channel, 14 broadcasts and 3
+weight vectors for 40 multiply-adds, and no tap outside the image is multiplied.
+
 grad_weight (also the tiled algorithm's) sums, for each tap, over the output pixels where the
 tap is in bounds: ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Output channels go on
 the rows, broadcast from grad_out in place, and input channels on the lanes, from the input
@@ -124,7 +131,43 @@ def weight_tile_source(mr: int, nr: int, taps: int) -> str:
     return "\n".join(lines)
 
 
+ROW_LANES, ROW_WIDTHS = 16, (7, 14)  # row tiles: output channels per tile, image widths
+
+
+def row_tile_source(width: int, nr: int = ROW_LANES) -> str:
+    """Python source of the row tile for a 3x3 kernel, stride 1, padding 1 on images `width`
+    wide: acc[k, l] = bias[l] + sum over kernel rows i0 <= i < i1, channels c and taps j of
+    x[row i, c, k + j - 1] * w[i, c, j, l] for the `width` outputs k of one row, skipping the
+    taps outside the row. Each input value is broadcast once and used by every k that reads
+    it; the outputs go through `ct` (k-major) to y, output channel l at yb + l * ys."""
+    acc = [[f"s{k}_{lane}" for lane in range(nr)] for k in range(width)]
+    lines = ["def tile(x, xrow, hw, wd, i0, i1, cg, w, wb, y, yb, ys, cols, bias, bo, ct, zero):"]
+    lines += [f"    {' = '.join(row)} = zero" for row in acc]
+    lines += ["    for i in range(i0, i1):",
+              "        xi = xrow + i * wd",
+              f"        wi = wb + i * cg * {3 * nr}",
+              "        for c in range(cg):",
+              "            xo = np.uint64(xi + c * hw)",
+              f"            wo = np.uint64(wi + c * {3 * nr})"]
+    lines += [f"            b{j}_{lane} = w[wo + np.uint64({j * nr + lane})]"
+              for j in range(3) for lane in range(nr)]
+    for u in range(width):
+        lines.append(f"            a = x[xo + np.uint64({u})]")
+        for j in range(3):
+            if 0 <= u + 1 - j < width:
+                lines += [f"            {acc[u + 1 - j][lane]} += a * b{j}_{lane}"
+                          for lane in range(nr)]
+    lines += [f"    ct[{k * nr + lane}] = {acc[k][lane]} + bias[bo + {lane}]"
+              for k in range(width) for lane in range(nr)]
+    lines += [f"    for lane in range(min(cols, {nr})):",
+              "        q = yb + lane * ys",
+              f"        for k in range({width}):",
+              f"            y[np.uint64(q + k)] = ct[k * {nr} + lane]"]
+    return "\n".join(lines)
+
+
 _tile = compile_tile(tile_source(MR, NR))
+_row_tile_7, _row_tile_14 = (compile_tile(row_tile_source(w)) for w in ROW_WIDTHS)
 _weight_tile = compile_tile(weight_tile_source(MR, NR, 1))
 _weight_tile_1, _weight_tile_2, _weight_tile_3 = (
     compile_tile(weight_tile_source(NARROW_ROWS, NARROW, k)) for k in range(1, RUN + 1))
@@ -253,6 +296,53 @@ def _forward(x, wp, bias, y, n0, blocks, m_img, taps, ranges, xoff, yoff, rows):
                       g * og + jt * NR, ct, zero)
 
 
+def rows_fit(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: tuple[int, int],
+             padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> bool:
+    """Whether the forward convolution runs on row tiles (module docstring)."""
+    return (w_shape[0] // groups <= ROW_LANES and w_shape[2:] == (3, 3) and stride == (1, 1)
+            and padding == (1, 1) and dilation == (1, 1) and x_shape[3] in ROW_WIDTHS)
+
+
+def _pack_rows(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
+    """The row tiles' weights wq[g, jt, i, c, j, l] = w[g*og + jt*ROW_LANES + l, c, i, j], zero
+    lanes up to a multiple of ROW_LANES; `transposed`: those of grad_input's convolution, as in
+    `_pack`."""
+    c_out, cg, kh, kw = w.shape
+    wg = w.reshape(groups, c_out // groups, cg, kh, kw)
+    if transposed:
+        wg = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    lanes, depth = wg.shape[1:3]
+    jts = -(-lanes // ROW_LANES)
+    wq = np.zeros((groups, jts * ROW_LANES, depth, kh, kw), w.dtype)
+    wq[:, :lanes] = wg
+    return np.ascontiguousarray(
+        wq.reshape(groups, jts, ROW_LANES, depth, kh, kw).transpose(0, 1, 4, 3, 5, 2))
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _forward_rows(x, wq, bias, y):
+    n_img, c_in, h, wd = x.shape
+    _, c_out, oh, ow = y.shape
+    groups, jts, kh, cg, _, nr = wq.shape
+    og = c_out // groups
+    xf, yf, wf = x.reshape(-1), y.reshape(-1), wq.reshape(-1)
+    zero = np.zeros(1, y.dtype)[0]
+    for task in prange(n_img * groups):
+        n, g = task // groups, task % groups
+        ct = np.empty(ow * nr, y.dtype)
+        xb = (n * c_in + g * cg) * h * wd
+        for jt in range(jts):
+            wb, o0 = (g * jts + jt) * kh * cg * 3 * nr, g * og + jt * nr
+            for r in range(oh):  # kernel rows i0..i1 fall inside the image
+                i0, i1, yb = max(0, 1 - r), min(3, h + 1 - r), ((n * c_out + o0) * oh + r) * ow
+                if wd == 7:
+                    _row_tile_7(xf, xb + (r - 1) * wd, h * wd, wd, i0, i1, cg, wf, wb, yf, yb,
+                                oh * ow, og - jt * nr, bias, o0, ct, zero)
+                else:
+                    _row_tile_14(xf, xb + (r - 1) * wd, h * wd, wd, i0, i1, cg, wf, wb, yf, yb,
+                                 oh * ow, og - jt * nr, bias, o0, ct, zero)
+
+
 def _images(n_img: int, image_bytes: int, budget: int) -> int:
     """Images per block: up to _IMAGES, a power of two, that fit `budget` bytes."""
     m = _IMAGES
@@ -279,14 +369,23 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
             stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
             groups: int) -> None:
     """y = conv(x, w) + bias, any stride, padding and dilation."""
+    if rows_fit(x.shape, w.shape, stride, padding, dilation, groups):
+        with slp_vectorized():
+            _forward_rows(x, _pack_rows(w, groups, False), bias, y)
+        return
     _convolve(x, _pack(w, groups, False), w.shape[2:], bias, y, stride, padding, dilation)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
                dilation: tuple[int, int], groups: int) -> None:
     """gx: the forward convolution of gy with the flipped, group-transposed weights (stride 1)."""
-    _convolve(gy, _pack(w, groups, True), w.shape[2:], np.zeros(gx.shape[1], gx.dtype), gx,
-              (1, 1), transposed_padding(padding, dilation, w.shape[2:]), dilation)
+    c_out, cg, kh, kw = w.shape
+    pad, zero = transposed_padding(padding, dilation, (kh, kw)), np.zeros(gx.shape[1], gx.dtype)
+    if rows_fit(gy.shape, (cg * groups, c_out // groups, kh, kw), (1, 1), pad, dilation, groups):
+        with slp_vectorized():
+            _forward_rows(gy, _pack_rows(w, groups, True), zero, gx)
+        return
+    _convolve(gy, _pack(w, groups, True), (kh, kw), zero, gx, (1, 1), pad, dilation)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
