@@ -260,19 +260,25 @@ def _weight_plan(m: int, run: int, lanes: int, x_chw: tuple[int, int, int],
                    np.concatenate([[], *xrow]).astype(np.int64))  # no list: all padding
 
 
-def _pack(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
-    """The forward kernel's weights wp[g, jt, tap, c, j] = w[g*og + jt*NR + j, c, tap], zero
-    columns up to a multiple of NR; `transposed`: those of grad_input's convolution (input and
-    output channels of each group swapped, taps flipped), in the same single copy."""
+def _by_lane_tiles(w: np.ndarray, groups: int, transposed: bool, lanes: int) -> np.ndarray:
+    """Each group's weights as [g, jt, j, c, kh, kw] = w[g*og + jt*lanes + j, c], zero output
+    channels up to a multiple of `lanes` (a view when none are needed); `transposed`: those of
+    grad_input's convolution (input and output channels of each group swapped, taps flipped)."""
     c_out, cg, kh, kw = w.shape
-    wg = w.reshape(groups, c_out // groups, cg, kh * kw)  # [g, lane channel, row channel, tap]
+    wg = w.reshape(groups, c_out // groups, cg, kh, kw)
     if transposed:
-        wg = wg[..., ::-1].transpose(0, 2, 1, 3)
+        wg = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
     cols, rows = wg.shape[1:3]
-    jts = -(-cols // NR)
-    if cols % NR:
-        wg = np.concatenate([wg, np.zeros((groups, jts * NR - cols, rows, kh * kw), w.dtype)], 1)
-    return np.ascontiguousarray(wg.reshape(groups, jts, NR, rows, kh * kw).transpose(0, 1, 4, 3, 2))
+    if cols % lanes:
+        wg = np.concatenate([wg, np.zeros((groups, -cols % lanes, rows, kh, kw), w.dtype)], 1)
+    return wg.reshape(groups, -1, lanes, rows, kh, kw)
+
+
+def _pack(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
+    """The forward kernel's weights wp[g, jt, tap, c, j] = w[g*og + jt*NR + j, c, tap] (see
+    `_by_lane_tiles`), in one copy."""
+    wt = _by_lane_tiles(w, groups, transposed, NR)
+    return np.ascontiguousarray(wt.reshape(*wt.shape[:4], -1).transpose(0, 1, 4, 3, 2))
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -304,26 +310,17 @@ def rows_fit(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: tuple[i
 
 
 def _pack_rows(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
-    """The row tiles' weights wq[g, jt, i, c, j, l] = w[g*og + jt*ROW_LANES + l, c, i, j], zero
-    lanes up to a multiple of ROW_LANES; `transposed`: those of grad_input's convolution, as in
-    `_pack`."""
-    c_out, cg, kh, kw = w.shape
-    wg = w.reshape(groups, c_out // groups, cg, kh, kw)
-    if transposed:
-        wg = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-    lanes, depth = wg.shape[1:3]
-    jts = -(-lanes // ROW_LANES)
-    wq = np.zeros((groups, jts * ROW_LANES, depth, kh, kw), w.dtype)
-    wq[:, :lanes] = wg
+    """The row tiles' weights wq[g, jt, i, c, j, l] = w[g*og + jt*ROW_LANES + l, c, i, j] (see
+    `_by_lane_tiles`), in one copy."""
     return np.ascontiguousarray(
-        wq.reshape(groups, jts, ROW_LANES, depth, kh, kw).transpose(0, 1, 4, 3, 5, 2))
+        _by_lane_tiles(w, groups, transposed, ROW_LANES).transpose(0, 1, 4, 3, 5, 2))
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward_rows(x, wq, bias, y):
     n_img, c_in, h, wd = x.shape
     _, c_out, oh, ow = y.shape
-    groups, jts, kh, cg, _, nr = wq.shape
+    groups, jts, kh, cg, kw, nr = wq.shape
     og = c_out // groups
     xf, yf, wf = x.reshape(-1), y.reshape(-1), wq.reshape(-1)
     zero = np.zeros(1, y.dtype)[0]
@@ -332,9 +329,9 @@ def _forward_rows(x, wq, bias, y):
         ct = np.empty(ow * nr, y.dtype)
         xb = (n * c_in + g * cg) * h * wd
         for jt in range(jts):
-            wb, o0 = (g * jts + jt) * kh * cg * 3 * nr, g * og + jt * nr
+            wb, o0 = (g * jts + jt) * kh * cg * kw * nr, g * og + jt * nr
             for r in range(oh):  # kernel rows i0..i1 fall inside the image
-                i0, i1, yb = max(0, 1 - r), min(3, h + 1 - r), ((n * c_out + o0) * oh + r) * ow
+                i0, i1, yb = max(0, 1 - r), min(kh, h + 1 - r), ((n * c_out + o0) * oh + r) * ow
                 if wd == 7:
                     _row_tile_7(xf, xb + (r - 1) * wd, h * wd, wd, i0, i1, cg, wf, wb, yf, yb,
                                 oh * ow, og - jt * nr, bias, o0, ct, zero)
@@ -351,15 +348,22 @@ def _images(n_img: int, image_bytes: int, budget: int) -> int:
     return m
 
 
-def _convolve(x: np.ndarray, wp: np.ndarray, kernel_hw: tuple[int, int], bias: np.ndarray,
+def _convolve(x: np.ndarray, w: np.ndarray, transposed: bool, groups: int, bias: np.ndarray,
               y: np.ndarray, stride: tuple[int, int], padding: tuple[int, int],
               dilation: tuple[int, int]) -> None:
-    """y = conv(x, weights packed by `_pack`) + bias, in blocks of images with one plan each."""
-    n_img, _, h, wd = x.shape
-    m = _images(n_img, wp.shape[3] * h * wd * x.itemsize, _BLOCK_BYTES)
-    geometry = (x.shape[1:], y.shape[1:], kernel_hw, stride, padding, dilation)
-    full, tail = n_img // m * m, n_img % m
+    """y = conv(x, w, or grad_input's weights made from w if `transposed`) + bias: on row
+    tiles where they fit, else in blocks of images with one plan each."""
+    n_img, c_in, h, wd = x.shape
+    kernel_hw = w.shape[2:]
+    conv_w_shape = (y.shape[1], c_in // groups, *kernel_hw)
     with slp_vectorized():
+        if rows_fit(x.shape, conv_w_shape, stride, padding, dilation, groups):
+            _forward_rows(x, _pack_rows(w, groups, transposed), bias, y)
+            return
+        wp = _pack(w, groups, transposed)
+        m = _images(n_img, wp.shape[3] * h * wd * x.itemsize, _BLOCK_BYTES)
+        geometry = (x.shape[1:], y.shape[1:], kernel_hw, stride, padding, dilation)
+        full, tail = n_img // m * m, n_img % m
         for n0, count, size in ((0, n_img // m, m), (full, 1, tail)):
             if count and size:
                 _forward(x, wp, bias, y, n0, count, size, *_plan(size, *geometry))
@@ -369,23 +373,14 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
             stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
             groups: int) -> None:
     """y = conv(x, w) + bias, any stride, padding and dilation."""
-    if rows_fit(x.shape, w.shape, stride, padding, dilation, groups):
-        with slp_vectorized():
-            _forward_rows(x, _pack_rows(w, groups, False), bias, y)
-        return
-    _convolve(x, _pack(w, groups, False), w.shape[2:], bias, y, stride, padding, dilation)
+    _convolve(x, w, False, groups, bias, y, stride, padding, dilation)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
                dilation: tuple[int, int], groups: int) -> None:
     """gx: the forward convolution of gy with the flipped, group-transposed weights (stride 1)."""
-    c_out, cg, kh, kw = w.shape
-    pad, zero = transposed_padding(padding, dilation, (kh, kw)), np.zeros(gx.shape[1], gx.dtype)
-    if rows_fit(gy.shape, (cg * groups, c_out // groups, kh, kw), (1, 1), pad, dilation, groups):
-        with slp_vectorized():
-            _forward_rows(gy, _pack_rows(w, groups, True), zero, gx)
-        return
-    _convolve(gy, _pack(w, groups, True), (kh, kw), zero, gx, (1, 1), pad, dilation)
+    _convolve(gy, w, True, groups, np.zeros(gx.shape[1], gx.dtype), gx, (1, 1),
+              transposed_padding(padding, dilation, w.shape[2:]), dilation)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
