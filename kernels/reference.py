@@ -6,26 +6,15 @@ the output size, so a convolution is a sum over taps of a per-group channel cont
 that window, and the two gradients are the same sum read backwards (scatter-add into the
 window for ``grad_input``, contract the window with ``grad_out`` for ``grad_weight``).
 
-Shapes follow PyTorch (NCHW, weight ``(C_out, C_in // groups, kH, kW)``, zero padding).
+Shapes follow PyTorch (NCHW, weight ``(C_out, C_in // groups, kH, kW)``, zero padding); the
+sizes and arguments come from the convolution's `Conv2dGeometry`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def output_size(
-    input_hw: tuple[int, int],
-    kernel_hw: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-) -> tuple[int, int]:
-    """(H_out, W_out) with PyTorch's formula: (H + 2p - d(k - 1) - 1) // s + 1 per axis."""
-    return tuple(  # type: ignore[return-value]
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(input_hw, kernel_hw, stride, padding, dilation, strict=True)
-    )
+from .geometry import Conv2dGeometry
 
 
 def _window(
@@ -42,22 +31,14 @@ def _window(
 
 
 def conv2d_forward(
-    x: np.ndarray,
-    w: np.ndarray,
-    bias: np.ndarray | None,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, geometry: Conv2dGeometry
 ) -> np.ndarray:
     """y[n, o] = bias[o] + sum over the group's input channels and taps of w * shifted x."""
-    n, c_in, h, wd = x.shape
-    c_out, cg, kh, kw = w.shape
-    og = c_out // groups
-    out_hw = output_size((h, wd), (kh, kw), stride, padding, dilation)
-    (ph, pw) = padding
+    groups, cg, og = geometry.groups, geometry.in_per_group, geometry.out_per_group
+    (kh, kw), out_hw = geometry.kernel_hw, geometry.output_hw
+    stride, (ph, pw), dilation = geometry.stride, geometry.padding, geometry.dilation
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    y = np.zeros((n, c_out, *out_hw), dtype=x.dtype)
+    y = np.zeros(geometry.output_shape, dtype=x.dtype)
     for g in range(groups):
         xg = xp[:, g * cg : (g + 1) * cg]
         wg = w[g * og : (g + 1) * og]
@@ -71,20 +52,14 @@ def conv2d_forward(
 
 
 def conv2d_grad_input(
-    grad_out: np.ndarray,
-    w: np.ndarray,
-    input_hw: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
+    grad_out: np.ndarray, w: np.ndarray, geometry: Conv2dGeometry
 ) -> np.ndarray:
     """Adjoint of the forward in x: scatter-add w^T grad_out into each tap's window."""
-    n, c_out, oh, ow = grad_out.shape
-    _, cg, kh, kw = w.shape
-    og = c_out // groups
-    (h, wd), (ph, pw) = input_hw, padding
-    gxp = np.zeros((n, cg * groups, h + 2 * ph, wd + 2 * pw), dtype=grad_out.dtype)
+    groups, cg, og = geometry.groups, geometry.in_per_group, geometry.out_per_group
+    (kh, kw), (oh, ow), (h, wd) = geometry.kernel_hw, geometry.output_hw, geometry.input_hw
+    stride, (ph, pw), dilation = geometry.stride, geometry.padding, geometry.dilation
+    n = geometry.batch
+    gxp = np.zeros((n, geometry.in_channels, h + 2 * ph, wd + 2 * pw), dtype=grad_out.dtype)
     for g in range(groups):
         gg = grad_out[:, g * og : (g + 1) * og]
         wg = w[g * og : (g + 1) * og]
@@ -98,21 +73,14 @@ def conv2d_grad_input(
 
 
 def conv2d_grad_weight(
-    x: np.ndarray,
-    grad_out: np.ndarray,
-    kernel_hw: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
+    x: np.ndarray, grad_out: np.ndarray, geometry: Conv2dGeometry
 ) -> np.ndarray:
     """Adjoint of the forward in w: contract each tap's window of x with grad_out."""
-    n, c_in, h, wd = x.shape
-    _, c_out, oh, ow = grad_out.shape
-    cg, og = c_in // groups, c_out // groups
-    (kh, kw), (ph, pw) = kernel_hw, padding
+    groups, cg, og = geometry.groups, geometry.in_per_group, geometry.out_per_group
+    (kh, kw), (oh, ow) = geometry.kernel_hw, geometry.output_hw
+    stride, (ph, pw), dilation = geometry.stride, geometry.padding, geometry.dilation
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    gw = np.zeros((c_out, cg, kh, kw), dtype=x.dtype)
+    gw = np.zeros(geometry.weight_shape, dtype=x.dtype)
     for g in range(groups):
         xg = xp[:, g * cg : (g + 1) * cg]
         gg = grad_out[:, g * og : (g + 1) * og]

@@ -15,21 +15,21 @@ from minitorch_resnext.cli import main
 
 def test_flops_and_bytes_of_a_hand_computed_shape():
     # N=2, C=8 -> 8, 6x6 -> 3x3 (stride 2, padding 1), groups 4 (2 ch/group), 3x3 kernel
-    shape = conv.ConvShape("t", channels=8, hw=6, groups=4, stride=2)
-    x, w, y = shape.tensor_shapes(batch=2)
-    assert (x, w, y) == ((2, 8, 6, 6), (8, 2, 3, 3), (2, 8, 3, 3))
+    g = conv.BenchShape("t", channels=8, hw=6, groups=4, stride=2).geometry(batch=2)
+    assert (g.input_shape, g.weight_shape, g.output_shape) == (
+        (2, 8, 6, 6), (8, 2, 3, 3), (2, 8, 3, 3))
     # 2 FLOP x 144 outputs x 18 taps; 4 bytes x (576 + 144 + 144) elements
-    assert conv.conv_flops(w, y) == 2 * (2 * 8 * 3 * 3) * (2 * 3 * 3) == 5184
-    assert conv.conv_min_bytes(x, w, y) == 4 * (576 + 144 + 144) == 3456
-    assert conv.conv_min_bytes(x, w, y, itemsize=8) == 6912
+    assert conv.conv_flops(g) == 2 * (2 * 8 * 3 * 3) * (2 * 3 * 3) == 5184
+    assert conv.conv_min_bytes(g) == 4 * (576 + 144 + 144) == 3456
+    assert conv.conv_min_bytes(g, itemsize=8) == 6912
 
 
 def test_the_stage1_shape_is_memory_bound_at_about_9_flop_per_byte():
     shape = next(s for s in conv.SHAPES if s.name == "rx50_s1_g32x4")
-    x, w, y = shape.tensor_shapes(32)
-    assert 8.5 < conv.conv_flops(w, y) / conv.conv_min_bytes(x, w, y) < 9.5
+    g = shape.geometry(32)
+    assert 8.5 < conv.conv_flops(g) / conv.conv_min_bytes(g) < 9.5
     dw = next(s for s in conv.SHAPES if s.name == "dw_96_s2_d2")
-    assert dw.tensor_shapes(1)[2] == (1, 96, 56, 56)
+    assert dw.geometry(1).output_shape == (1, 96, 56, 56)
 
 
 def test_roofline_is_the_lower_of_peak_and_bandwidth_times_intensity():

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import minitorch_resnext as mr
 from minitorch_resnext.functional.conv import conv2d, conv2d_algorithm
 from minitorch_resnext.kernels import reference
+from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.testing import gradcheck
 from minitorch_resnext.testing.strategies import arrays
 
@@ -105,7 +106,8 @@ def test_invalid_dtypes_and_bias_are_rejected():
 def test_forward_matches_reference_with_argument_forms(device):
     x, w, b = t((2, 6, 9, 8), device=device), t((4, 3, 3, 2), device=device), t((4,), device=device)
     got = conv2d(x, w, b, stride=(2, 1), padding=[1, 3], dilation=2, groups=2)
-    expected = reference.conv2d_forward(x.numpy(), w.numpy(), b.numpy(), (2, 1), (1, 3), (2, 2), 2)
+    g = Conv2dGeometry.of(x.shape, w.shape, (2, 1), (1, 3), (2, 2), 2)
+    expected = reference.conv2d_forward(x.numpy(), w.numpy(), b.numpy(), g)
     assert got.shape == expected.shape and got.dtype == x.dtype
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
 
@@ -121,24 +123,31 @@ def test_same_and_valid_padding(device, kernel, dilation):
     xp = np.pad(
         x.numpy(), ((0, 0), (0, 0), (top_left[0], bottom_right[0]), (top_left[1], bottom_right[1]))
     )
-    expected = reference.conv2d_forward(xp, w.numpy(), None, (1, 1), (0, 0), dilation, 1)
+    expected = reference.conv2d_forward(
+        xp, w.numpy(), None, Conv2dGeometry.of(xp.shape, w.shape, dilation=dilation))
     np.testing.assert_allclose(same.numpy(), expected, rtol=1e-12, atol=1e-12)
     valid = conv2d(x, w, padding="valid", dilation=dilation)
     np.testing.assert_allclose(
         valid.numpy(),
-        reference.conv2d_forward(x.numpy(), w.numpy(), None, (1, 1), (0, 0), dilation, 1),
+        reference.conv2d_forward(x.numpy(), w.numpy(), None,
+                                 Conv2dGeometry.of(x.shape, w.shape, dilation=dilation)),
         rtol=1e-12,
         atol=1e-12,
     )
 
 
-def test_conv2d_algorithm_reports_the_backend_choice():
-    name, reason = conv2d_algorithm(t((1, 8, 6, 6)), t((8, 1, 3, 3)), padding=1, groups=8)
-    assert name == "direct" and "depthwise" in reason
-    name, reason = conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)))
-    assert name == "gemm" and "1x1" in reason
-    assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), stride=2)[0] == "gemm"
-    assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), padding=1)[0] == "direct"
+def test_conv2d_algorithm_reports_the_backend_choice_per_pass():
+    choices = conv2d_algorithm(t((1, 8, 6, 6)), t((8, 1, 3, 3)), padding=1, groups=8)
+    for _, choice in choices:
+        assert choice.algorithm == "direct" and "depthwise" in choice.reason
+    choice = conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1))).forward
+    assert choice.algorithm == "gemm" and "1x1" in choice.reason
+    assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), stride=2).forward.algorithm == "gemm"
+    assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), padding=1).forward.algorithm == (
+        "direct")
+    # 'same' with an even kernel: the choice is for the input padded at the bottom and right
+    same = conv2d_algorithm(t((1, 64, 7, 7)), t((64, 32, 2, 2)), padding="same", groups=2)
+    assert same.forward.algorithm == "implicit" and same.grad_weight.algorithm == "implicit"
 
 
 # --- gradients ---------------------------------------------------------------------------------

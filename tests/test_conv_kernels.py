@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minitorch_resnext.kernels import cpu, reference
-from minitorch_resnext.kernels.cpu import conv as cpu_conv
-from minitorch_resnext.kernels.cpu import implicit, tiled
+from minitorch_resnext.kernels.cpu import implicit, rules, tiled
+from minitorch_resnext.kernels.geometry import Conv2dGeometry
+from minitorch_resnext.kernels.selection import Choice
 from minitorch_resnext.testing.strategies import arrays
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
@@ -30,8 +31,29 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: str, slack: fl
     assert err <= RTOL[dtype] * max(np.linalg.norm(expected.ravel()), 1e-30) + slack, err
 
 
+def geometry_of(cfg: dict) -> Conv2dGeometry:
+    return Conv2dGeometry.of((cfg["n"], cfg["c_in"], *cfg["hw"]),
+                             (cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"]),
+                             cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+
+
 def out_hw(x_hw, k_hw, stride, padding, dilation):
-    return reference.output_size(x_hw, k_hw, stride, padding, dilation)
+    """PyTorch's output size, written out here rather than taken from the code under test."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip(x_hw, k_hw, stride, padding, dilation))
+
+
+def computes(algorithm: str | None, pass_: str, g: Conv2dGeometry) -> bool:
+    """Whether a forced algorithm must compute this pass: tiled has no grad_weight and needs a
+    transposable convolution (stride 1, padding within the kernel's extent); implicit needs one
+    for grad_input."""
+    transposable = g.stride == (1, 1) and all(
+        p <= d * (k - 1) for p, d, k in zip(g.padding, g.dilation, g.kernel_hw))
+    if algorithm == "tiled":
+        return pass_ != "grad_weight" and transposable
+    if algorithm == "implicit" and pass_ == "grad_input":
+        return transposable
+    return True
 
 
 @st.composite
@@ -101,11 +123,7 @@ def conv_problems(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False,
 
 def check_all_kernels(problem: tuple, algorithm: str | None) -> None:
     cfg, dtype, x, w, bias, gy = problem
-    geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
-    if algorithm in ("implicit", "tiled") and not tiled.supports(*geom[:3], cfg["k"]):
-        with pytest.raises(ValueError, match=f"algorithm '{algorithm}' needs stride 1"):
-            cpu.conv2d_forward(x, w, bias, *geom, algorithm=algorithm)
-        return
+    g = geometry_of(cfg)
     # Each output is a sum of `terms` products, rounded in `dtype` in some order: when the sum
     # cancels, no order is within rtol of the exact result, so the check also allows the
     # textbook bound for a sum of n products, n * u * sum |products| (Higham, Accuracy and
@@ -114,17 +132,22 @@ def check_all_kernels(problem: tuple, algorithm: str | None) -> None:
     n_pix, (oh, ow) = cfg["n"], gy.shape[2:]
     kernel_terms = w.shape[2] * w.shape[3]
     passes = (
-        (cpu.conv2d_forward(x, w, bias, *geom, algorithm=algorithm),
-         lambda a, b, c: reference.conv2d_forward(a, b, c, *geom), (x, w, bias),
+        ("forward", lambda: cpu.conv2d_forward(x, w, bias, g, algorithm),
+         lambda a, b, c: reference.conv2d_forward(a, b, c, g), (x, w, bias),
          w.shape[1] * kernel_terms + 1),
-        (cpu.conv2d_grad_input(gy, w, cfg["hw"], *geom, algorithm=algorithm),
-         lambda a, b: reference.conv2d_grad_input(a, b, cfg["hw"], *geom), (gy, w),
+        ("grad_input", lambda: cpu.conv2d_grad_input(gy, w, g, algorithm),
+         lambda a, b: reference.conv2d_grad_input(a, b, g), (gy, w),
          w.shape[0] // cfg["groups"] * kernel_terms),
-        (cpu.conv2d_grad_weight(x, gy, cfg["k"], *geom, algorithm=algorithm),
-         lambda a, b: reference.conv2d_grad_weight(a, b, cfg["k"], *geom), (x, gy),
+        ("grad_weight", lambda: cpu.conv2d_grad_weight(x, gy, g, algorithm),
+         lambda a, b: reference.conv2d_grad_weight(a, b, g), (x, gy),
          n_pix * oh * ow),
     )
-    for actual, ref, operands, terms in passes:
+    for pass_, run, ref, operands, terms in passes:
+        if not computes(algorithm, pass_, g):
+            with pytest.raises(ValueError, match=f"algorithm '{algorithm}' (needs|has no)"):
+                run()
+            continue
+        actual = run()
         exact = ref(*(None if a is None else a.astype(np.float64) for a in operands))
         size = ref(*(None if a is None else np.abs(a.astype(np.float64)) for a in operands))
         slack = terms * UNIT_ROUNDOFF[dtype] * np.linalg.norm(size.ravel())
@@ -161,7 +184,8 @@ def test_reference_forward_matches_definition(groups, stride, padding, dilation)
     x = rng.standard_normal((2, 4, 7, 6))
     w = rng.standard_normal((8, 4 // groups, 3, 2))
     b = rng.standard_normal(8)
-    y = reference.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+    g = Conv2dGeometry.of(x.shape, w.shape, stride, padding, dilation, groups)
+    y = reference.conv2d_forward(x, w, b, g)
     np.testing.assert_allclose(
         y, naive_conv(x, w, b, stride, padding, dilation, groups), rtol=1e-12, atol=1e-12
     )
@@ -171,15 +195,15 @@ def test_reference_forward_matches_definition(groups, stride, padding, dilation)
 def test_reference_gradients_are_adjoints(cfg):
     """<conv(x, w), g> = <x, grad_input(g, w)> = <w, grad_weight(x, g)> (conv is bilinear)."""
     rng = np.random.default_rng(1)
-    geom = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+    geometry = geometry_of(cfg)
     x = rng.standard_normal((cfg["n"], cfg["c_in"], *cfg["hw"]))
     w = rng.standard_normal((cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"]))
-    y = reference.conv2d_forward(x, w, None, *geom)
+    y = reference.conv2d_forward(x, w, None, geometry)
     g = rng.standard_normal(y.shape)
     lhs = np.vdot(y, g)
     scale = np.linalg.norm(y) * np.linalg.norm(g) + 1e-300
-    gx = reference.conv2d_grad_input(g, w, cfg["hw"], *geom)
-    gw = reference.conv2d_grad_weight(x, g, cfg["k"], *geom)
+    gx = reference.conv2d_grad_input(g, w, geometry)
+    gw = reference.conv2d_grad_weight(x, g, geometry)
     assert gx.shape == x.shape and gw.shape == w.shape
     assert abs(np.vdot(x, gx) - lhs) <= 1e-12 * scale
     assert abs(np.vdot(w, gw) - lhs) <= 1e-12 * scale
@@ -216,11 +240,9 @@ def test_implicit_kernels_match_reference(problem, images):
 
 @given(conv_problems(rows=True))
 def test_implicit_row_tiles_match_reference(problem):
-    cfg = problem[0]
-    w_shape = (cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"])
-    assert implicit.rows_fit((cfg["n"], cfg["c_in"], *cfg["hw"]), w_shape, cfg["stride"],
-                             cfg["padding"], cfg["dilation"], cfg["groups"])
-    check_all_kernels(problem, "implicit")
+    g = geometry_of(problem[0])
+    assert implicit.rows_fit(g)
+    check_all_kernels(problem, Choice("implicit", {"tiles": "rows"}, ""))
 
 
 @pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)
@@ -296,17 +318,17 @@ def test_grad_weight_is_deterministic_across_thread_counts():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 8, 13, 13)).astype("float32")
     gy = rng.standard_normal((5, 8, 13, 13)).astype("float32")
-    geom = ((1, 1), (1, 1), (1, 1), 2)
+    g = Conv2dGeometry.of(x.shape, (8, 4, 3, 3), 1, 1, 1, 2)
     threads = numba.get_num_threads()
     try:
         results = []
         for n in sorted({1, threads}):
             numba.set_num_threads(n)
-            results += [cpu.conv2d_grad_weight(x, gy, (3, 3), *geom) for _ in range(2)]
+            results += [cpu.conv2d_grad_weight(x, gy, g) for _ in range(2)]
     finally:
         numba.set_num_threads(threads)
     assert all(np.array_equal(results[0], r) for r in results[1:])
-    assert_close(results[0], reference.conv2d_grad_weight(x, gy, (3, 3), *geom), "float32")
+    assert_close(results[0], reference.conv2d_grad_weight(x, gy, g), "float32")
 
 
 # --- algorithm selection ---------------------------------------------------------------------
@@ -329,71 +351,73 @@ def test_grad_weight_is_deterministic_across_thread_counts():
     ],
 )
 def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
-    padding = (kernel // 2, kernel // 2)
-    name, reason = cpu.conv2d_algorithm(
-        (8, c_in, 16, 16), (c_out, c_in // groups, kernel, kernel), (1, 1), padding, (1, 1), groups
-    )
-    assert name == expected
-    assert isinstance(reason, str) and len(reason) > 20
+    g = Conv2dGeometry.of((8, c_in, 16, 16), (c_out, c_in // groups, kernel, kernel),
+                          padding=kernel // 2, groups=groups)
+    choice = cpu.conv2d_algorithm(g).forward
+    assert choice.algorithm == expected and choice.source == "rule"
+    assert isinstance(choice.reason, str) and len(choice.reason) > 20
 
 
 @pytest.mark.parametrize(
     "cg, hw, expected",
-    [(16, 14, "implicit"), (16, 7, "implicit"), (cpu_conv.ROW_MIN_CHANNELS, 14, "implicit"),
+    [(16, 14, "implicit"), (16, 7, "implicit"), (rules.ROW_MIN_CHANNELS, 14, "implicit"),
      (8, 14, "tiled"), (16, 16, "tiled"), (16, 28, "tiled")],
 )
 def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, expected):
     """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images."""
-    x_shape, w_shape = (8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3)
-    name, reason = cpu.conv2d_algorithm(x_shape, w_shape, (1, 1), (1, 1), (1, 1), 32)
-    assert name == expected
-    assert ("row tiles" in reason) == (expected == "implicit")
+    g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
+    for choice in (cpu.conv2d_algorithm(g).forward, cpu.conv2d_algorithm(g).grad_input):
+        assert choice.algorithm == expected
+        assert (choice.params.get("tiles") == "rows") == (expected == "implicit")
+        assert ("row tiles" in choice.reason) == (expected == "implicit")
 
 
 def test_tiled_is_chosen_for_stride_1_only():
-    shapes = ((8, 256, 16, 16), (256, 8, 3, 3))
-    assert cpu.conv2d_algorithm(*shapes, (1, 1), (1, 1), (1, 1), 32)[0] == "tiled"
-    assert cpu.conv2d_algorithm(*shapes, (2, 2), (1, 1), (1, 1), 32)[0] == "direct"
-    assert cpu.conv2d_algorithm(*shapes, (1, 1), (3, 3), (1, 1), 32)[0] == "direct"
+    x_shape, w_shape = (8, 256, 16, 16), (256, 8, 3, 3)
+    choose = lambda s, p: cpu.conv2d_algorithm(  # noqa: E731
+        Conv2dGeometry.of(x_shape, w_shape, s, p, 1, 32)).forward.algorithm
+    assert choose(1, 1) == "tiled"
+    assert choose(2, 1) == "direct"
+    assert choose(1, 3) == "direct"
+    g = Conv2dGeometry.of(x_shape, w_shape, 2, 1, 1, 32)
     with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1"):
-        cpu.conv2d_grad_weight(np.ones(shapes[0]), np.ones((8, 256, 8, 8)), (3, 3), (2, 2), (1, 1),
-                               (1, 1), 32, algorithm="tiled")
+        cpu.conv2d_forward(np.ones(x_shape), np.ones(w_shape), None, g, algorithm="tiled")
+    with pytest.raises(ValueError, match="algorithm 'tiled' has no grad_weight kernel"):
+        cpu.conv2d_grad_weight(np.ones(x_shape), np.ones(g.output_shape),
+                               Conv2dGeometry.of(x_shape, w_shape, 1, 1, 1, 32), "tiled")
 
 
 @pytest.mark.parametrize(
-    "c_in, groups", [(8, 4), (64, 2), (32, 2), (16, 2), (2 * cpu.GEMM_MIN_CHANNELS, 1)]
+    "c_in, groups", [(8, 4), (64, 2), (32, 2), (16, 2), (18, 2), (2 * rules.GEMM_MIN_CHANNELS, 1)]
 )
 def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
     ran = []
-    for name in cpu.ALGORITHMS:
-        module = getattr(cpu_conv, name)
-        for fn in ("forward", "grad_input", "grad_weight"):
-            if not hasattr(module, fn):  # the tiled algorithm's grad_weight is implicit's
-                continue
-            original = getattr(module, fn)
+    for name, algorithm in cpu.ALGORITHMS.items():
+        for pass_, kernel in algorithm.kernels.items():
 
-            def spy(*args, _name=name, _fn=original):
+            def spy(*args, _name=name, _kernel=kernel, **params):
                 ran.append(_name)
-                return _fn(*args)
+                return _kernel(*args, **params)
 
-            monkeypatch.setattr(module, fn, spy)
-    x = np.ones((1, c_in, 5, 5))
-    w = np.ones((c_in, c_in // groups, 3, 3))
-    geom = ((1, 1), (1, 1), (1, 1), groups)
-    expected = cpu.conv2d_algorithm(x.shape, w.shape, *geom)[0]
-    y = cpu.conv2d_forward(x, w, None, *geom)
-    cpu.conv2d_grad_input(y, w, (5, 5), *geom)
-    # the tiled kernel's grad_input calls its forward
-    assert ran == [expected] * (3 if expected == "tiled" else 2)
-    ran.clear()
-    cpu.conv2d_grad_weight(x, y, (3, 3), *geom)
-    if expected == "tiled":  # its grad_weight is the implicit one, or the direct one below
-        expected = ("implicit" if c_in // groups >= cpu_conv.TILED_WEIGHT_MIN_CHANNELS
-                    else "direct")
-    assert ran == [expected]
+            monkeypatch.setitem(algorithm.kernels, pass_, spy)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c_in, 5, 5))
+    w = rng.standard_normal((c_in, c_in // groups, 3, 3))
+    g = Conv2dGeometry.of(x.shape, w.shape, 1, 1, 1, groups)
+    choices = cpu.conv2d_algorithm(g)
+    y = cpu.conv2d_forward(x, w, None, g)
+    gx = cpu.conv2d_grad_input(y, w, g)
+    gw = cpu.conv2d_grad_weight(x, y, g)
+    assert ran == [choices.forward.algorithm, choices.grad_input.algorithm,
+                   choices.grad_weight.algorithm]
+    for got, want in ((y, reference.conv2d_forward(x, w, None, g)),
+                      (gx, reference.conv2d_grad_input(y, w, g)),
+                      (gw, reference.conv2d_grad_weight(x, y, g))):
+        assert_close(got, want, "float64")
 
 
 def test_unknown_algorithm_is_rejected():
     x, w = np.ones((1, 2, 4, 4)), np.ones((2, 2, 3, 3))
+    g = Conv2dGeometry.of(x.shape, w.shape)
     with pytest.raises(ValueError, match="algorithm must be one of"):
-        cpu.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1, algorithm="winograd")
+        cpu.conv2d_forward(x, w, None, g, algorithm="winograd")

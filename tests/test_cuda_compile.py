@@ -31,6 +31,7 @@ import pytest
 from minitorch_resnext.backend import cuda_is_available, get_backend
 from minitorch_resnext.kernels import cuda, reference
 from minitorch_resnext.kernels.cuda import ConvShape, Kernel
+from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 SM = "sm_90"
 
@@ -52,6 +53,11 @@ def _shape(
     return ConvShape.of(
         (n, c_in, *hw), (c_out, c_in // groups, *k), pair(stride), pair(padding), pair(dilation), groups
     )
+
+
+def _geometry(s: ConvShape) -> Conv2dGeometry:
+    return Conv2dGeometry(s.n, s.c_in, (s.h, s.w), s.c_out, (s.kh, s.kw), s.stride, s.padding,
+                          s.dilation, s.groups)
 
 
 def _model_shapes() -> Iterator[ConvShape]:
@@ -178,17 +184,7 @@ def test_plans_fit_a_gpu(s: ConvShape) -> None:
     for ctype in CTYPES:
         plans = cuda._direct_plans(s, ctype)
         if plans is None:
-            assert (
-                cuda.conv2d_algorithm(
-                    (s.n, s.c_in, s.h, s.w),
-                    (s.c_out, s.cg, s.kh, s.kw),
-                    s.stride,
-                    s.padding,
-                    s.dilation,
-                    s.groups,
-                )[0]
-                == "gemm"
-            )
+            assert cuda.conv2d_algorithm(_geometry(s)).forward.algorithm == "gemm"
             continue
         for plan in plans:
             assert 1 <= plan.block <= cuda.MAX_THREADS
@@ -199,10 +195,8 @@ def test_plans_fit_a_gpu(s: ConvShape) -> None:
 
 def test_resnext_grouped_convs_run_direct_up_to_16_channels() -> None:
     for s in MODEL_SHAPES:
-        name, reason = cuda.conv2d_algorithm(
-            (s.n, s.c_in, s.h, s.w), (s.c_out, s.cg, s.kh, s.kw), s.stride, s.padding, s.dilation, s.groups
-        )
-        assert name == ("direct" if max(s.cg, s.og) <= 16 else "gemm"), (s, reason)
+        choice = cuda.conv2d_algorithm(_geometry(s)).forward
+        assert choice.algorithm == ("direct" if max(s.cg, s.og) <= 16 else "gemm"), (s, choice)
 
 
 # --- host emulation ----------------------------------------------------------------------------
@@ -403,12 +397,12 @@ def test_emulated_kernels_match_reference(emulator: Emulator, s: ConvShape, dtyp
             ("gy", (s.n, s.c_out, oh, ow)),
         )
     }
-    geom = (s.stride, s.padding, s.dilation, s.groups)
+    g = _geometry(s)
     expected = [
-        reference.conv2d_forward(arrays["x"], arrays["w"], arrays["b"], *geom),
-        reference.conv2d_forward(arrays["x"], arrays["w"], None, *geom),
-        reference.conv2d_grad_input(arrays["gy"], arrays["w"], (s.h, s.w), *geom),
-        reference.conv2d_grad_weight(arrays["x"], arrays["gy"], (s.kh, s.kw), *geom),
+        reference.conv2d_forward(arrays["x"], arrays["w"], arrays["b"], g),
+        reference.conv2d_forward(arrays["x"], arrays["w"], None, g),
+        reference.conv2d_grad_input(arrays["gy"], arrays["w"], g),
+        reference.conv2d_grad_weight(arrays["x"], arrays["gy"], g),
     ]
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     direct = cuda._direct_plans(s, cuda._ctype(dtype)) is not None
@@ -469,17 +463,17 @@ def _on_gpu(s: ConvShape, dtype: Any, algorithm: str | None, seed: int = 0) -> N
             (s.n, s.c_out, oh, ow),
         )
     )
-    geom = (s.stride, s.padding, s.dilation, s.groups)
+    g = _geometry(s)
     dx, dw, db, dgy = (xp.asarray(a) for a in (x, w, b, gy))
     got = [
-        cuda.conv2d_forward(dx, dw, db, *geom, algorithm=algorithm),
-        cuda.conv2d_grad_input(dgy, dw, (s.h, s.w), *geom, algorithm=algorithm),
-        cuda.conv2d_grad_weight(dx, dgy, (s.kh, s.kw), *geom, algorithm=algorithm),
+        cuda.conv2d_forward(dx, dw, db, g, algorithm=algorithm),
+        cuda.conv2d_grad_input(dgy, dw, g, algorithm=algorithm),
+        cuda.conv2d_grad_weight(dx, dgy, g, algorithm=algorithm),
     ]
     want = [
-        reference.conv2d_forward(x, w, b, *geom),
-        reference.conv2d_grad_input(gy, w, (s.h, s.w), *geom),
-        reference.conv2d_grad_weight(x, gy, (s.kh, s.kw), *geom),
+        reference.conv2d_forward(x, w, b, g),
+        reference.conv2d_grad_input(gy, w, g),
+        reference.conv2d_grad_weight(x, gy, g),
     ]
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for g, want_ in zip(got, want, strict=True):
@@ -487,7 +481,7 @@ def _on_gpu(s: ConvShape, dtype: Any, algorithm: str | None, seed: int = 0) -> N
         assert g.dtype == want_.dtype and g.shape == want_.shape
         err = np.linalg.norm((g - want_).ravel())
         assert err <= rtol * max(np.linalg.norm(want_.ravel()), 1e-30), (algorithm, err)
-    again = cuda.conv2d_grad_weight(dx, dgy, (s.kh, s.kw), *geom, algorithm=algorithm)
+    again = cuda.conv2d_grad_weight(dx, dgy, g, algorithm=algorithm)
     assert bool((again == got[2]).all()), "grad_weight is not deterministic"
 
 

@@ -38,6 +38,7 @@ import minitorch_resnext as mr
 from minitorch_resnext import functional as F
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import tiled
+from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.testing import gradcheck
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
@@ -46,7 +47,6 @@ TUTORIALS = Path("tutorials") if Path("tutorials").is_dir() else Path()
 FIGURES = Path(os.environ.get("MINITORCH_FIGURES", TUTORIALS / "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
-ONE, ZERO = (1, 1), (0, 0)
 
 
 def save(fig: Figure, name: str) -> None:
@@ -155,12 +155,13 @@ def conv2d_rows(x, w, groups):
 BATCH = 1 if FAST else 4
 x = rng.standard_normal((BATCH, 128, 58, 58)).astype(np.float32)  # 56x56 output, no padding
 w = rng.standard_normal((128, 4, 3, 3)).astype(np.float32)
-expected = reference.conv2d_forward(x, w, None, ONE, ZERO, ONE, 32)
+geometry = Conv2dGeometry.of(x.shape, w.shape, groups=32)  # sizes and arguments, checked once
+expected = reference.conv2d_forward(x, w, None, geometry)
 candidates = {
-    "reference (NumPy)": lambda: reference.conv2d_forward(x, w, None, ONE, ZERO, ONE, 32),
+    "reference (NumPy)": lambda: reference.conv2d_forward(x, w, None, geometry),
     "naive Numba": lambda: conv2d_naive(x, w, 32),
     "row-blocked Numba": lambda: conv2d_rows(x, w, 32),
-    "project kernel": lambda: cpu.conv2d_forward(x, w, None, ONE, ZERO, ONE, 32),
+    "project kernel": lambda: cpu.conv2d_forward(x, w, None, geometry),
 }
 for name, fn in candidates.items():
     np.testing.assert_allclose(fn(), expected, rtol=1e-4, atol=1e-4, err_msg=name)
@@ -203,7 +204,8 @@ gy = rng.standard_normal((2, 12, 7, 7))  # dL/dy for stride 1, padding 1: same s
 
 as_transposed_conv = F.conv2d(mr.tensor(gy), mr.tensor(transposed_weight(w64, G)),
                               padding=3 - 1 - PAD, groups=G).numpy()
-kernel = cpu.conv2d_grad_input(gy, w64, (7, 7), ONE, (PAD, PAD), ONE, G)
+geometry = Conv2dGeometry.of(x64.shape, w64.shape, padding=PAD, groups=G)
+kernel = cpu.conv2d_grad_input(gy, w64, geometry)
 xt = mr.tensor(x64, requires_grad=True)
 F.conv2d(xt, mr.tensor(w64), padding=PAD, groups=G).backward(mr.tensor(gy))
 np.testing.assert_allclose(kernel, as_transposed_conv, rtol=1e-10, atol=1e-10)
@@ -221,7 +223,8 @@ spread = np.zeros((2, 12, 7, 7))
 spread[:, :, ::2, ::2] = gy2
 as_transposed_conv = F.conv2d(mr.tensor(spread), mr.tensor(transposed_weight(w64, G)),
                               padding=3 - 1 - PAD, groups=G).numpy()
-kernel = cpu.conv2d_grad_input(gy2, w64, (7, 7), (2, 2), (PAD, PAD), ONE, G)
+kernel = cpu.conv2d_grad_input(
+    gy2, w64, Conv2dGeometry.of(x64.shape, w64.shape, stride=2, padding=PAD, groups=G))
 np.testing.assert_allclose(kernel, as_transposed_conv, rtol=1e-10, atol=1e-10)
 print("stride 2: grad_input == convolution of the zero-spread dL/dy")
 #
@@ -241,7 +244,7 @@ by_windows = np.concatenate([
     np.einsum("nohw,nchwpq->ocpq", gy[:, g * og:(g + 1) * og], windows[:, g * cg:(g + 1) * cg])
     for g in range(G)
 ])
-kernel = cpu.conv2d_grad_weight(x64, gy, (3, 3), ONE, (PAD, PAD), ONE, G)
+kernel = cpu.conv2d_grad_weight(x64, gy, geometry)
 wt = mr.tensor(w64, requires_grad=True)
 F.conv2d(mr.tensor(x64), wt, padding=PAD, groups=G).backward(mr.tensor(gy))
 np.testing.assert_allclose(kernel, by_windows, rtol=1e-10, atol=1e-10)
@@ -260,7 +263,8 @@ threads = numba.get_num_threads()
 by_threads = {}
 for n_threads in sorted({1, threads}):
     numba.set_num_threads(n_threads)
-    by_threads[n_threads] = cpu.conv2d_grad_weight(xb, gyb, (3, 3), ONE, ONE, ONE, 4)
+    by_threads[n_threads] = cpu.conv2d_grad_weight(
+        xb, gyb, Conv2dGeometry.of(xb.shape, (16, 4, 3, 3), padding=1, groups=4))
 numba.set_num_threads(threads)
 assert np.array_equal(by_threads[1], by_threads[threads])
 print(f"grad_weight with 1 and {threads} thread(s): bitwise equal")
@@ -307,18 +311,20 @@ def kernels_match_reference(config):
     r = np.random.default_rng(seed)
     x = r.standard_normal((n, groups * cg, *hw))
     w = r.standard_normal((groups * og, cg, *k))
-    args = (stride, padding, dilation, groups)
-    y = reference.conv2d_forward(x, w, None, *args)
+    g = Conv2dGeometry.of(x.shape, w.shape, stride, padding, dilation, groups)
+    y = reference.conv2d_forward(x, w, None, g)
     gy = r.standard_normal(y.shape)
-    supported = [a for a in cpu.ALGORITHMS
-                 if a not in ("implicit", "tiled") or tiled.supports(*args[:3], k)]
-    for algorithm in supported:  # the tiled and implicit kernels take stride 1 only
-        np.testing.assert_allclose(cpu.conv2d_forward(x, w, None, *args, algorithm=algorithm),
-                                   y, atol=1e-10)
-        np.testing.assert_allclose(cpu.conv2d_grad_input(gy, w, hw, *args, algorithm=algorithm),
-                                   reference.conv2d_grad_input(gy, w, hw, *args), atol=1e-10)
-        np.testing.assert_allclose(cpu.conv2d_grad_weight(x, gy, k, *args, algorithm=algorithm),
-                                   reference.conv2d_grad_weight(x, gy, k, *args), atol=1e-10)
+    passes = {
+        "forward": (lambda a: cpu.conv2d_forward(x, w, None, g, a), y),
+        "grad_input": (lambda a: cpu.conv2d_grad_input(gy, w, g, a),
+                       reference.conv2d_grad_input(gy, w, g)),
+        "grad_weight": (lambda a: cpu.conv2d_grad_weight(x, gy, g, a),
+                        reference.conv2d_grad_weight(x, gy, g)),
+    }
+    for name, algorithm in cpu.ALGORITHMS.items():
+        for pass_, (run, want) in passes.items():
+            if algorithm.computes(pass_, g):  # e.g. tiled: stride 1 only, and no grad_weight
+                np.testing.assert_allclose(run(name), want, atol=1e-10)
 
 
 kernels_match_reference()
@@ -376,11 +382,12 @@ for label, groups in SHAPES.items():
     w = rng.standard_normal((128, 128 // groups, 3, 3)).astype(np.float32)
     flops = 2 * BATCH * HW * HW * w.size
     intensity = flops / (4 * (2 * x.size + w.size))
-    calls = {algo: (lambda x=x, w=w, groups=groups, algo=algo:
-                    cpu.conv2d_forward(x, w, None, ONE, ONE, ONE, groups, algorithm=algo))
+    g = Conv2dGeometry.of(x.shape, w.shape, padding=1, groups=groups)
+    calls = {algo: (lambda x=x, w=w, g=g, algo=algo: cpu.conv2d_forward(x, w, None, g, algo))
              for algo in cpu.ALGORITHMS}
     seconds = best_times(calls, repeats=3 if FAST else 5)
-    chosen, why = cpu.conv2d_algorithm(x.shape, w.shape, ONE, ONE, ONE, groups)
+    choice = cpu.conv2d_algorithm(g).forward
+    chosen, why = choice.algorithm, choice.reason
     for algo, s in seconds.items():
         rate = flops / s
         points.append((label, algo, intensity, rate))
@@ -470,16 +477,16 @@ def race(n: int, channels: int, hw: int, groups: int, algorithms: tuple[str, ...
     x = rng.standard_normal((n, channels, hw, hw)).astype(np.float32)
     w = rng.standard_normal((channels, channels // groups, 3, 3)).astype(np.float32)
     flops = 2 * n * hw * hw * w.size
-    calls = {algo: (lambda algo=algo: cpu.conv2d_forward(x, w, None, ONE, ONE, ONE, groups,
-                                                          algorithm=algo))
+    g = Conv2dGeometry.of(x.shape, w.shape, padding=1, groups=groups)
+    calls = {algo: (lambda algo=algo: cpu.conv2d_forward(x, w, None, g, algo))
              for algo in algorithms}
     for algo, s in best_times(calls, repeats=3 if FAST else 10).items():
         print(f"{channels // groups} channels per group, {hw}x{hw}, {algo:8s}: "
               f"{flops / s / 1e9:6.1f} GFLOP/s")
     np.testing.assert_allclose(calls[algorithms[-1]](),
-                               reference.conv2d_forward(x, w, None, ONE, ONE, ONE, groups),
+                               reference.conv2d_forward(x, w, None, g),
                                rtol=1e-4, atol=1e-3)
-    print("chosen:", *cpu.conv2d_algorithm(x.shape, w.shape, ONE, ONE, ONE, groups))
+    print("chosen:", cpu.conv2d_algorithm(g).forward)
 
 
 race(2 if FAST else 16, 256, 14, 16, ("direct", "tiled"))  # like ResNeXt-50's third stage

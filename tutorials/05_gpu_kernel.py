@@ -36,6 +36,7 @@ import numpy as np
 import minitorch_resnext as mr
 from minitorch_resnext import functional as F
 from minitorch_resnext.kernels import cuda
+from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 SOURCE = Path(cuda.__file__).parent / "conv_direct.cu"
 source = SOURCE.read_text()
@@ -52,9 +53,10 @@ assert kernels == ["conv2d_forward_direct", "conv2d_grad_input_direct", "conv2d_
 
 # %%
 X_SHAPE, W_SHAPE, ONE, GROUPS = (8, 128, 56, 56), (128, 4, 3, 3), (1, 1), 32
-algorithm, why = cuda.conv2d_algorithm(X_SHAPE, W_SHAPE, ONE, ONE, ONE, GROUPS)
-print(f"{algorithm}: {why}")
-assert algorithm == "direct"
+geometry = Conv2dGeometry.of(X_SHAPE, W_SHAPE, padding=1, groups=GROUPS)
+choice = cuda.conv2d_algorithm(geometry).forward
+print(choice)
+assert choice.algorithm == "direct"
 
 shape = cuda.ConvShape.of(X_SHAPE, W_SHAPE, ONE, ONE, ONE, GROUPS)
 forward_plan = cuda._direct_plans(shape, "float")[0]  # forward, grad_input, grad_weight

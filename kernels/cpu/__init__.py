@@ -1,9 +1,9 @@
 """Numba CPU kernels: grouped convolution forward, grad_input and grad_weight.
 
-Pure array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
-`conv2d_algorithm` says which implementation (direct, tiled, implicit GEMM or im2col + GEMM)
-runs for a shape and why. The first use of a kernel on a machine compiles it, which `notice`
-announces.
+Array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
+`conv2d_algorithm` says which algorithm (direct, register-tiled, implicit GEMM or im2col +
+GEMM) each pass runs for a geometry, and why. The first use of a kernel on a machine compiles
+it, which `notice` announces.
 """
 
 import os
@@ -16,8 +16,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import notice  # noqa: E402, F401
 from .conv import (  # noqa: E402
     ALGORITHMS,
-    GEMM_MIN_CHANNELS,
-    POINTWISE_GEMM_MIN_CHANNELS,
     conv2d_algorithm,
     conv2d_forward,
     conv2d_grad_input,
@@ -27,8 +25,6 @@ from .tiled import peak_probe  # noqa: E402
 
 __all__ = [
     "ALGORITHMS",
-    "GEMM_MIN_CHANNELS",
-    "POINTWISE_GEMM_MIN_CHANNELS",
     "conv2d_algorithm",
     "conv2d_forward",
     "conv2d_grad_input",

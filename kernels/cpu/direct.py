@@ -19,18 +19,18 @@ grad_input is the same loop with x and y swapped: per stride phase of the input,
 correlation of a zero-padded copy of grad_out with that phase's taps. grad_weight replaces
 the update by dot products.
 
-Implementation notes. Helpers work on flat 1-D arrays with explicit offsets and index them
-with unsigned integers (`_u`): Numba then emits no negative-index wraparound, so the loops
-vectorise, and no array views (whose reference counting costs more than copying a short
-row) are created per row. Every offset is in range by construction. The per-row helpers are
-inlined (`inline="always"`): a call between Numba functions costs about as much as moving a
-56-pixel row.
+The per-row helpers work on flat arrays with unsigned offsets and are inlined, like those
+of `_numba` (see there why).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from ..geometry import Conv2dGeometry, ConvArgs
+from ..selection import ConvAlgorithm
+from ._numba import fill, ints, transfer, u, valid_cols
 
 # Scratch per task (input and output blocks) is sized to stay in the per-core L2 cache.
 _BLOCK_BYTES = 128 * 1024
@@ -40,27 +40,6 @@ _TASKS = 256
 # grad_weight: the number of partial sums per group is chosen from the shape only, so the
 # fixed-order reduction gives bitwise the same result whatever the thread count.
 _GRAD_WEIGHT_TASKS = 16
-
-
-@njit(cache=True, inline="always")
-def _u(i: int) -> int:
-    """i as an unsigned array index (no wraparound check; i >= 0 is guaranteed)."""
-    return np.uint64(i)
-
-
-@njit(cache=True)
-def _ints(a: int, b: int) -> tuple[int, int]:
-    """(a, b) typed as plain int64: literal arguments to the helpers below would make Numba
-    compile one specialisation of the helper per literal value."""
-    return np.int64(a), np.int64(b)
-
-
-@njit(cache=True, inline="always")
-def valid_cols(offset: int, stride: int, width: int, count: int) -> tuple[int, int]:
-    """Indices q in [lo, hi) within [0, count) whose column q*stride + offset lies in [0, width)."""
-    lo = max(0, (stride - 1 - offset) // stride)
-    hi = min(count, (width - offset + stride - 1) // stride)
-    return lo, max(lo, hi)
 
 
 @njit(cache=True)
@@ -81,26 +60,6 @@ def _segments(
 
 
 @njit(cache=True, inline="always")
-def _fill(dst: np.ndarray, d: int, n: int, value: float) -> None:
-    for k in range(n):
-        dst[_u(d + k)] = value
-
-
-@njit(cache=True, inline="always")
-def _transfer(
-    buf: np.ndarray, b: int, img: np.ndarray, i: int, step: int, n: int, load: bool
-) -> None:
-    """buf[b + k] <-> img[i + k*step] for k < n (load: into buf). Called with a literal step
-    of 1 for the contiguous case, so that after inlining that loop vectorises."""
-    if load:
-        for k in range(n):
-            buf[_u(b + k)] = img[_u(i + k * step)]
-    else:
-        for k in range(n):
-            img[_u(i + k * step)] = buf[_u(b + k)]
-
-
-@njit(cache=True, inline="always")
 def _transfer_pair(
     buf: np.ndarray, b0: int, b1: int, img: np.ndarray, i: int, n: int, load: bool
 ) -> None:
@@ -108,12 +67,12 @@ def _transfer_pair(
     pass: vector shuffles, where moving one strided phase alone compiles to slow gathers)."""
     if load:
         for k in range(n):
-            buf[_u(b0 + k)] = img[_u(i + 2 * k)]
-            buf[_u(b1 + k)] = img[_u(i + 2 * k + 1)]
+            buf[u(b0 + k)] = img[u(i + 2 * k)]
+            buf[u(b1 + k)] = img[u(i + 2 * k + 1)]
     else:
         for k in range(n):
-            img[_u(i + 2 * k)] = buf[_u(b0 + k)]
-            img[_u(i + 2 * k + 1)] = buf[_u(b1 + k)]
+            img[u(i + 2 * k)] = buf[u(b0 + k)]
+            img[u(i + 2 * k + 1)] = buf[u(b1 + k)]
 
 
 @njit(cache=True, inline="always")
@@ -147,19 +106,19 @@ def _row_phases(
     `ranges` is `_col_ranges(col0, step, width, count)`."""
     lo0, hi0, lo1, hi1, mid_lo, mid_hi = ranges
     if step == 1:
-        _transfer(buf, b + lo0, img, i + lo0, 1, hi0 - lo0, load)
+        transfer(buf, b + lo0, img, i + lo0, 1, hi0 - lo0, load)
     elif step == 2:  # both phases together in [mid_lo, mid_hi); the edge pixel(s) one by one
         for p, lo, hi in ((0, lo0, hi0), (1, lo1, hi1)):
             for v in range(lo, min(hi, mid_lo)):
-                _transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
+                transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
             for v in range(max(lo, mid_hi), hi):
-                _transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
+                transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
         n = mid_hi - mid_lo
         _transfer_pair(buf, b + mid_lo, b + phase_len + mid_lo, img, i + 2 * mid_lo, n, load)
     else:
         for p in range(step):
             lo, hi = valid_cols(col0 + p, step, width, count)
-            _transfer(buf, b + p * phase_len + lo, img, i + p + lo * step, step, hi - lo, load)
+            transfer(buf, b + p * phase_len + lo, img, i + p + lo * step, step, hi - lo, load)
 
 
 @njit(cache=True)
@@ -185,7 +144,7 @@ def _load_plane(
     for rr in range(rows):
         base = b + rr * pitch
         for p in range(col_step):
-            _fill(buf, base + p * phase_len, pitch, 0)
+            fill(buf, base + p * phase_len, pitch, 0)
         ih = row0 + rr * row_step
         if 0 <= ih < h:
             i = plane + ih * width + col0
@@ -293,7 +252,7 @@ def _load_block(
 def _axpy(dst: np.ndarray, d: int, n: int, src: np.ndarray, s: int, a: float) -> None:
     """dst[d : d + n] += a * src[s : s + n]."""
     for k in range(n):
-        dst[_u(d + k)] += a * src[_u(s + k)]
+        dst[u(d + k)] += a * src[u(s + k)]
 
 
 @njit(cache=True)
@@ -313,11 +272,11 @@ def _axpy4(
 ) -> None:
     """dst[d : d + n] += sum of a_t * src[s_t : s_t + n] over four taps."""
     for k in range(n):
-        dst[_u(d + k)] += (
-            a0 * src[_u(s0 + k)]
-            + a1 * src[_u(s1 + k)]
-            + a2 * src[_u(s2 + k)]
-            + a3 * src[_u(s3 + k)]
+        dst[u(d + k)] += (
+            a0 * src[u(s0 + k)]
+            + a1 * src[u(s1 + k)]
+            + a2 * src[u(s2 + k)]
+            + a3 * src[u(s3 + k)]
         )
 
 
@@ -345,12 +304,12 @@ def _axpy4x4(
     a20, a21, a22, a23 = coef[c2], coef[c2 + 1], coef[c2 + 2], coef[c2 + 3]
     a30, a31, a32, a33 = coef[c3], coef[c3 + 1], coef[c3 + 2], coef[c3 + 3]
     for k in range(n):
-        x0, x1 = src[_u(s0 + k)], src[_u(s1 + k)]
-        x2, x3 = src[_u(s2 + k)], src[_u(s3 + k)]
-        dst[_u(d0 + k)] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
-        dst[_u(d1 + k)] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
-        dst[_u(d2 + k)] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
-        dst[_u(d3 + k)] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+        x0, x1 = src[u(s0 + k)], src[u(s1 + k)]
+        x2, x3 = src[u(s2 + k)], src[u(s3 + k)]
+        dst[u(d0 + k)] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+        dst[u(d1 + k)] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+        dst[u(d2 + k)] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+        dst[u(d3 + k)] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
 
 
 @njit(cache=True)
@@ -412,7 +371,7 @@ def _dot(a: np.ndarray, i: int, b: np.ndarray, j: int, n: int) -> float:
     run. The same holds for `_dot4x4`."""
     s = a.dtype.type(0)
     for k in range(n):
-        s += a[_u(i + k)] * b[_u(j + k)]
+        s += a[u(i + k)] * b[u(j + k)]
     return s
 
 
@@ -428,8 +387,8 @@ def _dot4x4(
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
     s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
     for k in range(n):
-        a0, a1, a2, a3 = a[_u(i0 + k)], a[_u(i1 + k)], a[_u(i2 + k)], a[_u(i3 + k)]
-        b0, b1, b2, b3 = b[_u(j0 + k)], b[_u(j1 + k)], b[_u(j2 + k)], b[_u(j3 + k)]
+        a0, a1, a2, a3 = a[u(i0 + k)], a[u(i1 + k)], a[u(i2 + k)], a[u(i3 + k)]
+        b0, b1, b2, b3 = b[u(j0 + k)], b[u(j1 + k)], b[u(j2 + k)], b[u(j3 + k)]
         s00 += a0 * b0
         s01 += a0 * b1
         s02 += a0 * b2
@@ -499,22 +458,25 @@ def _output_taps(
 
 
 @njit(parallel=True, cache=True)
-def forward(
+def _forward(
     x: np.ndarray,
     w: np.ndarray,
     bias: np.ndarray,
     y: np.ndarray,
-    sh: int,
-    sw: int,
-    ph: int,
-    pw: int,
-    dh: int,
-    dw: int,
-    groups: int,
+    conv: ConvArgs,
 ) -> None:
     """y = conv(x, w) + bias; one task per run of (group, block) units (see `_segments`),
-    output channels four at a time."""
-    zero, one = _ints(0, 1)
+    output channels four at a time.
+
+    Args:
+        x: input (N, C_in, H, W), contiguous.
+        w: weights (C_out, C_in / groups, kH, kW), contiguous.
+        bias: (C_out,).
+        y: output (N, C_out, H_out, W_out), written.
+        conv: stride, padding, dilation and groups.
+    """
+    (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
+    zero, one = ints(0, 1)
     n_img = x.shape[0]
     c_out, cg, kh, kw = w.shape
     out_h, out_w = y.shape[2], y.shape[3]
@@ -542,7 +504,7 @@ def forward(
             for o0 in range(g * og, (g + 1) * og, 4):
                 outs = min(4, (g + 1) * og - o0)
                 for p in range(outs):
-                    _fill(ybuf, p * size, size, bias[o0 + p])
+                    fill(ybuf, p * size, size, bias[o0 + p])
                 _accumulate_taps(
                     ybuf, zero, size, outs, size, xbuf, offsets, zero, n_taps, wf, o0 * n_taps,
                     n_taps,
@@ -559,23 +521,25 @@ def forward(
 
 
 @njit(parallel=True, cache=True)
-def grad_input(
+def _grad_input(
     gy: np.ndarray,
     w: np.ndarray,
     gx: np.ndarray,
-    sh: int,
-    sw: int,
-    ph: int,
-    pw: int,
-    dh: int,
-    dw: int,
-    groups: int,
+    conv: ConvArgs,
 ) -> None:
     """gx = conv^T(gy, w). Per stride phase (a, b) of the padded input, gx is a stride-1
     correlation of zero-padded gy with the taps of that phase; rows/cols of the phase grid
     that fall in the padding are skipped. Blocks as in `forward`, input channels four at a
-    time."""
-    zero, one = _ints(0, 1)
+    time.
+
+    Args:
+        gy: grad_out (N, C_out, H_out, W_out), contiguous.
+        w: weights (C_out, C_in / groups, kH, kW), contiguous.
+        gx: grad_input (N, C_in, H, W), written.
+        conv: stride, padding, dilation and groups.
+    """
+    (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
+    zero, one = ints(0, 1)
     n_img, c_in, h, wd = gx.shape
     c_out, cg, kh, kw = w.shape
     out_h, out_w = gy.shape[2], gy.shape[3]
@@ -624,7 +588,7 @@ def grad_input(
                                 wi = ((g * og + outs[k]) * cg + c0 + p) * kh * kw + kpos[k]
                                 coef[p * (t1 - t0) + k - t0] = wf[wi]
                         for p in range(chans):
-                            _fill(gxbuf, (p * sw + b) * gx_len, size, 0)
+                            fill(gxbuf, (p * sw + b) * gx_len, size, 0)
                         _accumulate_taps(
                             gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf, offsets, t0, t1,
                             coef, zero, t1 - t0,
@@ -642,22 +606,24 @@ def grad_input(
 
 
 @njit(parallel=True, cache=True)
-def grad_weight(
+def _grad_weight(
     x: np.ndarray,
     gy: np.ndarray,
     gw: np.ndarray,
-    sh: int,
-    sw: int,
-    ph: int,
-    pw: int,
-    dh: int,
-    dw: int,
-    groups: int,
+    conv: ConvArgs,
 ) -> None:
     """gw = sum over images and pixels of gy * shifted x, deterministically: task (group,
     chunk of blocks) owns its partial sums, which are added in chunk order at the end.
-    Blocks as in `forward`; four output channels by four taps share their loads."""
-    zero, one = _ints(0, 1)
+    Blocks as in `forward`; four output channels by four taps share their loads.
+
+    Args:
+        x: input (N, C_in, H, W), contiguous.
+        gy: grad_out (N, C_out, H_out, W_out), contiguous.
+        gw: grad_weight (C_out, C_in / groups, kH, kW), written.
+        conv: stride, padding, dilation and groups.
+    """
+    (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
+    zero, one = ints(0, 1)
     n_img = x.shape[0]
     c_out, cg, kh, kw = gw.shape
     out_h, out_w = gy.shape[2], gy.shape[3]
@@ -725,3 +691,29 @@ def grad_weight(
         gw2[g * og : (g + 1) * og] = partial[g * chunks]
         for k in range(1, chunks):
             gw2[g * og : (g + 1) * og] += partial[g * chunks + k]
+
+
+def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+            geometry: Conv2dGeometry) -> None:
+    """y = conv(x, w) + bias."""
+    bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
+    _forward(x, w, bias, y, geometry.args)
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry) -> None:
+    """gx: the adjoint of the forward in x."""
+    _grad_input(gy, w, gx, geometry.args)
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dGeometry
+                ) -> None:
+    """gw: the adjoint of the forward in w, deterministic."""
+    _grad_weight(x, gy, gw, geometry.args)
+
+
+ALGORITHM = ConvAlgorithm(
+    "direct",
+    {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight},
+    "one pass over the input per (image, group, block of rows), four output channels by four "
+    "taps per inner loop",
+)

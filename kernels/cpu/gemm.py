@@ -19,10 +19,14 @@ has a fixed order, so grad_weight is deterministic.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from .direct import _fill, _transfer, _u, valid_cols
+from ..geometry import Conv2dGeometry, ConvArgs
+from ..selection import ConvAlgorithm
+from ._numba import fill, transfer, u, valid_cols
 
 # images per GEMM: enough for about this many columns (images x output pixels)
 _GEMM_COLUMNS = 1024
@@ -33,15 +37,11 @@ def _im2col(
     x: np.ndarray,
     n0: int,
     col: np.ndarray,
-    sh: int,
-    sw: int,
-    ph: int,
-    pw: int,
-    dh: int,
-    dw: int,
+    conv: ConvArgs,
 ) -> None:
     """col[g, c, i, j, m, r, q] = x[n0 + m, g*cg + c, r*sh - ph + i*dh, q*sw - pw + j*dw], 0
     outside x."""
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     _, _, kh, kw, m_img, out_h, out_w = col.shape
     _, c_in, h, wd = x.shape
     xf, cf = x.reshape(-1), col.reshape(-1)
@@ -53,15 +53,15 @@ def _im2col(
         for r in range(out_h):
             d, ih = (task * out_h + r) * out_w, r * sh - ph + i * dh
             if ih < 0 or ih >= h:
-                _fill(cf, d, out_w, 0)
+                fill(cf, d, out_w, 0)
                 continue
-            _fill(cf, d, lo, 0)
-            _fill(cf, d + hi, out_w - hi, 0)
+            fill(cf, d, lo, 0)
+            fill(cf, d + hi, out_w - hi, 0)
             s = plane + ih * wd + lo * sw + j * dw - pw
             if sw == 1:  # a literal unit step, so that the copy vectorises
-                _transfer(cf, d + lo, xf, s, 1, hi - lo, True)
+                transfer(cf, d + lo, xf, s, 1, hi - lo, True)
             else:
-                _transfer(cf, d + lo, xf, s, sw, hi - lo, True)
+                transfer(cf, d + lo, xf, s, sw, hi - lo, True)
 
 
 @njit(cache=True)
@@ -69,22 +69,18 @@ def _col2im(
     col: np.ndarray,
     gx: np.ndarray,
     n0: int,
-    sh: int,
-    sw: int,
-    ph: int,
-    pw: int,
-    dh: int,
-    dw: int,
+    conv: ConvArgs,
 ) -> None:
     """gx[n0 + m, g*cg + c] = sum over taps (i, j) of col[g, c, i, j, m] added back at the
     input pixels they came from (the adjoint of `_im2col`); one task per input plane."""
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     _, _, kh, kw, m_img, out_h, out_w = col.shape
     _, c_in, h, wd = gx.shape
     gf, cf = gx.reshape(-1), col.reshape(-1)
     for task in range(m_img * c_in):
         m, ci = task // c_in, task % c_in
         plane = ((n0 + m) * c_in + ci) * h * wd
-        _fill(gf, plane, h * wd, 0)
+        fill(gf, plane, h * wd, 0)
         for i in range(kh):
             for j in range(kw):
                 lo, hi = valid_cols(j * dw - pw, sw, wd, out_w)
@@ -96,7 +92,7 @@ def _col2im(
                     d = plane + ih * wd + lo * sw + j * dw - pw
                     s = (base * out_h + r) * out_w + lo
                     for k in range(hi - lo):
-                        gf[_u(d + k * sw)] += cf[_u(s + k)]
+                        gf[u(d + k * sw)] += cf[u(s + k)]
 
 
 @njit(cache=True)
@@ -120,22 +116,13 @@ def _from_gemm_layout(out: np.ndarray, a: np.ndarray) -> None:
 class _Plan:
     """Shapes of one convolution's GEMMs and how images are chunked."""
 
-    def __init__(
-        self,
-        x_shape: tuple[int, ...],
-        w_shape: tuple[int, ...],
-        out_hw: tuple[int, int],
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        groups: int,
-    ) -> None:
-        self.n_img, self.groups = x_shape[0], groups
-        c_out, self.cg, self.kh, self.kw = w_shape
-        self.og, self.out_hw = c_out // groups, out_hw
-        self.pixels, self.k = out_hw[0] * out_hw[1], self.cg * self.kh * self.kw
+    def __init__(self, geometry: Conv2dGeometry) -> None:
+        self.geometry, self.n_img, self.groups = geometry, geometry.batch, geometry.groups
+        self.cg, self.og = geometry.in_per_group, geometry.out_per_group
+        (self.kh, self.kw), self.out_hw = geometry.kernel_hw, geometry.output_hw
+        self.pixels, self.k = math.prod(self.out_hw), self.cg * geometry.taps
         # a 1x1 unpadded convolution reads every stride-th pixel: a GEMM on those, no im2col
-        self.pointwise = w_shape[2:] == (1, 1) and padding == (0, 0)
-        self.stride = stride
+        self.pointwise, self.stride = geometry.pointwise, geometry.stride
         self.step = max(1, min(self.n_img, -(-_GEMM_COLUMNS // self.pixels)))
         if self.pointwise and self.pixels < _GEMM_COLUMNS:  # columns are a copy, not 9x im2col
             self.step = self.n_img
@@ -144,14 +131,12 @@ class _Plan:
         """(first image, number of images) of each GEMM, in order."""
         return [(n0, min(self.step, self.n_img - n0)) for n0 in range(0, self.n_img, self.step)]
 
-    def columns(
-        self, x: np.ndarray, n0: int, m: int, geometry: tuple[tuple[int, int], ...]
-    ) -> np.ndarray:
+    def columns(self, x: np.ndarray, n0: int, m: int) -> np.ndarray:
         """im2col of images n0 .. n0 + m: (groups, K, m*P); a view of x where it can be."""
         if self.pointwise:  # the chunk in GEMM layout: a view or a transposing copy
             return self.gemm_layout(self.subsample(x), n0, m)
         col = np.empty((self.groups, self.cg, self.kh, self.kw, m, *self.out_hw), x.dtype)
-        _im2col(x, n0, col, *(v for pair in geometry for v in pair))
+        _im2col(x, n0, col, self.geometry.args)
         return col.reshape(self.groups, self.k, m * self.pixels)
 
     def subsample(self, x: np.ndarray) -> np.ndarray:
@@ -177,23 +162,20 @@ def forward(
     w: np.ndarray,
     bias: np.ndarray | None,
     y: np.ndarray,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
+    geometry: Conv2dGeometry,
 ) -> None:
     """y = conv(x, w) + bias by per-group GEMMs over chunks of images."""
-    plan = _Plan(x.shape, w.shape, y.shape[2:], stride, padding, groups)
-    wg = w.reshape(groups, plan.og, plan.k)
+    plan = _Plan(geometry)
+    wg = w.reshape(plan.groups, plan.og, plan.k)
     if plan.pointwise:  # one batched GEMM straight on the NCHW arrays
         np.matmul(wg, plan.by_group(plan.subsample(x)), out=plan.by_group(y))
     else:
         for n0, m in plan.chunks():
-            col = plan.columns(x, n0, m, (stride, padding, dilation))
+            col = plan.columns(x, n0, m)
             if m == 1:
-                np.matmul(wg, col, out=y[n0].reshape(groups, plan.og, plan.pixels))
+                np.matmul(wg, col, out=y[n0].reshape(plan.groups, plan.og, plan.pixels))
             else:
-                out = np.matmul(wg, col).reshape(groups, plan.og, m, plan.pixels)
+                out = np.matmul(wg, col).reshape(plan.groups, plan.og, m, plan.pixels)
                 _from_gemm_layout(out, y[n0 : n0 + m].reshape(m, y.shape[1], plan.pixels))
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
@@ -203,14 +185,11 @@ def grad_input(
     gy: np.ndarray,
     w: np.ndarray,
     gx: np.ndarray,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
+    geometry: Conv2dGeometry,
 ) -> None:
     """gx = col2im(w_g^T @ gy_g) per group over chunks of images."""
-    plan = _Plan(gx.shape, w.shape, gy.shape[2:], stride, padding, groups)
-    wt = w.reshape(groups, plan.og, plan.k).transpose(0, 2, 1)
+    plan = _Plan(geometry)
+    wt = w.reshape(plan.groups, plan.og, plan.k).transpose(0, 2, 1)
     if plan.pointwise and plan.stride == (1, 1):
         np.matmul(wt, plan.by_group(gy), out=plan.by_group(gx))
         return
@@ -221,23 +200,27 @@ def grad_input(
         return
     for n0, m in plan.chunks():
         gyg = plan.gemm_layout(gy, n0, m)
-        col = np.matmul(wt, gyg).reshape(groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw)
-        _col2im(col, gx, n0, *stride, *padding, *dilation)
+        col = np.matmul(wt, gyg).reshape(plan.groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw)
+        _col2im(col, gx, n0, plan.geometry.args)
 
 
 def grad_weight(
     x: np.ndarray,
     gy: np.ndarray,
     gw: np.ndarray,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
+    geometry: Conv2dGeometry,
 ) -> None:
     """gw_g = sum over image chunks (in order) of gy_g @ col_g^T."""
-    plan = _Plan(x.shape, gw.shape, gy.shape[2:], stride, padding, groups)
-    gw3 = gw.reshape(groups, plan.og, plan.k)
+    plan = _Plan(geometry)
+    gw3 = gw.reshape(plan.groups, plan.og, plan.k)
     gw3[...] = 0
     for n0, m in plan.chunks():
-        col = plan.columns(x, n0, m, (stride, padding, dilation))
+        col = plan.columns(x, n0, m)
         gw3 += np.matmul(plan.gemm_layout(gy, n0, m), col.transpose(0, 2, 1))
+
+
+ALGORITHM = ConvAlgorithm(
+    "gemm",
+    {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight},
+    "im2col + BLAS GEMM per group (a 1x1 unpadded convolution: one batched GEMM, no im2col)",
+)

@@ -23,7 +23,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .direct import _u
+from ._numba import u
 
 VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits the vectors on narrower machines
 
@@ -92,7 +92,7 @@ def pack_pixels(dst, dst_off, ld, src, src_off, plane, pixels, channels):
             transpose_block(dst, dst_off + p * ld + c, ld, src, src_off + c * plane + p, plane)
     for c in range(channels):  # what the blocks left: the last pixels, the last channels
         for p in range(p_full if c < c_full else 0, pixels):
-            dst[_u(dst_off + p * ld + c)] = src[_u(src_off + c * plane + p)]
+            dst[u(dst_off + p * ld + c)] = src[u(src_off + c * plane + p)]
 
 
 @functools.cache

@@ -12,10 +12,8 @@ register-tiled micro-kernel:
 ``A`` is packed so that the MR values of one step ``d`` are adjacent (broadcast from
 memory), ``B`` has NR adjacent values per step (two AVX-512 vectors of float32), and the
 MR x NR accumulators stay in registers for the whole reduction: per step, 2 vector loads
-and MR broadcasts feed 2 * MR vector FMAs. Numba has no vector types, so the micro-kernel
-is generated as MR * NR scalar statements that LLVM's SLP vectoriser packs into vector
-registers; Numba turns SLP off by default (numba#8705), so it is switched on while these
-kernels compile (`slp_vectorized`), and the tests compare every result with the reference.
+and MR broadcasts feed 2 * MR vector FMAs. The micro-kernel is generated scalar code that
+LLVM's SLP vectoriser packs into vector registers (`codegen`).
 
 No im2col. In the padded block, row ih of image b sits at ``(b*band + ih + pH) * pitch``
 and an output pixel (b, r, q) at column ``p = (b*band + r) * pitch + q``, so every tap
@@ -29,23 +27,27 @@ share their padding columns and stacked images their padding rows, which keeps t
   (channel, tap): ``y_g = w_g @ taps(x)``.
 - grad_input: a forward convolution of grad_out with each group's weights transposed and
   flipped, padded by ``dilation * (k - 1) - padding``.
-- grad_weight: `implicit.grad_weight`, which reduces over the in-bounds pixels of each tap
-  with no padded copy and no junk pixels.
+There is no grad_weight here: the grad_weight rules send these convolutions to the implicit
+kernel, which reduces over the in-bounds pixels of each tap with no padded copy and no junk.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import NamedTuple
 
-import numba
 import numpy as np
 from numba import njit, prange
 
-from .direct import _u
+from ..geometry import Conv2dGeometry, ConvArgs, Pair
+from ..selection import ConvAlgorithm
+from ._numba import u
+from .codegen import Tile, compile_tile, slp_vectorized
 from .intrinsics import prefetch_range
 
-MR, NR = 8, 32  # micro-kernel tile: rows (broadcast values) x columns (vector lanes)
+# rows: output channels, broadcast from the packed weights; lanes: output pixels
+TILE = Tile(rows=8, lanes=32)
+MR, NR = TILE
 # output pixels (junk included) of one block: its padded input and its output take about
 # this many bytes, to stay in the per-core L2 cache ...
 _BLOCK_BYTES = 512 * 1024
@@ -72,52 +74,44 @@ def tile_source(mr: int, nr: int) -> str:
     return "\n".join(lines)
 
 
-def compile_tile(source: str) -> numba.core.registry.CPUDispatcher:
-    """The generated micro-kernel `source` (a function named `tile`), compiled to be inlined
-    into the parallel kernels that call it."""
-    namespace: dict = {"np": np}
-    exec(source, namespace)  # generated code: see `tile_source` and implicit.py's generators
-    return njit(inline="always", fastmath={"contract"})(namespace["tile"])
+_tile = compile_tile("tiled.tile", tile_source(MR, NR))
 
 
-_tile = compile_tile(tile_source(MR, NR))
+
+class Block(NamedTuple):
+    """The output pixels of one task: `images` whole images of `rows` rows, or (images = 1) a
+    band of `rows` rows of one image."""
+
+    images: int
+    rows: int
 
 
-@contextlib.contextmanager
-def slp_vectorized() -> Iterator[None]:
-    """Compile (on a cache miss) with LLVM's SLP vectoriser on, which the micro-kernel needs."""
-    config = numba.core.config
-    saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
-    try:
-        yield
-    finally:
-        config.SLP_VECTORIZE = saved
+class Layout(NamedTuple):
+    """A task's zero-padded input block (module docstring): row length, rows per image, output
+    columns (junk included, a multiple of NR) and elements per channel (ldc plus the farthest
+    tap's reach)."""
+
+    pitch: int
+    band: int
+    ldc: int
+    plane: int
 
 
-def supports(stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-             kernel_hw: tuple[int, int]) -> bool:
-    """Whether this module computes all three passes: stride 1 and padding at most the
-    kernel's extent minus one (so grad_input is a forward convolution)."""
-    return stride == (1, 1) and all(
-        p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_hw))
-
-
-def _blocks(n_img: int, out_h: int, out_w: int, channels: int, itemsize: int
-            ) -> tuple[int, int]:
-    """(images, rows) of one block of output pixels: whole images when they are small, else a
-    band of rows of one image; `channels` (input + output) per pixel fit _BLOCK_BYTES. The
-    blocks are made equal (the threads take equal runs of tasks, so a short last block would
-    leave one of them idle)."""
+def _blocks(n_img: int, out_hw: Pair, channels: int, itemsize: int) -> Block:
+    """Whole images when they are small, else a band of rows of one image; `channels` (input +
+    output) per pixel fit _BLOCK_BYTES. The blocks are made equal (the threads take equal runs
+    of tasks, so a short last block would leave one of them idle)."""
+    out_h, out_w = out_hw
     columns = max(out_w, min(_BLOCK_COLUMNS, _BLOCK_BYTES // (channels * itemsize)))
     per_image = out_h * out_w
     if per_image <= columns:
         m = max(1, min(n_img, columns // per_image))
-        return -(-n_img // -(-n_img // m)), out_h
+        return Block(-(-n_img // -(-n_img // m)), out_h)
     rows = max(1, columns // out_w)
-    return 1, -(-out_h // -(-out_h // rows))
+    return Block(1, -(-out_h // -(-out_h // rows)))
 
 
-def _pack_rows(w: np.ndarray, groups: int) -> np.ndarray:
+def _pack_weights(w: np.ndarray, groups: int) -> np.ndarray:
     """Weights (C_out, cg, kH, kW) as A panels (groups, ob, K, MR): a[g, b, d, i] =
     w[g*og + b*MR + i, d], zero rows up to a multiple of MR."""
     c_out = w.shape[0]
@@ -130,70 +124,85 @@ def _pack_rows(w: np.ndarray, groups: int) -> np.ndarray:
 
 @njit(cache=True)
 def _layout(h: int, wd: int, kh: int, kw: int, ph: int, pw: int, dh: int, dw: int, m: int,
-            nr: int) -> tuple[int, int, int, int]:
-    """(pitch, band, ldc, plane) of the zero-padded block layout (module docstring) for m
-    images x nr output rows: row length, rows per image, output columns (junk included,
-    a multiple of NR) and elements per channel (ldc plus the farthest tap's reach)."""
+            nr: int) -> Layout:
+    """The block layout for m images x nr output rows of an H x W input."""
     pb, pr = (kh - 1) * dh - ph, (kw - 1) * dw - pw  # zero rows below / columns right
     pitch = wd + max(pw, pr)  # a row's right padding is the next row's left padding
     band = h + max(ph, pb) if m > 1 else nr + (kh - 1) * dh  # whole images share pad rows
     ldc = -(-m * band * pitch // NR) * NR
-    return pitch, band, ldc, ldc + (kh - 1) * dh * pitch + (kw - 1) * dw
+    return Layout(pitch, band, ldc, ldc + (kh - 1) * dh * pitch + (kw - 1) * dw)
 
 
 @njit(cache=True)
-def _pad_block(x: np.ndarray, n0: int, m: int, c0: int, nc: int, r0: int, nr: int, kh: int,
-               ph: int, pw: int, dh: int, pitch: int, band: int, plane: int) -> np.ndarray:
-    """The input of images n0 .. n0 + m, channels c0 .. c0 + nc, for output rows r0 .. r0 + nr,
-    zero-padded into nc planes of `plane` elements: x[n0 + b, c0 + c, ih, iw] at
-    c*plane + (b*band + ih - r0 + ph)*pitch + iw + pw."""
+def _pad_block(x: np.ndarray, n0: int, m: int, c0: int, nc: int, r0: int, nr: int,
+               reach: int, ph: int, pw: int, layout: Layout) -> np.ndarray:
+    """The input of images n0 .. n0 + m, channels c0 .. c0 + nc, for output rows r0 .. r0 + nr
+    (the rows they read end `reach` = (kH - 1) * dH - pH below), zero-padded into nc planes of
+    `layout.plane` elements: x[n0 + b, c0 + c, ih, iw] at c*plane + (b*band + ih - r0 + pH)*pitch
+    + iw + pW."""
     _, c_in, h, wd = x.shape
+    pitch, band, _, plane = layout
     xf = x.reshape(-1)
     block = np.zeros(nc * plane, x.dtype)
     for c in range(nc):
         for b in range(m):
             src = ((n0 + b) * c_in + c0 + c) * h * wd
-            for ih in range(max(0, r0 - ph), min(h, r0 + nr + (kh - 1) * dh - ph)):
+            for ih in range(max(0, r0 - ph), min(h, r0 + nr + reach)):
                 s = src + ih * wd
                 dst = c * plane + (b * band + ih - r0 + ph) * pitch + pw
                 for q in range(wd):
-                    block[_u(dst + q)] = xf[_u(s + q)]
+                    block[u(dst + q)] = xf[u(s + q)]
     return block
 
 
 @njit(cache=True)
-def _tap_offsets(cg: int, kh: int, kw: int, dh: int, dw: int, pitch: int, plane: int
-                 ) -> np.ndarray:
+def _tap_offsets(cg: int, kh: int, kw: int, dh: int, dw: int, layout: Layout) -> np.ndarray:
     """Where tap (c, i, j) reads the padded block, relative to the output pixel."""
     offsets = np.empty(cg * kh * kw, np.int64)
     for c in range(cg):
         for i in range(kh):
             for j in range(kw):
-                offsets[(c * kh + i) * kw + j] = c * plane + i * dh * pitch + j * dw
+                offsets[(c * kh + i) * kw + j] = c * layout.plane + i * dh * layout.pitch + j * dw
     return offsets
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward(x, a, bias, y, kh, kw, m_img, rows, ph, pw, dh, dw):
+def _forward(x: np.ndarray, a: np.ndarray, bias: np.ndarray, y: np.ndarray, kernel_hw: Pair,
+             conv: ConvArgs, block: Block) -> None:
+    """y = conv(x, w) + bias at stride 1, one task per (group, block of output pixels).
+
+    Args:
+        x: input (N, C_in, H, W), contiguous.
+        a: the weights packed by `_pack_weights`, (groups, ob, cg * kH * kW, MR).
+        bias: (C_out,).
+        y: output (N, C_out, H_out, W_out), written.
+        kernel_hw: (kH, kW).
+        conv: stride (1, 1), padding, dilation and groups.
+        block: the output pixels of one task.
+    """
+    # (a prange body takes arrays and scalars only, so the tuples are unpacked here)
+    (kh, kw), (ph, pw), (dh, dw), (m_img, rows) = kernel_hw, conv.padding, conv.dilation, block
     n_img, c_in, h, wd = x.shape
     groups, ob, depth, _ = a.shape
     _, c_out, out_h, out_w = y.shape
     og, cg = c_out // groups, c_in // groups
     img_blocks, row_blocks = -(-n_img // m_img), -(-out_h // rows)
     af, xf, yf, zero = a.reshape(-1), x.reshape(-1), y.reshape(-1), np.zeros(1, y.dtype)[0]
+    reach = (kh - 1) * dh - ph
     for task in prange(groups * img_blocks * row_blocks):
         g = task % groups
         r0 = task // groups % row_blocks * rows
         n0 = task // (groups * row_blocks) * m_img
         m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)
-        pitch, band, ldc, plane = _layout(h, wd, kh, kw, ph, pw, dh, dw, m, nr)
-        xpad = _pad_block(x, n0, m, g * cg, cg, r0, nr, kh, ph, pw, dh, pitch, band, plane)
-        offsets = _tap_offsets(cg, kh, kw, dh, dw, pitch, plane)
+        layout = _layout(h, wd, kh, kw, ph, pw, dh, dw, m, nr)
+        ldc = layout.ldc
+        xpad = _pad_block(x, n0, m, g * cg, cg, r0, nr, reach, ph, pw, layout)
+        offsets = _tap_offsets(cg, kh, kw, dh, dw, layout)
         out = np.empty(ob * MR * ldc, y.dtype)
         # this thread's next task is the next group on the same pixels: its input is fetched
-        # plane by plane while the tiles run (5 % faster at 14x14), not waited for afterwards
+        # plane by plane while the tiles run, not waited for afterwards
         planes = cg * m if g + 1 < groups else 0
-        first, last = max(0, r0 - ph), min(h, r0 + nr + (kh - 1) * dh - ph)
+        first, last = max(0, r0 - ph), min(h, r0 + nr + reach)
         k = 0
         for j0 in range(0, ldc, NR):
             while k * ldc < (j0 + NR) * planes:
@@ -208,44 +217,34 @@ def _forward(x, a, bias, y, kh, kw, m_img, rows, ph, pw, dh, dw):
             for b in range(m):
                 for r in range(nr):
                     dst = (((n0 + b) * c_out + g * og + o) * out_h + r0 + r) * out_w
-                    src = o * ldc + (b * band + r) * pitch
+                    src = o * ldc + (b * layout.band + r) * layout.pitch
                     for q in range(out_w):
-                        yf[_u(dst + q)] = out[_u(src + q)] + beta
+                        yf[u(dst + q)] = out[u(src + q)] + beta
 
 
-def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
-            padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
+def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+            geometry: Conv2dGeometry) -> None:
     """y = conv(x, w) + bias, stride 1."""
-    m_img, rows = _blocks(x.shape[0], *y.shape[2:], (x.shape[1] + w.shape[0]) // groups,
-                          x.itemsize)
+    bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
+    block = _blocks(geometry.batch, geometry.output_hw,
+                    geometry.in_per_group + geometry.out_per_group, x.itemsize)
     with slp_vectorized():
-        _forward(x, _pack_rows(w, groups), bias, y, *w.shape[2:], m_img, rows, *padding,
-                 *dilation)
+        _forward(x, _pack_weights(w, geometry.groups), bias, y, geometry.kernel_hw,
+                 geometry.args, block)
 
 
-def transposed_weights(w: np.ndarray, padding: tuple[int, int], dilation: tuple[int, int],
-                       groups: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """(weights, padding) of the stride-1 forward convolution of grad_out that is grad_input:
-    each group's weights transposed (input and output channels swapped) and flipped, padded
-    by ``dilation * (k - 1) - padding``."""
+def transposed_weights(w: np.ndarray, groups: int) -> np.ndarray:
+    """The weights of grad_input's forward convolution (`Conv2dGeometry.transposed`): each
+    group's weights transposed (input and output channels swapped) and flipped."""
     c_out, cg, kh, kw = w.shape
     og = c_out // groups
     flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
-    wt = flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
-    return wt, transposed_padding(padding, dilation, (kh, kw))
+    return flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
 
 
-def transposed_padding(padding: tuple[int, int], dilation: tuple[int, int],
-                       kernel_hw: tuple[int, int]) -> tuple[int, int]:
-    """The padding of grad_input's forward convolution: ``dilation * (k - 1) - padding``."""
-    return tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, kernel_hw))
-
-
-def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, padding: tuple[int, int],
-               dilation: tuple[int, int], groups: int) -> None:
+def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry) -> None:
     """gx: the forward convolution of gy with each group's weights transposed and flipped."""
-    wt, pad = transposed_weights(w, padding, dilation, groups)
-    forward(gy, wt, np.zeros(gx.shape[1], gx.dtype), gx, pad, dilation, groups)
+    forward(gy, transposed_weights(w, geometry.groups), None, gx, geometry.transposed())
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -262,11 +261,19 @@ def peak_probe(tasks: int = 16, depth: int = 256, repeats: int = 10_000
     parallel, so its FLOP/s is close to the cores' float32 vector FMA peak. The roofline of
     `bench conv` takes the fastest of this and the BLAS matmuls as the peak: a BLAS built
     without AVX-512 kernels reaches only half of it. The default call lasts about 50 ms: timed
-    after a pause, shorter ones measure the threads' wake-up and the clock's ramp (a 1 ms call
-    read 250-400 GFLOP/s where 50 ms calls read 510)."""
+    after a pause, a much shorter call measures the threads' wake-up and the clock's ramp."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal(depth * n, dtype=np.float32) for n in (MR, NR))
     c = np.empty((tasks, MR * NR), np.float32)
     with slp_vectorized():
         _peak_probe(a, b, c, 1)
     return (lambda: _peak_probe(a, b, c, repeats)), 2.0 * MR * NR * depth * tasks * repeats
+
+
+ALGORITHM = ConvAlgorithm(
+    "tiled",
+    {"forward": forward, "grad_input": grad_input},
+    "register-tiled 8 output channels x 32 output pixels over a zero-padded copy of the input",
+    supports=lambda pass_, g: g.has_transpose,
+    requirement="stride 1 and padding <= dilation * (kernel size - 1)",
+)

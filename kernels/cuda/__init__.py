@@ -29,6 +29,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..geometry import Conv2dGeometry
+from ..selection import Choice, ConvChoices
+
 __all__ = [
     "ALGORITHMS",
     "conv2d_algorithm",
@@ -397,16 +400,15 @@ def _algorithm(s: ConvShape) -> tuple[str, str]:
     return "gemm", f"{per_group}: compute-bound, {how}"
 
 
-def conv2d_algorithm(
-    x_shape: Sequence[int],
-    w_shape: Sequence[int],
-    stride: Pair,
-    padding: Pair,
-    dilation: Pair,
-    groups: int,
-) -> tuple[str, str]:
-    """(algorithm, one-sentence reason) the CUDA kernels use for this convolution."""
-    return _algorithm(ConvShape.of(x_shape, w_shape, stride, padding, dilation, groups))
+def conv2d_algorithm(geometry: Conv2dGeometry) -> ConvChoices:
+    """What each pass of this convolution runs on the GPU (one algorithm for all three), and
+    why."""
+    name, reason = _algorithm(_shape(geometry))
+    return ConvChoices(*(Choice(name, {}, reason) for _ in range(3)))
+
+
+def _shape(g: Conv2dGeometry) -> ConvShape:
+    return ConvShape.of(g.input_shape, g.weight_shape, g.stride, g.padding, g.dilation, g.groups)
 
 
 def _select(s: ConvShape, ctype: str, algorithm: str | None) -> tuple[Launch, Launch, Launch] | None:
@@ -682,45 +684,29 @@ def _cupy() -> _CupyRuntime:
 
 
 def conv2d_forward(
-    x: Any,
-    w: Any,
-    bias: Any | None,
-    stride: Pair,
-    padding: Pair,
-    dilation: Pair,
-    groups: int,
-    algorithm: str | None = None,
+    x: Any, w: Any, bias: Any | None, geometry: Conv2dGeometry, algorithm: str | None = None
 ) -> Any:
     """y (N, C_out, H_out, W_out) = grouped conv of CuPy x with w, plus bias."""
-    return _forward(_cupy(), x, w, bias, stride, padding, dilation, groups, algorithm)
+    g = geometry
+    return _forward(_cupy(), x, w, bias, g.stride, g.padding, g.dilation, g.groups, algorithm)
 
 
 def conv2d_grad_input(
-    grad_out: Any,
-    w: Any,
-    input_hw: Pair,
-    stride: Pair,
-    padding: Pair,
-    dilation: Pair,
-    groups: int,
-    algorithm: str | None = None,
+    grad_out: Any, w: Any, geometry: Conv2dGeometry, algorithm: str | None = None
 ) -> Any:
-    """grad_x (N, C_in, *input_hw): the adjoint of the forward in x."""
-    return _grad_input(_cupy(), grad_out, w, input_hw, stride, padding, dilation, groups, algorithm)
+    """grad_x (N, C_in, H, W): the adjoint of the forward in x."""
+    g = geometry
+    return _grad_input(_cupy(), grad_out, w, g.input_hw, g.stride, g.padding, g.dilation,
+                       g.groups, algorithm)
 
 
 def conv2d_grad_weight(
-    x: Any,
-    grad_out: Any,
-    kernel_hw: Pair,
-    stride: Pair,
-    padding: Pair,
-    dilation: Pair,
-    groups: int,
-    algorithm: str | None = None,
+    x: Any, grad_out: Any, geometry: Conv2dGeometry, algorithm: str | None = None
 ) -> Any:
     """grad_w (C_out, C_in // groups, kH, kW): the adjoint of the forward in w."""
-    return _grad_weight(_cupy(), x, grad_out, kernel_hw, stride, padding, dilation, groups, algorithm)
+    g = geometry
+    return _grad_weight(_cupy(), x, grad_out, g.kernel_hw, g.stride, g.padding, g.dilation,
+                        g.groups, algorithm)
 
 
 def kernels_for(s: ConvShape, ctype: str, algorithm: str | None = None) -> list[Kernel]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.reference import output_size
+from ..kernels.geometry import Conv2dGeometry
 from . import _common as common
 
 HELP = "time grouped-conv forward/grad_input/grad_weight against PyTorch, NumPy and the roofline"
@@ -39,11 +39,10 @@ PROJECT, TORCH, BASELINE = "minitorch", "torch", "numpy-ref"
 REL_TOL = 1e-3
 
 Shape4 = tuple[int, int, int, int]
-Pair = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class ConvShape:
+class BenchShape:
     """A square k x k convolution with C_in = C_out, one row of the benchmark's shape table."""
 
     name: str
@@ -60,51 +59,45 @@ class ConvShape:
     def channels_per_group(self) -> int:
         return self.channels // self.groups
 
-    def conv_args(self) -> tuple[Pair, Pair, Pair, int]:
-        """(stride, padding, dilation, groups) in the kernels' form."""
-        return (self.stride,) * 2, (self.padding,) * 2, (self.dilation,) * 2, self.groups
-
-    def tensor_shapes(self, batch: int) -> tuple[Shape4, Shape4, Shape4]:
-        """Shapes of x, w and y for a batch of `batch` images."""
-        stride, padding, dilation, _ = self.conv_args()
-        out_hw = output_size((self.hw, self.hw), (self.kernel,) * 2, stride, padding, dilation)
-        return ((batch, self.channels, self.hw, self.hw),
-                (self.channels, self.channels_per_group, self.kernel, self.kernel),
-                (batch, self.channels, *out_hw))
+    def geometry(self, batch: int) -> Conv2dGeometry:
+        """The convolution on a batch of `batch` images."""
+        return Conv2dGeometry.of(
+            (batch, self.channels, self.hw, self.hw),
+            (self.channels, self.channels_per_group, self.kernel, self.kernel),
+            self.stride, self.padding, self.dilation, self.groups)
 
 
 SHAPES = (
-    ConvShape("rx50_s1_g32x4", 128, 56, 32, note="ResNeXt-50 stage 1"),
-    ConvShape("rx50_s2_g32x8_s2", 256, 56, 32, stride=2, note="ResNeXt-50 stage 2, stride 2"),
-    ConvShape("rx50_s3_g32x16", 512, 14, 32, note="ResNeXt-50 stage 3"),
-    ConvShape("rx50_s4_g32x32", 1024, 7, 32, note="ResNeXt-50 stage 4"),
-    ConvShape("rx29_s1_g8x64", 512, 32, 8, note="ResNeXt-29 8x64d stage 1"),
-    ConvShape("dense_128", 128, 56, 1, note="dense control for rx50_s1_g32x4"),
-    ConvShape("dw_144", 144, 56, 144, note="depthwise"),
-    ConvShape("dw_96_s2_d2", 96, 112, 96, stride=2, padding=2, dilation=2,
+    BenchShape("rx50_s1_g32x4", 128, 56, 32, note="ResNeXt-50 stage 1"),
+    BenchShape("rx50_s2_g32x8_s2", 256, 56, 32, stride=2, note="ResNeXt-50 stage 2, stride 2"),
+    BenchShape("rx50_s3_g32x16", 512, 14, 32, note="ResNeXt-50 stage 3"),
+    BenchShape("rx50_s4_g32x32", 1024, 7, 32, note="ResNeXt-50 stage 4"),
+    BenchShape("rx29_s1_g8x64", 512, 32, 8, note="ResNeXt-29 8x64d stage 1"),
+    BenchShape("dense_128", 128, 56, 1, note="dense control for rx50_s1_g32x4"),
+    BenchShape("dw_144", 144, 56, 144, note="depthwise"),
+    BenchShape("dw_96_s2_d2", 96, 112, 96, stride=2, padding=2, dilation=2,
               note="depthwise, stride 2, dilation 2"),
 )
 # --quick: the same code paths (few channels per group, depthwise with stride and dilation,
 # many channels per group) on shapes small enough for a smoke test
 QUICK_SHAPES = (
-    ConvShape("tiny_g4x4", 16, 10, 4, note="4 channels per group"),
-    ConvShape("tiny_dw_s2_d2", 8, 12, 8, stride=2, padding=2, dilation=2, note="depthwise, stride 2"),
-    ConvShape("tiny_g2x32", 64, 6, 2, note="32 channels per group"),
+    BenchShape("tiny_g4x4", 16, 10, 4, note="4 channels per group"),
+    BenchShape("tiny_dw_s2_d2", 8, 12, 8, stride=2, padding=2, dilation=2, note="depthwise, stride 2"),
+    BenchShape("tiny_g2x32", 64, 6, 2, note="32 channels per group"),
 )
 
 
-def conv_flops(w_shape: Shape4, y_shape: Shape4) -> int:
-    """FLOPs of one pass, 2 per multiply-add: N * C_out * H_out * W_out * (C_in / groups) * kH * kW
-    multiply-adds, the same for forward, grad_input and grad_weight (bias not counted)."""
-    n, c_out, oh, ow = y_shape
-    _, cg, kh, kw = w_shape
-    return 2 * n * c_out * oh * ow * cg * kh * kw
+def conv_flops(geometry: Conv2dGeometry) -> int:
+    """FLOPs of one pass, 2 per multiply-add (`Conv2dGeometry.macs`), the same for forward,
+    grad_input and grad_weight (bias not counted)."""
+    return 2 * geometry.macs
 
 
-def conv_min_bytes(x_shape: Shape4, w_shape: Shape4, y_shape: Shape4, itemsize: int = 4) -> int:
+def conv_min_bytes(geometry: Conv2dGeometry, itemsize: int = 4) -> int:
     """Least bytes one pass moves: it reads two of x, w, y (or their gradients) once and writes
     the third once, so every pass moves all three exactly once."""
-    return itemsize * sum(math.prod(s) for s in (x_shape, w_shape, y_shape))
+    shapes = (geometry.input_shape, geometry.weight_shape, geometry.output_shape)
+    return itemsize * sum(math.prod(s) for s in shapes)
 
 
 @dataclass(frozen=True)
@@ -158,7 +151,7 @@ class _Plan:
     device: str
     backend: Any
     timer: common.Timer
-    shapes: list[ConvShape]
+    shapes: list[BenchShape]
     batch: int
     repeats: int
     baseline_repeats: int  # 0: the NumPy reference is not timed
@@ -312,23 +305,21 @@ def _gpu_info(plan: _Plan) -> dict[str, Any]:
             "cuda_runtime": cuda.runtime.runtimeGetVersion()}
 
 
-def _conv_calls(kernels: Any, x: Any, w: Any, gy: Any, shape: ConvShape) -> dict[str, Callable[[], Any]]:
+def _conv_calls(kernels: Any, x: Any, w: Any, gy: Any, geometry: Conv2dGeometry
+                ) -> dict[str, Callable[[], Any]]:
     """The three passes of a kernel set with the shared contract (the backend, or the reference)."""
-    stride, padding, dilation, groups = shape.conv_args()
-    input_hw, kernel_hw = tuple(x.shape[2:]), tuple(w.shape[2:])
     return {
-        "forward": lambda: kernels.conv2d_forward(x, w, None, stride, padding, dilation, groups),
-        "grad_input": lambda: kernels.conv2d_grad_input(gy, w, input_hw, stride, padding, dilation, groups),
-        "grad_weight": lambda: kernels.conv2d_grad_weight(x, gy, kernel_hw, stride, padding, dilation,
-                                                          groups),
+        "forward": lambda: kernels.conv2d_forward(x, w, None, geometry),
+        "grad_input": lambda: kernels.conv2d_grad_input(gy, w, geometry),
+        "grad_weight": lambda: kernels.conv2d_grad_weight(x, gy, geometry),
     }
 
 
 def _torch_calls(
-    torch: ModuleType, x: Any, w: Any, gy: Any, shape: ConvShape
+    torch: ModuleType, x: Any, w: Any, gy: Any, geometry: Conv2dGeometry
 ) -> dict[str, Callable[[], Any]]:
     """The same three passes in PyTorch (each computes only its own gradient)."""
-    stride, padding, dilation, groups = shape.conv_args()
+    stride, padding, dilation, groups = geometry.args
     f, grad = torch.nn.functional, torch.nn.grad
     return {
         "forward": lambda: f.conv2d(x, w, None, stride, padding, dilation, groups),
@@ -343,9 +334,10 @@ def _compile(plan: _Plan) -> None:
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     for shape in plan.shapes:
+        g = shape.geometry(1)
         arrays = [plan.backend.asarray(rng.standard_normal(s, dtype=np.float32))
-                  for s in shape.tensor_shapes(1)]
-        for call in _conv_calls(plan.backend, *arrays, shape).values():
+                  for s in (g.input_shape, g.weight_shape, g.output_shape)]
+        for call in _conv_calls(plan.backend, *arrays, g).values():
             plan.timer(call)
     print(f"done in {time.perf_counter() - start:.1f} s")
 
@@ -358,34 +350,35 @@ def _host(array: Any) -> np.ndarray:
 
 
 def _bench_shape(
-    shape: ConvShape, plan: _Plan, torch: ModuleType | None, roof: common.Roofline
+    shape: BenchShape, plan: _Plan, torch: ModuleType | None, roof: common.Roofline
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Time every implementation of the three passes of one shape: its record and result rows."""
     from ..kernels import reference
 
-    x_shape, w_shape, y_shape = shape.tensor_shapes(plan.batch)
+    g = shape.geometry(plan.batch)
+    x_shape, w_shape, y_shape = g.input_shape, g.weight_shape, g.output_shape
     rng = np.random.default_rng(0)
     x, w, gy = (rng.standard_normal(s, dtype=np.float32) for s in (x_shape, w_shape, y_shape))
     bk = plan.backend
-    impls = {PROJECT: (_conv_calls(bk, *map(bk.asarray, (x, w, gy)), shape), plan.repeats)}
+    impls = {PROJECT: (_conv_calls(bk, *map(bk.asarray, (x, w, gy)), g), plan.repeats)}
     if torch is not None:
         on = torch.device(plan.device)
-        impls[TORCH] = (_torch_calls(torch, *(torch.as_tensor(a, device=on) for a in (x, w, gy)), shape),
+        impls[TORCH] = (_torch_calls(torch, *(torch.as_tensor(a, device=on) for a in (x, w, gy)), g),
                         plan.repeats)
     if plan.baseline_repeats:
-        impls[BASELINE] = (_conv_calls(reference, x, w, gy, shape), plan.baseline_repeats)
+        impls[BASELINE] = (_conv_calls(reference, x, w, gy, g), plan.baseline_repeats)
 
-    flops, nbytes = conv_flops(w_shape, y_shape), conv_min_bytes(x_shape, w_shape, y_shape)
+    flops, nbytes = conv_flops(g), conv_min_bytes(g)
     attainable = roof.attainable(flops, nbytes)
-    try:
-        algorithm, reason = bk.conv2d_algorithm(x_shape, w_shape, *shape.conv_args())
-    except AttributeError:
-        algorithm, reason = "default", "the kernel module does not report an algorithm"
+    choices = bk.conv2d_algorithm(g)
     record = {"name": shape.name, "note": shape.note, "x": x_shape, "w": w_shape, "y": y_shape,
               "stride": shape.stride, "padding": shape.padding, "dilation": shape.dilation,
               "groups": shape.groups, "channels_per_group": shape.channels_per_group,
               "flops": flops, "min_bytes": nbytes, "intensity_flop_per_byte": flops / nbytes,
-              "attainable_gflops": attainable / 1e9, "algorithm": algorithm, "algorithm_reason": reason}
+              "attainable_gflops": attainable / 1e9,
+              "algorithm": {p: c.algorithm for p, c in choices},
+              "algorithm_params": {p: dict(c.params) for p, c in choices},
+              "algorithm_reason": {p: c.reason for p, c in choices}}
 
     rows = []
     for pass_ in PASSES:
@@ -412,7 +405,8 @@ def _describe(record: dict[str, Any]) -> str:
             f"{record['groups']} ({record['channels_per_group']} ch/group), "
             f"{record['flops'] / 1e9:.3g} GFLOP, {record['min_bytes'] / 1e6:.3g} MB, "
             f"AI {record['intensity_flop_per_byte']:.3g} FLOP/B, roofline "
-            f"{record['attainable_gflops']:.3g} GFLOP/s; algorithm {record['algorithm']}")
+            f"{record['attainable_gflops']:.3g} GFLOP/s; algorithms "
+            + ", ".join(f"{_SHORT[p]} {a}" for p, a in record["algorithm"].items()))
 
 
 def _targets(

@@ -13,16 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Context, Function
+from ..kernels.geometry import IntPair, pair
 from ..tensor import Tensor
-
-IntPair = int | tuple[int, int]
-
-
-def _pair(value: IntPair, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int | np.integer) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int | np.integer) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def pool_output_size(op: str, input_hw: tuple[int, int], kernel: tuple[int, int],
@@ -185,23 +177,23 @@ class AdaptiveAvgPool2d(Function):
 def max_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0) -> Tensor:
     """Max pooling like `torch.nn.functional.max_pool2d` (stride defaults to kernel_size)."""
-    kernel = _pair(kernel_size, "max_pool2d: kernel_size")
+    kernel = pair(kernel_size, "max_pool2d: kernel_size")
     return MaxPool2d.apply(input, kernel=kernel,
-                           stride=kernel if stride is None else _pair(stride, "max_pool2d: stride"),
-                           padding=_pair(padding, "max_pool2d: padding"))
+                           stride=kernel if stride is None else pair(stride, "max_pool2d: stride"),
+                           padding=pair(padding, "max_pool2d: padding"))
 
 
 def avg_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0, *, count_include_pad: bool = True) -> Tensor:
     """Average pooling like `torch.nn.functional.avg_pool2d` (stride defaults to kernel_size)."""
-    kernel = _pair(kernel_size, "avg_pool2d: kernel_size")
+    kernel = pair(kernel_size, "avg_pool2d: kernel_size")
     return AvgPool2d.apply(input, kernel=kernel,
-                           stride=kernel if stride is None else _pair(stride, "avg_pool2d: stride"),
-                           padding=_pair(padding, "avg_pool2d: padding"),
+                           stride=kernel if stride is None else pair(stride, "avg_pool2d: stride"),
+                           padding=pair(padding, "avg_pool2d: padding"),
                            count_include_pad=count_include_pad)
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size: IntPair) -> Tensor:
     """Average over PyTorch's adaptive bins to a fixed (H_out, W_out), any input size."""
     return AdaptiveAvgPool2d.apply(input,
-                                   output_size=_pair(output_size, "adaptive_avg_pool2d: size"))
+                                   output_size=pair(output_size, "adaptive_avg_pool2d: size"))

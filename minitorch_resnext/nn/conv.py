@@ -7,8 +7,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..functional.pooling import IntPair, _pair
-from ..kernels.reference import output_size
+from ..kernels.geometry import Conv2dGeometry, IntPair, pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -28,10 +27,10 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must both be divisible by groups ({groups})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _pair(kernel_size, "Conv2d: kernel_size")
-        self.stride = _pair(stride, "Conv2d: stride")
-        self.padding = _pair(padding, "Conv2d: padding")
-        self.dilation = _pair(dilation, "Conv2d: dilation")
+        self.kernel_size = pair(kernel_size, "Conv2d: kernel_size")
+        self.stride = pair(stride, "Conv2d: stride")
+        self.padding = pair(padding, "Conv2d: padding")
+        self.dilation = pair(dilation, "Conv2d: dilation")
         shape = (out_channels, in_channels // groups, *self.kernel_size)
         self.weight = Parameter(np.empty(shape, dtype=np.float32))
         self.bias = Parameter(np.empty(out_channels, dtype=np.float32)) if bias else None
@@ -45,20 +44,11 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        if len(input_shape) != 4 or input_shape[1] != self.in_channels:
-            raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got shape "
-                             f"{tuple(input_shape)}")
-        out_hw = output_size(input_shape[2:], self.kernel_size, self.stride, self.padding,
-                             self.dilation)
-        if min(out_hw) < 1:
-            raise ValueError(f"Conv2d: input spatial size {tuple(input_shape[2:])} is too small "
-                             f"for kernel {self.kernel_size} with padding {self.padding} and "
-                             f"dilation {self.dilation}")
-        out = (input_shape[0], self.out_channels, *out_hw)
-        return out, math.prod(out) * math.prod(self.weight.shape[1:])
+        g = Conv2dGeometry.of(input_shape, self.weight.shape, self.stride, self.padding,
+                              self.dilation, self.groups, op="Conv2d")
+        return g.output_shape, g.macs
 
     def forward(self, x: Tensor) -> Tensor:
-        self.shape_and_macs(x.shape)  # clear errors before the kernel runs
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..functional.pooling import IntPair, _pair, pool_output_size
+from ..functional.pooling import pool_output_size
+from ..kernels.geometry import IntPair, pair
 from ..tensor import Tensor
 from .module import Module
 
@@ -14,9 +15,9 @@ class _Pool2d(Module):
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None,
                  padding: IntPair = 0) -> None:
         super().__init__()
-        self.kernel_size = _pair(kernel_size, f"{self.op}: kernel_size")
-        self.stride = self.kernel_size if stride is None else _pair(stride, f"{self.op}: stride")
-        self.padding = _pair(padding, f"{self.op}: padding")
+        self.kernel_size = pair(kernel_size, f"{self.op}: kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, f"{self.op}: stride")
+        self.padding = pair(padding, f"{self.op}: padding")
 
     def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
         if len(input_shape) != 4:
@@ -59,7 +60,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size: IntPair) -> None:
         super().__init__()
-        self.output_size = _pair(output_size, "AdaptiveAvgPool2d: output_size")
+        self.output_size = pair(output_size, "AdaptiveAvgPool2d: output_size")
 
     def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
         if len(input_shape) != 4:

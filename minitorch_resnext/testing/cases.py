@@ -240,9 +240,11 @@ def _conv2d(draw: st.DrawFn) -> Any:
 
 def _np_conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, **kw: Any) -> np.ndarray:
     from ..kernels import reference
+    from ..kernels.geometry import Conv2dGeometry
 
-    return reference.conv2d_forward(x, w, b, kw["stride"], kw["padding"], kw["dilation"],
-                                    kw["groups"])
+    geometry = Conv2dGeometry.of(x.shape, w.shape, kw["stride"], kw["padding"], kw["dilation"],
+                                 kw["groups"])
+    return reference.conv2d_forward(x, w, b, geometry)
 
 
 def _batch_norm(draw: st.DrawFn) -> Any:

@@ -1,0 +1,95 @@
+"""Which CPU algorithm computes each pass of a convolution: one rule table per pass.
+
+A rule is conditions on the geometry, an algorithm (and parameters) and the reason; the first
+rule that holds and whose algorithm computes the pass on that geometry wins (see
+`kernels.selection`). The thresholds were set by timing the algorithms against each other on
+both sides of each one; the measurements are in docs/benchmarks.md ("How the CPU rules were
+set") and its JSON. Every table ends in a rule that always holds.
+"""
+
+from __future__ import annotations
+
+from ..selection import (
+    ALWAYS,
+    DEPTHWISE,
+    POINTWISE,
+    TRANSPOSABLE,
+    Rule,
+    channels_at_least,
+    channels_at_most,
+    input_channels_at_least,
+    output_pixels_at_most,
+)
+from .implicit import ROW_LANES, ROWS_FIT
+
+# A 1x1 unpadded convolution is a GEMM without im2col: from this many channels per group.
+POINTWISE_GEMM_MIN_CHANNELS = 8
+# im2col + BLAS overtakes the direct and register-tiled kernels from this many channels per
+# group, where the reductions are long enough to pay for the 9x larger columns.
+GEMM_MIN_CHANNELS = 96
+# At stride 1 the register-tiled kernel beats the direct one from this many channels per group
+# (with fewer, the convolution is memory-bound and the direct kernel's single pass wins).
+TILED_MIN_CHANNELS = 8
+# The implicit GEMM (output channels on the lanes, no padding, no junk pixels) beats the tiled
+# kernel on small images from this many channels per group (a full lane tile) ...
+IMPLICIT_MIN_CHANNELS = 32
+IMPLICIT_MAX_PIXELS = 16 * 16  # ... up to this many output pixels per image.
+# The implicit kernel's row tiles beat the tiled kernel from 12 channels per group; with fewer
+# half of their ROW_LANES lanes are empty.
+ROW_MIN_CHANNELS = 12
+# grad_weight: the implicit kernel's reduction beats the direct kernel from 10 input channels
+# per group (its lanes hold input channels, so fewer leave them idle).
+IMPLICIT_WEIGHT_MIN_CHANNELS = 10
+
+_DEPTHWISE = Rule(
+    "direct", (DEPTHWISE,),
+    "memory-bound; the direct kernel reads each input row once and keeps it in cache for all "
+    "taps")
+_POINTWISE = Rule(
+    "gemm", (POINTWISE, channels_at_least(POINTWISE_GEMM_MIN_CHANNELS)),
+    "a plain batched GEMM on the NCHW arrays (no im2col; strided: on every stride-th pixel), "
+    "so BLAS does all the work")
+_GEMM = Rule(
+    "gemm", (channels_at_least(GEMM_MIN_CHANNELS),),
+    "compute-bound with long reductions, where im2col + BLAS GEMM per group is fastest")
+_DIRECT = Rule(
+    "direct", (ALWAYS,),
+    "few FLOPs per byte, so the direct kernel's single pass over the input, four output "
+    "channels by four taps per inner loop, beats copying it into im2col columns")
+
+FORWARD = (
+    _DEPTHWISE,
+    _POINTWISE,
+    _GEMM,
+    Rule("implicit", (TRANSPOSABLE, channels_at_least(IMPLICIT_MIN_CHANNELS),
+                      output_pixels_at_most(IMPLICIT_MAX_PIXELS)),
+         "an implicit GEMM with output channels on the lanes reads the input in place and "
+         "skips the taps that fall on padding, where a padded layout's junk pixels cost most",
+         {"tiles": "planned"}),
+    Rule("implicit", (TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS),
+                      channels_at_most(ROW_LANES)),
+         "the implicit kernel's row tiles hold one output row by one register of output "
+         "channels, so each input value is broadcast once for all the taps that read it",
+         {"tiles": "rows"}),
+    Rule("tiled", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS)),
+         "compute-bound, so a register-tiled micro-kernel multiplies the weights with a "
+         "zero-padded copy of the input, no im2col"),
+    _DIRECT,
+)
+
+# grad_input is a convolution of the same cost as the forward (at stride 1, literally the
+# forward convolution `Conv2dGeometry.transposed()`), so the same rules choose.
+GRAD_INPUT = FORWARD
+
+GRAD_WEIGHT = (
+    _DEPTHWISE,
+    _POINTWISE,
+    _GEMM,
+    Rule("implicit", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS),
+                      input_channels_at_least(IMPLICIT_WEIGHT_MIN_CHANNELS)),
+         "the implicit reduction puts input channels on the lanes and broadcasts grad_out in "
+         "place, over the in-bounds pixels of each tap only"),
+    _DIRECT,
+)
+
+TABLES = {"forward": FORWARD, "grad_input": GRAD_INPUT, "grad_weight": GRAD_WEIGHT}
