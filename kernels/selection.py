@@ -179,11 +179,15 @@ def forced(algorithm: ConvAlgorithm, pass_: Pass, geometry: Conv2dGeometry,
     """The choice of running `algorithm` (with `params` over its defaults) when a caller asks
     for it; a ValueError if it cannot run this pass."""
     algorithm.check(pass_, geometry)
+    space = algorithm.space(pass_, geometry)
     chosen = {**algorithm.defaults(pass_, geometry), **(params or {})}
-    unknown = set(chosen) - set(algorithm.space(pass_, geometry))
-    if unknown:
-        raise ValueError(f"algorithm {algorithm.name!r} has no parameter(s) {sorted(unknown)} "
-                         f"for {pass_}")
+    for name, value in chosen.items():
+        if name not in space:
+            raise ValueError(f"algorithm {algorithm.name!r} has no parameter {name!r} for "
+                             f"{pass_}; it has {sorted(space) or 'none'}")
+        if value not in space[name]:
+            raise ValueError(f"algorithm {algorithm.name!r} cannot run {pass_} with {name}="
+                             f"{value!r} on {geometry}; candidates: {tuple(space[name])}")
     return Choice(algorithm.name, chosen, "asked for by the caller", "forced")
 
 

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .backend import common_backend
+
 if TYPE_CHECKING:
     from .backend import Backend
     from .tensor import Tensor
@@ -108,18 +110,12 @@ class Function:
         tensors = [t for t in inputs if isinstance(t, Tensor)]
         if not tensors:
             raise TypeError(f"{cls.__name__}: expected at least one Tensor input")
-        backend = tensors[0].backend
-        for t in tensors[1:]:
-            if t.backend is not backend:
-                raise RuntimeError(
-                    f"{cls.__name__}: tensors are on different devices "
-                    f"({tensors[0].device} and {t.device}); move them with .to(device)"
-                )
+        backend = common_backend(cls.__name__, [t.backend for t in tensors])
         raw = [t.data if isinstance(t, Tensor) else t for t in inputs]
         needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         record = is_grad_enabled() and any(needs)
         ctx = Context(backend, needs)
-        out = cls.forward(ctx, *raw, **kwargs)
+        out = backend.result(cls.forward(ctx, *raw, **kwargs))
         backend = getattr(ctx, "out_backend", backend)  # set by ops that change device
         if not record:
             return Tensor._wrap(out, backend)

@@ -138,8 +138,11 @@ class Tensor:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
+        body = "..." if self.device == "meta" else np.array2string(
+            self.numpy(), precision=4, separator=", ", prefix="tensor(")
         extra = "" if self.device == "cpu" else f", device='{self.device}'"
+        if self.device == "meta":
+            extra += f", size={self.shape}"
         if self.dtype != float32:
             extra += f", dtype={self.dtype}"
         if self.grad_fn is not None:
@@ -306,83 +309,15 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # ----- methods ----------------------------------------------------------------------
-    def exp(self) -> Tensor:
-        return _F.exp(self)
-
-    def log(self) -> Tensor:
-        return _F.log(self)
-
-    def sqrt(self) -> Tensor:
-        return _F.sqrt(self)
-
-    def abs(self) -> Tensor:
-        return _F.abs(self)
-
-    def relu(self) -> Tensor:
-        return _F.relu(self)
-
-    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
-        return _F.clip(self, min, max)
-
-    clamp = clip
-
-    def maximum(self, other: Any) -> Tensor:
-        return _F.maximum(self, self._lift(other))
-
-    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return _F.sum(self, dim, keepdim)
-
-    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return _F.mean(self, dim, keepdim)
-
-    def var(self, dim: Any = None, keepdim: bool = False, unbiased: bool = True) -> Tensor:
-        return _F.var(self, dim, keepdim, unbiased)
-
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return _F.max(self, dim, keepdim)
-
-    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return _F.amax(self, dim, keepdim)
-
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return _F.argmax(self, dim, keepdim)
-
-    def reshape(self, *shape: Any) -> Tensor:
-        return _F.reshape(self, _as_shape(shape))
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        return _F.flatten(self, start_dim, end_dim)
-
-    def permute(self, *dims: Any) -> Tensor:
-        return _F.permute(self, _as_shape(dims))
-
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
-        return _F.transpose(self, dim0, dim1)
-
     @property
     def T(self) -> Tensor:
         return _F.permute(self, tuple(reversed(range(self.ndim))))
 
-    def expand(self, *sizes: Any) -> Tensor:
-        return _F.expand(self, _as_shape(sizes))
-
-    def unsqueeze(self, dim: int) -> Tensor:
-        return _F.unsqueeze(self, dim)
-
-    def squeeze(self, dim: int | None = None) -> Tensor:
-        return _F.squeeze(self, dim)
-
-    def log_softmax(self, dim: int = -1) -> Tensor:
-        return _F.log_softmax(self, dim)
-
-    def softmax(self, dim: int = -1) -> Tensor:
-        return _F.softmax(self, dim)
+    # ops registered with method=True (F.relu -> x.relu()) are added by `functional.registry`
 
 
-def _as_shape(args: Sequence[Any]) -> tuple[int, ...]:
+def as_shape(args: Sequence[Any]) -> tuple[int, ...]:
+    """A shape from varargs (2, 3) or one sequence ((2, 3),), as `zeros` and `reshape` take."""
     if len(args) == 1 and isinstance(args[0], Sequence | np.ndarray):
         return tuple(int(a) for a in args[0])
     return tuple(int(a) for a in args)
@@ -415,11 +350,11 @@ def _factory(values: Any, dtype: Any, device: str, requires_grad: bool) -> Tenso
 
 
 def zeros(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
-    return _factory(np.zeros(_as_shape(shape)), dtype, device, requires_grad)
+    return _factory(np.zeros(as_shape(shape)), dtype, device, requires_grad)
 
 
 def ones(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
-    return _factory(np.ones(_as_shape(shape)), dtype, device, requires_grad)
+    return _factory(np.ones(as_shape(shape)), dtype, device, requires_grad)
 
 
 def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: str = "cpu") -> Tensor:
@@ -429,11 +364,11 @@ def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: str
 def randn(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
     """Standard normal samples from the seeded generator (drawn on the CPU for every device,
     so the same seed gives the same values on CPU and GPU)."""
-    return _factory(_rng.standard_normal(_as_shape(shape)), dtype, device, requires_grad)
+    return _factory(_rng.standard_normal(as_shape(shape)), dtype, device, requires_grad)
 
 
 def rand(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
-    return _factory(_rng.random(_as_shape(shape)), dtype, device, requires_grad)
+    return _factory(_rng.random(as_shape(shape)), dtype, device, requires_grad)
 
 
 def randint(low: int, high: int, size: Sequence[int], device: str = "cpu") -> Tensor:

@@ -241,8 +241,19 @@ def test_implicit_kernels_match_reference(problem, images):
 @given(conv_problems(rows=True))
 def test_implicit_row_tiles_match_reference(problem):
     g = geometry_of(problem[0])
-    assert implicit.rows_fit(g)
-    check_all_kernels(problem, Choice("implicit", {"tiles": "rows"}, ""))
+    assert implicit.rows_fit(g) and cpu.ALGORITHMS["implicit"].defaults("forward", g) == {
+        "tiles": "rows"}
+    check_all_kernels(problem, "implicit")  # forced, it runs row tiles wherever they fit
+
+
+def test_forced_parameters_are_checked():
+    g = Conv2dGeometry.of((1, 4, 9, 9), (4, 4, 3, 3), padding=1)  # 9 wide: no row tiles
+    x, w = np.ones(g.input_shape), np.ones(g.weight_shape)
+    with pytest.raises(ValueError, match=r"cannot run forward with tiles='rows'.*\('planned',\)"):
+        cpu.conv2d_forward(x, w, None, g, Choice("implicit", {"tiles": "rows"}, ""))
+    with pytest.raises(ValueError, match="has no parameter 'tiles' for grad_weight"):
+        cpu.conv2d_grad_weight(x, np.ones(g.output_shape), g,
+                               Choice("implicit", {"tiles": "planned"}, ""))
 
 
 @pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)

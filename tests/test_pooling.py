@@ -119,8 +119,10 @@ def test_errors_are_clear():
         F.max_pool2d(mr.randn(2, 2), 1)
     with pytest.raises(ValueError, match="must be positive"):
         F.adaptive_avg_pool2d(x, (0, 1))
-    with pytest.raises(ValueError, match="pair of ints"):
+    with pytest.raises(TypeError, match=r"max_pool2d: kernel_size must be an int or a pair of ints"):
         F.max_pool2d(x, (1, 1, 1))
+    with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got True"):
+        F.avg_pool2d(x, 2, stride=True)
     with pytest.raises(TypeError, match="floating-point"):
         F.max_pool2d(mr.tensor(np.ones((1, 1, 2, 2), np.int64)), 2)
 

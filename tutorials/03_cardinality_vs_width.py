@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 import minitorch_resnext as mr
 from minitorch_resnext import data, models, nn, optim
 from minitorch_resnext import functional as F
+from minitorch_resnext.models.summary import shape_and_macs
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
 # this folder, whether run from the repository root or, as a notebook, from tutorials/
@@ -76,15 +77,15 @@ assert all(abs(n / 70_000 - 1) < 0.03 for n in TABLE_2.values())
 # The same holds for whole networks. Built with `models.build_resnext(50, cardinality=C,
 # base_width=d)`, the five ResNeXt-50 variants have the parameters and multiply-adds of
 # ResNet-50 (the `1x64d` row) to within a few percent — the paper's "preserved complexity".
-# (`shape_and_macs` propagates shapes through the model and counts multiply-adds without
-# running it.)
+# (`shape_and_macs` runs the model on the "meta" device, where tensors have shapes but no
+# data, and counts the multiply-adds of its convolutions and linear layers.)
 
 # %%
 RESNET50_PARAMS, RESNET50_MACS = 25_557_032, 4.089e9
 for c, d in VARIANTS:
     net = models.build_resnext(50, cardinality=c, base_width=d)
     n_params = sum(p.numel() for p in net.parameters())
-    _, macs = net.shape_and_macs((1, 3, 224, 224))
+    _, macs = shape_and_macs(net, (1, 3, 224, 224))
     print(f"ResNeXt-50 ({c}x{d}d): {n_params / 1e6:6.2f} M parameters, {macs / 1e9:5.2f} G multiply-adds")
     assert abs(n_params / RESNET50_PARAMS - 1) < 0.025
     assert abs(macs / RESNET50_MACS - 1) < 0.05
@@ -151,8 +152,8 @@ for _ in range(REPEATS):
         samples[key].append(time.perf_counter() - start)
 median_ms = {key: 1e3 * float(np.median(s)) for key, s in samples.items()}
 
-block_macs = {(c, d): models.Bottleneck(256, 64, groups=c, base_width=d)
-              .shape_and_macs((BATCH, 256, HW, HW))[1] for c, d in VARIANTS}
+block_macs = {(c, d): shape_and_macs(models.Bottleneck(256, 64, groups=c, base_width=d),
+                                     (BATCH, 256, HW, HW))[1] for c, d in VARIANTS}
 for (engine, c, d), ms in median_ms.items():
     gflops = 3 * 2 * block_macs[c, d] / (ms / 1e3) / 1e9  # backward costs about twice the forward
     print(f"{engine:18s} {f'{c}x{d}d':>6}: {ms:8.1f} ms forward+backward, ~{gflops:5.1f} GFLOP/s")

@@ -98,7 +98,7 @@ class SyncBatchNorm(BatchNorm2d):
         comm = self.comm if self.comm is not None else get_communicator()
         if not self.training or comm.world_size == 1:
             return super().forward(x)
-        self.shape_and_macs(x.shape)
+        self._check_input(x)
         if x.dtype.kind != "f":
             raise TypeError(f"SyncBatchNorm: needs a floating-point input, got dtype {x.dtype}")
         return SyncBatchNormFunction.apply(

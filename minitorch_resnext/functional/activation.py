@@ -7,6 +7,7 @@ from typing import Any
 from ..autograd import Context, Function
 from ..tensor import Tensor
 from .elementwise import _require_float
+from .registry import op
 
 
 class LogSoftmax(Function):
@@ -25,11 +26,13 @@ class LogSoftmax(Function):
         return g - ctx.xp.exp(out) * g.sum(axis=ctx.axis, keepdims=True)
 
 
+@op(method=True)
 def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
     if not -input.ndim <= dim < input.ndim:
         raise ValueError(f"log_softmax: dim {dim} is out of range for {input.ndim} dimensions")
     return LogSoftmax.apply(input, axis=dim)
 
 
+@op(method=True)
 def softmax(input: Tensor, dim: int = -1) -> Tensor:
     return log_softmax(input, dim).exp()

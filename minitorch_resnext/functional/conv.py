@@ -17,6 +17,7 @@ from ..autograd import Context, Function
 from ..kernels.geometry import Conv2dGeometry, IntPair, Padding
 from ..kernels.selection import ConvChoices
 from ..tensor import Tensor
+from .registry import op
 from .shape import pad as pad_tensor
 
 
@@ -59,6 +60,7 @@ def _geometry(input: Any, weight: Any, bias: Any, stride: IntPair, padding: Padd
                              None if bias is None else bias.shape)
 
 
+@op
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -81,6 +83,7 @@ def conv2d(
     return Conv2d.apply(input, weight, bias, geometry)
 
 
+@op(differentiable=False)
 def conv2d_algorithm(
     input: Tensor,
     weight: Tensor,

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..autograd import Context, Function
 from ..tensor import Tensor, default_generator
+from .registry import op
 
 
 class Dropout(Function):
@@ -20,6 +21,7 @@ class Dropout(Function):
         return g * mask
 
 
+@op
 def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Like `torch.nn.functional.dropout`; the mask comes from the seeded generator."""
     if not 0.0 <= p <= 1.0:

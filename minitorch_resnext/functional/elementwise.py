@@ -6,6 +6,7 @@ from typing import Any
 
 from ..autograd import Context, Function
 from ..tensor import Tensor
+from .registry import op
 
 
 def _check_broadcast(op: str, a: Any, b: Any) -> None:
@@ -247,69 +248,84 @@ def _to_numpy(a: Any) -> Any:
     return a.get() if hasattr(a, "get") else a
 
 
+@op
 def add(a: Tensor, b: Tensor) -> Tensor:
     return Add.apply(a, b)
 
 
+@op
 def sub(a: Tensor, b: Tensor) -> Tensor:
     return Sub.apply(a, b)
 
 
+@op
 def mul(a: Tensor, b: Tensor) -> Tensor:
     return Mul.apply(a, b)
 
 
+@op
 def div(a: Tensor, b: Tensor) -> Tensor:
     return Div.apply(a, b)
 
 
+@op
 def neg(a: Tensor) -> Tensor:
     return Neg.apply(a)
 
 
+@op
 def pow(a: Tensor, b: Tensor | float) -> Tensor:
     return Pow.apply(a, b)
 
 
+@op(method=True)
 def exp(a: Tensor) -> Tensor:
     return Exp.apply(a)
 
 
+@op(method=True)
 def log(a: Tensor) -> Tensor:
     return Log.apply(a)
 
 
+@op(method=True)
 def sqrt(a: Tensor) -> Tensor:
     return Sqrt.apply(a)
 
 
+@op(method=True)
 def abs(a: Tensor) -> Tensor:
     return Abs.apply(a)
 
 
-def maximum(a: Tensor, b: Tensor) -> Tensor:
-    return Maximum.apply(a, b)
+@op(method=True)
+def maximum(a: Tensor, b: Tensor | float) -> Tensor:
+    return Maximum.apply(a, a._lift(b))
 
 
+@op(method=True)
 def relu(a: Tensor) -> Tensor:
     return ReLU.apply(a)
 
 
+@op(method=True, aliases=("clamp",))
 def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
     return Clip.apply(a, low=min, high=max)
 
 
-clamp = clip
 
 
+@op
 def where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return Where.apply(cond, a, a._lift(b) if not isinstance(b, Tensor) else b)
 
 
+@op
 def cast(a: Tensor, dtype: Any) -> Tensor:
     return Cast.apply(a, dtype=dtype)
 
 
+@op
 def to_device(a: Tensor, backend: Any) -> Tensor:
     return ToDevice.apply(a, backend=backend)
 
@@ -319,25 +335,31 @@ def _compare(op: str, a: Tensor, b: Tensor) -> Tensor:
     return Tensor._wrap(getattr(a.data, f"__{op}__")(b.data), a.backend)
 
 
+@op(differentiable=False)
 def eq(a: Tensor, b: Tensor) -> Tensor:
     return _compare("eq", a, b)
 
 
+@op(differentiable=False)
 def ne(a: Tensor, b: Tensor) -> Tensor:
     return _compare("ne", a, b)
 
 
+@op(differentiable=False)
 def lt(a: Tensor, b: Tensor) -> Tensor:
     return _compare("lt", a, b)
 
 
+@op(differentiable=False)
 def le(a: Tensor, b: Tensor) -> Tensor:
     return _compare("le", a, b)
 
 
+@op(differentiable=False)
 def gt(a: Tensor, b: Tensor) -> Tensor:
     return _compare("gt", a, b)
 
 
+@op(differentiable=False)
 def ge(a: Tensor, b: Tensor) -> Tensor:
     return _compare("ge", a, b)

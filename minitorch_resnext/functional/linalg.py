@@ -9,6 +9,7 @@ import numpy as np
 from ..autograd import Context, Function
 from ..tensor import Tensor
 from .elementwise import _require_float
+from .registry import op
 
 
 class MatMul(Function):
@@ -46,10 +47,12 @@ class MatMul(Function):
         return ga, gb
 
 
+@op
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     return MatMul.apply(a, b)
 
 
+@op
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, like `torch.nn.functional.linear`."""
     if weight.ndim != 2:

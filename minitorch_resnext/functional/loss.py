@@ -8,6 +8,7 @@ from typing import Any
 from ..autograd import Context, Function
 from ..tensor import Tensor
 from .activation import log_softmax
+from .registry import op
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -53,12 +54,14 @@ def _reduce(op: str, losses: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
+@op
 def nll_loss(input: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of class indices `target` (N,) under log-probabilities (N, C)."""
     _check_target("nll_loss", input, target)
     return _reduce("nll_loss", PickNegative.apply(input, target=target.data), reduction)
 
 
+@op
 def cross_entropy(input: Tensor, target: Tensor, *, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy of logits (N, C) against class indices (N,), like PyTorch.
@@ -78,6 +81,7 @@ def cross_entropy(input: Tensor, target: Tensor, *, reduction: str = "mean",
     return _reduce("cross_entropy", losses, reduction)
 
 
+@op(differentiable=False)
 def accuracy(input: Tensor, target: Tensor, k: int = 1) -> float:
     """Fraction of rows whose target is among the k largest scores (top-k accuracy)."""
     _check_target("accuracy", input, target)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..autograd import Context, Function
 from ..tensor import Tensor
+from .registry import op
 
 
 def _channel_view(x: Any) -> Any:
@@ -107,6 +108,7 @@ class BatchNorm(Function):
         return dx, dw if need[1] else None, db if need[2] else None
 
 
+@op
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 from ..autograd import Context, Function
 from ..kernels.geometry import IntPair, pair
 from ..tensor import Tensor
+from .registry import op
 
 
 def pool_output_size(op: str, input_hw: tuple[int, int], kernel: tuple[int, int],
@@ -174,6 +175,7 @@ class AdaptiveAvgPool2d(Function):
         return ctx.xp.matmul(ctx.xp.matmul(ah.T, g), aw)
 
 
+@op
 def max_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0) -> Tensor:
     """Max pooling like `torch.nn.functional.max_pool2d` (stride defaults to kernel_size)."""
@@ -183,6 +185,7 @@ def max_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = Non
                            padding=pair(padding, "max_pool2d: padding"))
 
 
+@op
 def avg_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0, *, count_include_pad: bool = True) -> Tensor:
     """Average pooling like `torch.nn.functional.avg_pool2d` (stride defaults to kernel_size)."""
@@ -193,6 +196,7 @@ def avg_pool2d(input: Tensor, kernel_size: IntPair, stride: IntPair | None = Non
                            count_include_pad=count_include_pad)
 
 
+@op
 def adaptive_avg_pool2d(input: Tensor, output_size: IntPair) -> Tensor:
     """Average over PyTorch's adaptive bins to a fixed (H_out, W_out), any input size."""
     return AdaptiveAvgPool2d.apply(input,

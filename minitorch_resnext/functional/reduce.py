@@ -8,6 +8,7 @@ from typing import Any
 
 from ..autograd import Context, Function
 from ..tensor import Tensor
+from .registry import op
 
 
 def _axes(ndim: int, dim: Any) -> tuple[int, ...]:
@@ -62,10 +63,12 @@ class Amax(Function):
         return _keep(g, a.shape, ctx.axes, ctx.keepdims) * mask
 
 
+@op(method=True)
 def sum(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     return Sum.apply(a, axes=_axes(a.ndim, dim), keepdims=keepdim)
 
 
+@op(method=True)
 def mean(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     axes = _axes(a.ndim, dim)
     count = 1
@@ -76,6 +79,7 @@ def mean(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     return Sum.apply(a, axes=axes, keepdims=keepdim) * (1.0 / builtins.max(count, 1))
 
 
+@op(method=True)
 def var(a: Tensor, dim: Any = None, keepdim: bool = False, unbiased: bool = True) -> Tensor:
     """Variance; `unbiased` divides by n - 1 like PyTorch's default."""
     axes = _axes(a.ndim, dim)
@@ -86,6 +90,7 @@ def var(a: Tensor, dim: Any = None, keepdim: bool = False, unbiased: bool = True
     return (centred * centred).sum(dim, keepdim) * (1.0 / builtins.max(count - int(unbiased), 1))
 
 
+@op(method=True)
 def amax(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     return Amax.apply(a, axes=_axes(a.ndim, dim), keepdims=keepdim)
 
@@ -93,6 +98,7 @@ def amax(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
 
+@op(method=True)
 def max(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
     """`max(a)` is the largest value; `max(a, dim)` is (values, indices) like PyTorch."""
     if dim is None:
@@ -100,6 +106,7 @@ def max(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
     return MaxResult(amax(a, dim, keepdim), argmax(a, dim, keepdim))
 
 
+@op(method=True, differentiable=False)
 def argmax(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     if dim is None:
         return Tensor._wrap(a.data.argmax(), a.backend)

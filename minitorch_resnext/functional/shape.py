@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..autograd import Context, Function
-from ..tensor import Tensor
+from ..tensor import Tensor, as_shape
+from .registry import op
 
 
 class Reshape(Function):
@@ -109,13 +110,16 @@ class Pad(Function):
         return g[ctx.slices]
 
 
-def reshape(a: Tensor, shape: Sequence[int]) -> Tensor:
-    shape = tuple(shape)
+@op(method=True, aliases=("view",))
+def reshape(a: Tensor, *shape: Any) -> Tensor:
+    """a with a new shape (given as ints or one sequence; one dimension may be -1)."""
+    shape = as_shape(shape)
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
     return Reshape.apply(a, shape=shape)
 
 
+@op(method=True)
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if a.ndim == 0:
         return reshape(a, (1,))
@@ -123,25 +127,32 @@ def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return reshape(a, a.shape[:s] + (-1,) + a.shape[e + 1 :])
 
 
-def permute(a: Tensor, dims: Sequence[int]) -> Tensor:
-    return Permute.apply(a, dims=tuple(dims))
+@op(method=True)
+def permute(a: Tensor, *dims: Any) -> Tensor:
+    """a with its dimensions reordered (given as ints or one sequence)."""
+    return Permute.apply(a, dims=as_shape(dims))
 
 
+@op(method=True)
 def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
     dims = list(range(a.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(a, dims)
 
 
-def expand(a: Tensor, shape: Sequence[int]) -> Tensor:
-    return Expand.apply(a, shape=tuple(shape))
+@op(method=True)
+def expand(a: Tensor, *shape: Any) -> Tensor:
+    """a broadcast to a larger shape (given as ints or one sequence), without copying."""
+    return Expand.apply(a, shape=as_shape(shape))
 
 
+@op(method=True)
 def unsqueeze(a: Tensor, dim: int) -> Tensor:
     dim = dim % (a.ndim + 1)
     return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
 
 
+@op(method=True)
 def squeeze(a: Tensor, dim: int | None = None) -> Tensor:
     if dim is None:
         return reshape(a, tuple(n for n in a.shape if n != 1))
@@ -149,6 +160,7 @@ def squeeze(a: Tensor, dim: int | None = None) -> Tensor:
     return reshape(a, a.shape[:dim] + a.shape[dim + 1 :]) if a.shape[dim] == 1 else a
 
 
+@op
 def index(a: Tensor, index: Any) -> Tensor:
     if isinstance(index, Tensor):
         index = index.data
@@ -157,15 +169,16 @@ def index(a: Tensor, index: Any) -> Tensor:
     return Index.apply(a, index=index)
 
 
+@op(aliases=("concatenate",))
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if not tensors:
         raise ValueError("cat: expected a non-empty sequence of tensors")
     return Cat.apply(*tensors, axis=dim)
 
 
-concatenate = cat
 
 
+@op
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if not tensors:
         raise ValueError("stack: expected a non-empty sequence of tensors")
@@ -176,6 +189,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return cat([unsqueeze(t, dim) for t in tensors], dim)
 
 
+@op
 def pad(a: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
     """Pad like `torch.nn.functional.pad`: (left, right, top, bottom, ...) from the last dim."""
     if mode != "constant":

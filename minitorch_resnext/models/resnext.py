@@ -56,11 +56,7 @@ def bottleneck_width(planes: int, base_width: int, groups: int) -> int:
 
 
 class _BottleneckBase(Module):
-    """What the three forms share: hyper-parameters, bn3 after the aggregation, the shortcut.
-
-    Subclasses define `_transform(x)` (the aggregated transformation, before bn3) and
-    `_transform_shape_and_macs(shape)`.
-    """
+    """What the three forms share: hyper-parameters, bn3 after the aggregation, the shortcut."""
 
     expansion = 4
 
@@ -77,30 +73,6 @@ class _BottleneckBase(Module):
     @property
     def out_planes(self) -> int:
         return self.planes * self.expansion
-
-    def _transform(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _transform_shape_and_macs(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn3(self._transform(x))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
-
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        out, macs = self._transform_shape_and_macs(input_shape)
-        out, _ = self.bn3.shape_and_macs(out)
-        if self.downsample is None:
-            if tuple(input_shape) != out:
-                raise ValueError(f"bottleneck: identity shortcut needs matching shapes, input "
-                                 f"{tuple(input_shape)} vs output {out}; add a downsample")
-            return out, macs
-        short, short_macs = self.downsample.shape_and_macs(input_shape)
-        if short != out:
-            raise ValueError(f"bottleneck: shortcut shape {short} != output shape {out}")
-        return out, macs + short_macs
 
     def extra_repr(self) -> str:
         d = self.width // self.groups
@@ -124,16 +96,24 @@ class Bottleneck(_BottleneckBase):
         self.relu = ReLU()
         self.downsample = downsample
 
-    def _layers(self) -> list[Module]:
-        return [self.conv1, self.bn1, self.relu, self.conv2, self.bn2, self.relu, self.conv3]
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x
 
-    def _transform(self, x: Tensor) -> Tensor:
-        for layer in self._layers():
-            x = layer(x)
-        return x
+        out = self.conv1(x)  # split: 1x1, in -> C*d (C paths of d channels)
+        out = self.bn1(out)
+        out = self.relu(out)
 
-    def _transform_shape_and_macs(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        return Sequential(*self._layers()).shape_and_macs(shape)
+        out = self.conv2(out)  # transform: 3x3 with groups=C, each path on its own d channels
+        out = self.bn2(out)
+        out = self.relu(out)
+
+        out = self.conv3(out)  # merge: 1x1, C*d -> out, the sum over the paths
+        out = self.bn3(out)
+
+        if self.downsample is not None:
+            identity = self.downsample(x)
+
+        return self.relu(out + identity)
 
 
 def _path(inplanes: int, d: int, stride: int) -> list[Module]:
@@ -162,15 +142,13 @@ class SplitBottleneck(_BottleneckBase):
         self.relu = ReLU()
         self.downsample = downsample
 
-    def _transform(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
         out = self.paths[0](x)
-        for path in list(self.paths)[1:]:
+        for path in list(self.paths)[1:]:  # aggregate: the sum of the C transformations
             out = out + path(x)
-        return out
-
-    def _transform_shape_and_macs(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        out, macs = self.paths[0].shape_and_macs(shape)
-        return out, macs * len(self.paths)
+        out = self.bn3(out)
+        return self.relu(out + identity)
 
 
 class ConcatBottleneck(_BottleneckBase):
@@ -189,13 +167,11 @@ class ConcatBottleneck(_BottleneckBase):
         self.relu = ReLU()
         self.downsample = downsample
 
-    def _transform(self, x: Tensor) -> Tensor:
-        return self.conv3(F.cat([path(x) for path in self.paths], dim=1))
-
-    def _transform_shape_and_macs(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        (n, d, h, w), macs = self.paths[0].shape_and_macs(shape)
-        out, conv3_macs = self.conv3.shape_and_macs((n, d * len(self.paths), h, w))
-        return out, macs * len(self.paths) + conv3_macs
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.cat([path(x) for path in self.paths], dim=1)  # early concatenation, C*d
+        out = self.bn3(self.conv3(out))  # one 1x1 over all paths
+        return self.relu(out + identity)
 
 
 BLOCK_FORMS: dict[str, type[_BottleneckBase]] = {
@@ -304,21 +280,13 @@ class ResNet(Module):
         self.bn1 = BatchNorm2d(stem_width)
         self.relu = ReLU()
         self.maxpool = MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else Identity()
-        inplanes = stem_width
-        for i, (n, p) in enumerate(zip(layers, planes)):
-            stride = 1 if i == 0 else 2
-            blocks = []
-            for j in range(n):
-                s = stride if j == 0 else 1
-                down = None
-                if s != 1 or inplanes != p * block_cls.expansion:
-                    down = _downsample(inplanes, p * block_cls.expansion, s)
-                blocks.append(block_cls(inplanes, p, s, down, groups, width_per_group))
-                inplanes = p * block_cls.expansion
-            setattr(self, f"layer{i + 1}", Sequential(*blocks))
+        self.inplanes = stem_width
+        for i, (blocks, p) in enumerate(zip(layers, planes)):
+            stage = self._make_layer(block_cls, p, blocks, stride=1 if i == 0 else 2)
+            setattr(self, f"layer{i + 1}", stage)
         self.num_stages = len(layers)
         self.avgpool = AdaptiveAvgPool2d((1, 1))
-        self.fc = Linear(inplanes, num_classes)
+        self.fc = Linear(self.inplanes, num_classes)
 
         for m in self.modules():
             if isinstance(m, Conv2d):
@@ -331,6 +299,19 @@ class ResNet(Module):
                 if isinstance(m, _BottleneckBase):
                     init.zeros_(m.bn3.weight)
 
+    def _make_layer(self, block: type[_BottleneckBase], planes: int, blocks: int,
+                    stride: int) -> Sequential:
+        """One stage: `blocks` blocks of `planes` (outputs 4x that), the first with the stage's
+        stride and a projection shortcut where the shape changes."""
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = _downsample(self.inplanes, planes * block.expansion, stride)
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
+                   for _ in range(1, blocks)]
+        return Sequential(*layers)
+
     def stages(self) -> list[tuple[str, Sequential]]:
         """The network as the paper's Table 1 rows: conv1 (stem conv), conv2 (max pool and
         the first stage), conv3..., and the head (global average pool, fc)."""
@@ -340,9 +321,6 @@ class ResNet(Module):
             rows.append((f"conv{i + 1}", Sequential(self.maxpool, layer) if i == 1 else layer))
         rows.append(("pool, fc", Sequential(self.avgpool, Flatten(1), self.fc)))
         return rows
-
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        return Sequential(*(s for _, s in self.stages())).shape_and_macs(input_shape)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -1,15 +1,18 @@
-"""Per-stage summaries (output shape, parameters, multiply-adds) computed from shapes alone.
+"""Per-stage summaries (output shape, parameters, multiply-adds), computed from shapes alone.
 
-Multiply-adds count convolutions and linear layers, as the paper and torchvision do
-(a conv: output elements x in_channels / groups x kH x kW). `format_table` prints one model;
-with two it puts them side by side, which for `resnet50` and `resnext50_32x4d` is the
-paper's Table 1.
+`shape_and_macs` runs a module's forward on the "meta" device, where tensors have shapes but
+no data, and counts the multiply-adds of convolutions and linear layers as the paper and
+torchvision do (a conv: output elements x in_channels / groups x kH x kW). `format_table`
+prints one model; with two it puts them side by side, which for `resnet50` and
+`resnext50_32x4d` is the paper's Table 1.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from ..autograd import no_grad
 from ..nn import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -18,6 +21,7 @@ from ..nn import (
     MaxPool2d,
     Module,
 )
+from ..tensor import Tensor, zeros
 from .resnext import _BottleneckBase
 
 
@@ -43,6 +47,34 @@ class ModelSummary:
     @property
     def macs(self) -> int:
         return sum(s.macs for s in self.stages)
+
+
+def shape_and_macs(module: Module, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+    """The output shape and multiply-adds of `module`'s forward on an input of `input_shape`,
+    computed on the meta device (in eval mode, so that no running statistic changes)."""
+    macs = 0
+
+    def count(layer: Module, args: tuple, out: Tensor) -> None:
+        nonlocal macs
+        if isinstance(layer, Conv2d):
+            macs += math.prod(out.shape) * layer.in_channels // layer.groups * math.prod(
+                layer.kernel_size)
+        else:
+            macs += math.prod(out.shape) * layer.in_features
+
+    layers = [m for m in module.modules() if isinstance(m, Conv2d | Linear)]
+    handles = [layer.register_forward_hook(count) for layer in layers]
+    modes = [(m, m.training) for m in module.modules()]
+    dtype = next((p.dtype for p in module.parameters()), None)
+    try:
+        with no_grad():
+            out = module.eval()(zeros(*input_shape, dtype=dtype, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes:
+            m.training = training
+    return out.shape, macs
 
 
 def count_parameters(module: Module) -> int:
@@ -89,12 +121,14 @@ def summarize(model: Module, input_size: int | tuple[int, int] | None = None,
     if input_size is None:
         input_size = getattr(model, "input_size", 224)
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    if min(h, w) < 1:
+        raise ValueError(f"summarize: input_size must be positive, got {input_size}")
     channels = in_channels if in_channels is not None else getattr(model, "in_channels", 3)
     shape: tuple[int, ...] = (1, channels, h, w)
     rows = model.stages() if hasattr(model, "stages") else list(model.named_children())
     input_shape, stages = shape, []
     for stage_name, stage in rows:
-        shape, macs = stage.shape_and_macs(shape)
+        shape, macs = shape_and_macs(stage, shape)
         stages.append(StageSummary(stage_name, describe(stage), shape, count_parameters(stage),
                                    macs))
     return ModelSummary(name or type(model).__name__, input_shape, stages)

@@ -26,13 +26,6 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        total = 0
-        for m in self._modules.values():
-            input_shape, macs = m.shape_and_macs(input_shape)
-            total += macs
-        return input_shape, total
-
     def __getitem__(self, index: int | slice) -> Any:
         items = list(self._modules.items())
         if isinstance(index, slice):

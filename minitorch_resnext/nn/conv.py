@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..kernels.geometry import Conv2dGeometry, IntPair, pair
+from ..kernels.geometry import IntPair, pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -42,11 +42,6 @@ class Conv2d(Module):
             fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
             bound = 1 / math.sqrt(fan_in)
             init.uniform_(self.bias, -bound, bound)
-
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        g = Conv2dGeometry.of(input_shape, self.weight.shape, self.stride, self.padding,
-                              self.dilation, self.groups, op="Conv2d")
-        return g.output_shape, g.macs
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,

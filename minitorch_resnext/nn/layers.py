@@ -28,15 +28,10 @@ class Linear(Module):
             bound = 1 / math.sqrt(self.in_features) if self.in_features else 0.0
             init.uniform_(self.bias, -bound, bound)
 
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        if not input_shape or input_shape[-1] != self.in_features:
-            raise ValueError(f"Linear: expected input with {self.in_features} features in the "
-                             f"last dim, got shape {tuple(input_shape)}")
-        out = (*input_shape[:-1], self.out_features)
-        return out, math.prod(out) * self.in_features
-
     def forward(self, x: Tensor) -> Tensor:
-        self.shape_and_macs(x.shape)
+        if not x.shape or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear: expected input with {self.in_features} features in the "
+                             f"last dim, got shape {x.shape}")
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
@@ -44,14 +39,7 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
-class _SameShape(Module):
-    """A layer whose output has its input's shape and that does no multiply-adds."""
-
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        return tuple(input_shape), 0
-
-
-class Identity(_SameShape):
+class Identity(Module):
     """Returns its input."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -68,20 +56,15 @@ class Flatten(Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(self.start_dim, self.end_dim)
 
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        s, e = self.start_dim % len(input_shape), self.end_dim % len(input_shape)
-        merged = math.prod(input_shape[s : e + 1])
-        return (*input_shape[:s], merged, *input_shape[e + 1 :]), 0
 
-
-class ReLU(_SameShape):
+class ReLU(Module):
     """max(x, 0)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
 
 
-class Dropout(_SameShape):
+class Dropout(Module):
     """Zeroes elements with probability p in training (scaling the rest); identity in eval."""
 
     def __init__(self, p: float = 0.5) -> None:

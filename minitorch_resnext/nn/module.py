@@ -31,6 +31,19 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class HookHandle:
+    """What `register_forward_hook` returns: `remove()` takes the hook out again."""
+
+    _next = 0
+
+    def __init__(self, hooks: dict[int, Any]) -> None:
+        self.hooks, self.key = hooks, HookHandle._next
+        HookHandle._next += 1
+
+    def remove(self) -> None:
+        self.hooks.pop(self.key, None)
+
+
 class IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
@@ -47,17 +60,25 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", {})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        out = self.forward(*args, **kwargs)
+        for hook in self.__dict__.get("_forward_hooks", {}).values():
+            changed = hook(self, args, out)
+            out = out if changed is None else changed
+        return out
 
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        """Output shape and multiply-adds (convolutions and linear layers) of `forward` on an
-        input of `input_shape`, from shapes alone; used by `models.summary`."""
-        raise NotImplementedError(f"{type(self).__name__} does not define shape_and_macs()")
+    def register_forward_hook(self, hook: Callable[[Module, tuple, Any], Any]) -> HookHandle:
+        """Call ``hook(module, args, output)`` after every forward, like PyTorch; a hook that
+        returns a value replaces the output. ``handle.remove()`` unregisters it."""
+        hooks = self.__dict__.setdefault("_forward_hooks", {})
+        handle = HookHandle(hooks)
+        hooks[handle.key] = hook
+        return handle
 
     # ----- registration -----------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:

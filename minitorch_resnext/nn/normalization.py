@@ -50,11 +50,10 @@ class BatchNorm2d(Module):
             init.ones_(self.weight)
             init.zeros_(self.bias)
 
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        if len(input_shape) != 4 or input_shape[1] != self.num_features:
+    def _check_input(self, x: Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm2d: expected input (N, {self.num_features}, H, W), got "
-                             f"shape {tuple(input_shape)}")
-        return tuple(input_shape), 0
+                             f"shape {x.shape}")
 
     def _momentum_factor(self) -> float:
         """This forward's running-statistics factor; counts the batch when training."""
@@ -66,7 +65,7 @@ class BatchNorm2d(Module):
         return factor
 
     def forward(self, x: Tensor) -> Tensor:
-        self.shape_and_macs(x.shape)
+        self._check_input(x)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             training=self.training or self.running_mean is None,
                             momentum=self._momentum_factor(), eps=self.eps)

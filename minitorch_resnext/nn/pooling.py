@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..functional.pooling import pool_output_size
 from ..kernels.geometry import IntPair, pair
 from ..tensor import Tensor
 from .module import Module
@@ -18,14 +17,6 @@ class _Pool2d(Module):
         self.kernel_size = pair(kernel_size, f"{self.op}: kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, f"{self.op}: stride")
         self.padding = pair(padding, f"{self.op}: padding")
-
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        if len(input_shape) != 4:
-            raise ValueError(f"{self.op}: expected a 4-D input (N, C, H, W), got shape "
-                             f"{tuple(input_shape)}")
-        out_hw = pool_output_size(self.op, input_shape[2:], self.kernel_size, self.stride,
-                                  self.padding)
-        return (*input_shape[:2], *out_hw), 0
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -61,12 +52,6 @@ class AdaptiveAvgPool2d(Module):
     def __init__(self, output_size: IntPair) -> None:
         super().__init__()
         self.output_size = pair(output_size, "AdaptiveAvgPool2d: output_size")
-
-    def shape_and_macs(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-        if len(input_shape) != 4:
-            raise ValueError(f"AdaptiveAvgPool2d: expected a 4-D input (N, C, H, W), got shape "
-                             f"{tuple(input_shape)}")
-        return (*input_shape[:2], *self.output_size), 0
 
     def forward(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(x, self.output_size)

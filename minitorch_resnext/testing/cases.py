@@ -164,6 +164,56 @@ def _softmax(draw: st.DrawFn) -> Any:
     return [draw(arrays(shape, low=-5, high=5))], {"dim": draw(st.integers(-len(shape), len(shape) - 1))}
 
 
+def _max(a: Tensor, dim: int | None, keepdim: bool) -> Tensor:
+    return F.max(a) if dim is None else F.max(a, dim, keepdim).values
+
+
+def _flatten(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=4, max_side=3))
+    start = draw(st.integers(0, len(shape) - 1))
+    return [draw(arrays(shape))], {"start_dim": start,
+                                   "end_dim": draw(st.integers(start, len(shape) - 1))}
+
+
+def _flat_shape(shape: tuple[int, ...], start: int, end: int) -> tuple[int, ...]:
+    return (*shape[:start], int(np.prod(shape[start:end + 1])), *shape[end + 1:])
+
+
+def _squeeze(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=4, min_side=1, max_side=2))
+    return [draw(arrays(shape))], {"dim": draw(st.none() | st.integers(0, len(shape) - 1))}
+
+
+def _squeezable(a: np.ndarray, dim: int | None) -> tuple[int, ...]:
+    dims = range(a.ndim) if dim is None else [dim]
+    return tuple(d for d in dims if a.shape[d] == 1)
+
+
+def _unsqueeze(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=0, max_dims=3, max_side=3))
+    return [draw(arrays(shape))], {"dim": draw(st.integers(0, len(shape)))}
+
+
+def _transpose(draw: st.DrawFn) -> Any:
+    shape = draw(shapes(min_dims=1, max_dims=4, max_side=3))
+    dims = st.integers(0, len(shape) - 1)
+    return [draw(arrays(shape))], {"dim0": draw(dims), "dim1": draw(dims)}
+
+
+def _linear(draw: st.DrawFn) -> Any:
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    return [draw(arrays((n, k))), draw(arrays((m, k))), draw(arrays((m,)))], {}
+
+
+def _seeded_dropout(a: Tensor) -> Tensor:
+    """Dropout whose mask is the same on every call (a fresh draw would change the function
+    between the finite-difference evaluations)."""
+    from ..tensor import manual_seed
+
+    manual_seed(0)
+    return F.dropout(a, 0.5)
+
+
 def _np_pad(x: np.ndarray, pad: tuple[int, ...]) -> np.ndarray:
     widths = [(0, 0)] * x.ndim
     for i in range(len(pad) // 2):
@@ -208,9 +258,19 @@ for _case in [
     OpCase("amax", _distinct, F.amax,
            lambda a, dim, keepdim: np.max(a, axis=dim, keepdims=keepdim)),
     OpCase("matmul", _matmul, F.matmul, np.matmul),
-    OpCase("reshape", _reshape, F.reshape, lambda a, shape: a.reshape(shape)),
-    OpCase("permute", _permute, F.permute, lambda a, dims: a.transpose(dims)),
-    OpCase("expand", _expand, F.expand, lambda a, shape: np.broadcast_to(a, shape)),
+    OpCase("max", _distinct, _max,  # max(a) has no keepdim, like torch.max
+           lambda a, dim, keepdim: np.max(a, axis=dim, keepdims=keepdim and dim is not None)),
+    OpCase("reshape", _reshape, lambda a, shape: F.reshape(a, shape),
+           lambda a, shape: a.reshape(shape)),
+    OpCase("flatten", _flatten, F.flatten,
+           lambda a, start_dim, end_dim: a.reshape(_flat_shape(a.shape, start_dim, end_dim))),
+    OpCase("squeeze", _squeeze, F.squeeze, lambda a, dim: np.squeeze(a, _squeezable(a, dim))),
+    OpCase("unsqueeze", _unsqueeze, F.unsqueeze, lambda a, dim: np.expand_dims(a, dim)),
+    OpCase("permute", _permute, lambda a, dims: F.permute(a, dims),
+           lambda a, dims: a.transpose(dims)),
+    OpCase("transpose", _transpose, F.transpose, lambda a, dim0, dim1: np.swapaxes(a, dim0, dim1)),
+    OpCase("expand", _expand, lambda a, shape: F.expand(a, shape),
+           lambda a, shape: np.broadcast_to(a, shape)),
     OpCase("index", _index, F.index, lambda a, index: a[index]),
     OpCase("cat", _cat, lambda *xs, dim: F.cat(xs, dim),
            lambda *xs, dim: np.concatenate(xs, axis=dim)),
@@ -218,6 +278,11 @@ for _case in [
            lambda *xs, dim: np.stack(xs, axis=dim)),
     OpCase("pad", _pad, F.pad, _np_pad),
     OpCase("log_softmax", _softmax, F.log_softmax, _np_log_softmax),
+    OpCase("softmax", _softmax, F.softmax, lambda a, dim: np.exp(_np_log_softmax(a, dim))),
+    OpCase("linear", _linear, F.linear, lambda x, w, b: x @ w.T + b),
+    OpCase("cast", _unary, lambda a: F.cast(a, np.float64), lambda a: a),
+    OpCase("to_device", _unary, lambda a: F.to_device(a, a.backend), lambda a: a),
+    OpCase("dropout", _unary, _seeded_dropout),
 ]:
     register(_case)
 
@@ -308,6 +373,11 @@ def _cross_entropy(draw: st.DrawFn) -> Any:
         "label_smoothing": draw(st.sampled_from([0.0, 0.1]))}
 
 
+def _nll_loss(draw: st.DrawFn) -> Any:
+    (logits, labels), _ = _cross_entropy(draw)
+    return [logits, labels], {}
+
+
 def _np_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothing: float) -> Any:
     logp = _np_log_softmax(logits, 1)
     picked = -logp[np.arange(len(labels)), labels]
@@ -325,6 +395,8 @@ for _case in [
     OpCase("adaptive_avg_pool2d", _adaptive, F.adaptive_avg_pool2d, _np_adaptive),
     OpCase("cross_entropy", _cross_entropy,
            lambda x, t, **kw: F.cross_entropy(x, t, **kw), _np_cross_entropy, constant=(1,)),
+    OpCase("nll_loss", _nll_loss, lambda x, t: F.nll_loss(x, t),
+           lambda x, t: -x[np.arange(len(t)), t].mean(), constant=(1,)),
 ]:
     register(_case)
 
