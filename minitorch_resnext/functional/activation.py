@@ -1,4 +1,5 @@
-"""Softmax family: a numerically stable `log_softmax` Function and `softmax` from it."""
+"""Activations: the softmax family (a stable `log_softmax` and `softmax` from it) and the
+piecewise-linear `hardtanh` and `leaky_relu`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from ..autograd import Context, Function
 from ..tensor import Tensor
-from .elementwise import _require_float
+from .elementwise import _require_float, clip, where
 from .registry import op
 
 
@@ -36,3 +37,20 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
 @op(method=True)
 def softmax(input: Tensor, dim: int = -1) -> Tensor:
     return log_softmax(input, dim).exp()
+
+
+
+@op
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
+    """min(max(x, min_val), max_val), like `torch.nn.functional.hardtanh`: the gradient passes
+    where min_val < x < max_val."""
+    if not min_val < max_val:
+        raise ValueError(f"hardtanh: min_val must be below max_val, got {min_val} and {max_val}")
+    inside = Tensor._wrap((input.data > min_val) & (input.data < max_val), input.backend)
+    return where(inside, input, clip(input, min_val, max_val).detach())
+
+
+@op
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """x for x > 0, negative_slope * x otherwise, like `torch.nn.functional.leaky_relu`."""
+    return where(input > 0, input, input * negative_slope)
