@@ -213,7 +213,7 @@ def _accumulate(leaf: Tensor, grad: Any) -> None:
         # own the buffer: the same array may have been handed to several leaves
         leaf.grad = Tensor._wrap(grad.copy(), leaf.backend)
     else:
-        leaf.grad.data = leaf.grad.data + grad
+        leaf.grad.data = leaf.backend.xp.asarray(leaf.grad.data + grad)  # 0-d: not a scalar
 
 
 def clear_grads(tensors: Iterable[Tensor], set_to_none: bool = True) -> None:

@@ -169,3 +169,9 @@ def test_moving_between_devices_is_differentiable(device):
     assert y.device == device
     y.to("cpu").sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+
+
+def test_a_0d_leaf_used_twice_keeps_an_array_gradient():
+    x = mr.tensor(np.array(0.5), dtype=mr.float64, requires_grad=True)
+    (x * 2.0 + x * 3.0).backward()
+    assert isinstance(x.grad.data, np.ndarray) and x.grad.numpy() == 5.0
