@@ -9,8 +9,8 @@ it, which `notice` announces.
 import os
 
 # Numba's OpenMP threads spin for a while after each parallel kernel by default, holding a core
-# that the Python thread needs between kernels: waiting passively doubles the training speed of
-# the small models on a 2-core machine. It must be set before Numba starts OpenMP.
+# that the Python thread needs between kernels; on a machine with few cores the small models'
+# training then waits on the spinning threads. It must be set before Numba starts OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import notice  # noqa: E402, F401

@@ -39,37 +39,31 @@ def _choice(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | Non
     return forced(ALGORITHMS[name], pass_, geometry, params)
 
 
-def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None, *arrays
-         ) -> None:
+def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None,
+         out_shape: tuple[int, ...], first: np.ndarray, *others: np.ndarray | None
+         ) -> np.ndarray:
+    """The pass's output: its kernel run on C-contiguous operands in `first`'s dtype."""
+    first = np.ascontiguousarray(first)
+    operands = [None if a is None else np.ascontiguousarray(a, first.dtype) for a in others]
+    out = np.empty(out_shape, first.dtype)
     choice = _choice(pass_, geometry, algorithm)
-    ALGORITHMS[choice.algorithm].kernels[pass_](*arrays, geometry, **choice.params)
+    ALGORITHMS[choice.algorithm].kernels[pass_](first, *operands, out, geometry, **choice.params)
+    return out
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None,
                    geometry: Conv2dGeometry, algorithm: str | Choice | None = None) -> np.ndarray:
     """y (N, C_out, H_out, W_out) = grouped conv of x with w, plus bias."""
-    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=x.dtype)
-    b = None if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-    y = np.empty(geometry.output_shape, x.dtype)
-    _run("forward", geometry, algorithm, x, w, b, y)
-    return y
+    return _run("forward", geometry, algorithm, geometry.output_shape, x, w, bias)
 
 
 def conv2d_grad_input(grad_out: np.ndarray, w: np.ndarray, geometry: Conv2dGeometry,
                       algorithm: str | Choice | None = None) -> np.ndarray:
     """grad_x (N, C_in, H, W) of the convolution, given grad_out (N, C_out, H_out, W_out)."""
-    gy = np.ascontiguousarray(grad_out)
-    w = np.ascontiguousarray(w, dtype=gy.dtype)
-    gx = np.empty(geometry.input_shape, gy.dtype)
-    _run("grad_input", geometry, algorithm, gy, w, gx)
-    return gx
+    return _run("grad_input", geometry, algorithm, geometry.input_shape, grad_out, w)
 
 
 def conv2d_grad_weight(x: np.ndarray, grad_out: np.ndarray, geometry: Conv2dGeometry,
                        algorithm: str | Choice | None = None) -> np.ndarray:
     """grad_w (C_out, C_in // groups, kH, kW) of the convolution, deterministic."""
-    x = np.ascontiguousarray(x)
-    gy = np.ascontiguousarray(grad_out, dtype=x.dtype)
-    gw = np.empty(geometry.weight_shape, x.dtype)
-    _run("grad_weight", geometry, algorithm, x, gy, gw)
-    return gw
+    return _run("grad_weight", geometry, algorithm, geometry.weight_shape, x, grad_out)

@@ -3,8 +3,8 @@ as Numba intrinsics (LLVM IR): a block transpose in registers and a software pre
 
 The kernels that put channels on the vector lanes read a block of an NCHW array packed pixel
 by pixel, ``dst[p, c] = src[c, p]``. Element by element, every store of that copy lands in
-another cache line, and LLVM's vectorisers do not turn it into shuffles: it took a quarter of
-grad_weight's time on 14x14 images. `transpose_block` does one square block of a vector
+another cache line, and LLVM's vectorisers do not turn it into shuffles, so the copy would
+cost as much as a good part of the arithmetic it feeds. `transpose_block` does one square block of a vector
 register's width (16 x 16 float32 or 8 x 8 float64, one 64-byte row per register): it loads
 the rows, swaps the row and column index one bit at a time with log2(lanes) rounds of
 two-input shuffles, and stores the rows. `pack_pixels` covers a whole block with it and does

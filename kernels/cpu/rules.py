@@ -56,11 +56,10 @@ _DIRECT = Rule(
     "direct", (ALWAYS,),
     "few FLOPs per byte, so the direct kernel's single pass over the input, four output "
     "channels by four taps per inner loop, beats copying it into im2col columns")
+_FIRST = (_DEPTHWISE, _POINTWISE, _GEMM)  # what every pass decides first
 
 FORWARD = (
-    _DEPTHWISE,
-    _POINTWISE,
-    _GEMM,
+    *_FIRST,
     Rule("implicit", (TRANSPOSABLE, channels_at_least(IMPLICIT_MIN_CHANNELS),
                       output_pixels_at_most(IMPLICIT_MAX_PIXELS)),
          "an implicit GEMM with output channels on the lanes reads the input in place and "
@@ -82,9 +81,7 @@ FORWARD = (
 GRAD_INPUT = FORWARD
 
 GRAD_WEIGHT = (
-    _DEPTHWISE,
-    _POINTWISE,
-    _GEMM,
+    *_FIRST,
     Rule("implicit", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS),
                       input_channels_at_least(IMPLICIT_WEIGHT_MIN_CHANNELS)),
          "the implicit reduction puts input channels on the lanes and broadcasts grad_out in "

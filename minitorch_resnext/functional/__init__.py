@@ -18,5 +18,6 @@ from . import (  # noqa: F401  (importing a family registers its ops)
 )
 from .registry import OPS
 
+# importing a family binds its module name here; the op `dropout` must win over the module
 globals().update({name: info.fn for name, info in OPS.items()})
 __all__ = sorted(OPS)

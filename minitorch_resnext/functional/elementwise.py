@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..autograd import Context, Function
@@ -330,36 +331,16 @@ def to_device(a: Tensor, backend: Any) -> Tensor:
     return ToDevice.apply(a, backend=backend)
 
 
-def _compare(op: str, a: Tensor, b: Tensor) -> Tensor:
-    _check_broadcast(op, a.data, b.data)
-    return Tensor._wrap(getattr(a.data, f"__{op}__")(b.data), a.backend)
+def _comparison(name: str, symbol: str) -> Callable[[Tensor, Tensor], Tensor]:
+    def compare(a: Tensor, b: Tensor) -> Tensor:
+        _check_broadcast(name, a.data, b.data)
+        return Tensor._wrap(getattr(a.data, f"__{name}__")(b.data), a.backend)
+
+    compare.__name__ = compare.__qualname__ = name
+    compare.__doc__ = f"a {symbol} b elementwise, a bool tensor (no gradient)."
+    return compare
 
 
-@op(differentiable=False)
-def eq(a: Tensor, b: Tensor) -> Tensor:
-    return _compare("eq", a, b)
-
-
-@op(differentiable=False)
-def ne(a: Tensor, b: Tensor) -> Tensor:
-    return _compare("ne", a, b)
-
-
-@op(differentiable=False)
-def lt(a: Tensor, b: Tensor) -> Tensor:
-    return _compare("lt", a, b)
-
-
-@op(differentiable=False)
-def le(a: Tensor, b: Tensor) -> Tensor:
-    return _compare("le", a, b)
-
-
-@op(differentiable=False)
-def gt(a: Tensor, b: Tensor) -> Tensor:
-    return _compare("gt", a, b)
-
-
-@op(differentiable=False)
-def ge(a: Tensor, b: Tensor) -> Tensor:
-    return _compare("ge", a, b)
+for _name, _symbol in (("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"),
+                       ("ge", ">=")):
+    op(_comparison(_name, _symbol), differentiable=False)

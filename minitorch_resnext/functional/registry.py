@@ -1,6 +1,7 @@
 """The op registry: each public op is declared once, where it is defined.
 
-`@op` puts a function into `minitorch_resnext.functional` (`F.<name>`) and, with
+`@op` puts a function into `minitorch_resnext.functional` (`F.<name>`, also for ops registered
+by a user's own module after import) and, with
 ``method=True``, makes it a `Tensor` method too (the tensor is its first argument)::
 
     class ReLU(Function):
@@ -16,6 +17,7 @@ must have a case in `minitorch_resnext.testing.cases`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -52,9 +54,11 @@ def op(fn: Op | None = None, *, method: bool = False, aliases: tuple[str, ...] =
     def register(f: Op) -> Op:
         if f.__name__ in OPS:
             raise ValueError(f"op {f.__name__!r} is registered twice")
+        functional = sys.modules[__package__]  # minitorch_resnext.functional, maybe still loading
         for name in (f.__name__, *aliases):
             OPS[name] = OpInfo(name, f, method, differentiable,
                                None if name == f.__name__ else f.__name__)
+            setattr(functional, name, f)
             if method:
                 setattr(Tensor, name, f)
         return f
