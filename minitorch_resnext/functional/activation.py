@@ -7,14 +7,14 @@ from typing import Any
 
 from ..autograd import Context, Function
 from ..tensor import Tensor
-from .elementwise import _require_float, clip, where
+from .elementwise import clip, require_float, where
 from .registry import op
 
 
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx: Context, a: Any, axis: int = -1) -> Any:
-        _require_float("log_softmax", a)
+        require_float("log_softmax", a)
         shifted = a - a.max(axis=axis, keepdims=True)
         out = shifted - ctx.xp.log(ctx.xp.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.save_for_backward(out)

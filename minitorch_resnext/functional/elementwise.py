@@ -17,7 +17,7 @@ def _check_broadcast(op: str, a: Any, b: Any) -> None:
             raise ValueError(f"{op}: shapes {tuple(sa)} and {tuple(sb)} are not broadcastable")
 
 
-def _require_float(op: str, *arrays: Any) -> None:
+def require_float(op: str, *arrays: Any) -> None:
     for a in arrays:
         if a.dtype.kind != "f":
             raise TypeError(f"{op}: needs a floating-point tensor, got dtype {a.dtype}")
@@ -87,7 +87,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
-        _require_float("pow", a)
+        require_float("pow", a)
         if hasattr(b, "shape"):
             _check_broadcast("pow", a, b)
         out = a**b
@@ -108,7 +108,7 @@ class Pow(Function):
 class Exp(Function):
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
-        _require_float("exp", a)
+        require_float("exp", a)
         out = ctx.xp.exp(a)
         ctx.save_for_backward(out)
         return out
@@ -122,7 +122,7 @@ class Exp(Function):
 class Log(Function):
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
-        _require_float("log", a)
+        require_float("log", a)
         ctx.save_for_backward(a)
         return ctx.xp.log(a)
 
@@ -135,7 +135,7 @@ class Log(Function):
 class Sqrt(Function):
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
-        _require_float("sqrt", a)
+        require_float("sqrt", a)
         out = ctx.xp.sqrt(a)
         ctx.save_for_backward(out)
         return out

@@ -8,14 +8,14 @@ import numpy as np
 
 from ..autograd import Context, Function
 from ..tensor import Tensor
-from .elementwise import _require_float
+from .elementwise import require_float
 from .registry import op
 
 
 class MatMul(Function):
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
-        _require_float("matmul", a, b)
+        require_float("matmul", a, b)
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul: both operands need at least one dimension")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
