@@ -74,11 +74,14 @@ def test_format_table_aligns_columns():
 
 
 def test_bench_conv_quick_writes_json_png_and_prints_the_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)  # the comparison must skip cleanly without torch
+    # the comparisons must skip cleanly without PyTorch and ONNX Runtime
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main(["bench", "conv", "--quick", "--shapes", "tiny_g4x4", "tiny_g2x32",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "PyTorch is not installed" in out and "compiling kernels" in out
+    assert "PyTorch is not installed" in out and "onnxruntime is not installed" in out
+    assert "compiling kernels" in out
     assert "tiny_g4x4" in out and "grad_weight" in out and "GFLOP/s" in out and "% roof" in out
 
     data = json.loads((tmp_path / "conv-cpu-quick.json").read_text())
@@ -94,9 +97,29 @@ def test_bench_conv_quick_writes_json_png_and_prints_the_table(tmp_path, capsys,
     assert len(r["samples_ms"]) == 2 and r["median_ms"] > 0 and r["gflops"] > 0
     assert r["max_rel_err"] < 1e-4 and r["speedup_vs_torch"] is None
     assert {t["status"] for t in data["targets"]} <= {"n/a", "missed"}
+    assert {t["baseline"] for t in data["targets"]} == {None}
+
+
+def test_bench_conv_times_onnxruntime_on_the_forward_pass(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["bench", "conv", "--quick", "--shapes", "tiny_dw_s2_d2", "--out", str(tmp_path)]) == 0
+    assert "vs onnxrt" in capsys.readouterr().out
+    data = json.loads((tmp_path / "conv-cpu-quick.json").read_text())
+    assert data["onnxruntime"]["available"] and data["onnxruntime"]["threads"] == data["threads"]
+    results = {(r["pass"], r["implementation"]): r for r in data["results"]}
+    assert {p for p, i in results if i == "onnxruntime"} == {"forward"}
+    ort, ours = results[("forward", "onnxruntime")], results[("forward", "minitorch")]
+    assert ort["max_rel_err"] < 1e-5  # checked against the NumPy reference
+    assert ours["speedup_vs_onnxruntime"] == pytest.approx(ort["median_ms"] / ours["median_ms"], rel=1e-5)
+    targets = {t["pass"]: t for t in data["targets"]}
+    assert targets["forward"]["baseline"] == "onnxruntime" and targets["grad_input"]["baseline"] is None
+    assert targets["forward"]["speedup"] == ours["speedup_vs_onnxruntime"]
 
 
 @pytest.mark.parametrize("argv", [["--repeats", "0"], ["--threads", "999"]])
 def test_bench_conv_rejects_bad_settings(argv, tmp_path):
     with pytest.raises(SystemExit, match="bench conv"):
         main(["bench", "conv", "--quick", "--out", str(tmp_path), *argv])
+
