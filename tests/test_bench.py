@@ -1,8 +1,9 @@
-"""`bench conv`: the smoke run's outputs, the FLOP/byte counting, and the timing helpers (no timing
-assertions: the numbers depend on the machine)."""
+"""`bench conv` and `bench infer`: the smoke runs' outputs, the FLOP/byte counting, and the timing
+helpers (no timing assertions: the numbers depend on the machine)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -123,3 +124,32 @@ def test_bench_conv_rejects_bad_settings(argv, tmp_path):
     with pytest.raises(SystemExit, match="bench conv"):
         main(["bench", "conv", "--quick", "--out", str(tmp_path), *argv])
 
+
+def test_bench_infer_quick_checks_then_times_each_engine(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["bench", "infer", "--quick", "--batch", "2", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch is not installed" in out and "resnext_small" in out and "img/s" in out
+    data = json.loads((tmp_path / "infer-cpu-quick.json").read_text())
+    assert not list(tmp_path.glob(".*tmp"))
+    rows = {r["engine"]: r for r in data["results"]}
+    ours = rows["minitorch"]
+    # resnext_small: 137,322 parameters, 6,466,048 multiply-adds per 16x16 image
+    assert (ours["model"], ours["batch"], ours["params"], ours["macs"]) == ("resnext_small", 2, 137_322,
+                                                                           2 * 6_466_048)
+    assert len(ours["samples_ms"]) == 1 and ours["images_per_s"] == pytest.approx(2e3 / ours["median_ms"])
+    onnx_present = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+    assert set(rows) == ({"minitorch", "onnxruntime"} if onnx_present else {"minitorch"})
+    if onnx_present:  # its logits were compared with ours before timing
+        assert rows["onnxruntime"]["max_rel_err"] < 1e-5
+        assert ours["speedup_vs_onnxruntime"] == pytest.approx(
+            rows["onnxruntime"]["median_ms"] / ours["median_ms"], rel=1e-5)
+    else:
+        assert "onnxruntime is not installed" in out
+
+
+@pytest.mark.parametrize("argv", [["nonet"], ["--repeats", "0"], ["--batch", "0"]])
+def test_bench_infer_rejects_bad_settings(argv, tmp_path):
+    with pytest.raises(SystemExit, match="bench infer"):
+        main(["bench", "infer", "--quick", "--out", str(tmp_path), *argv])
