@@ -383,8 +383,8 @@ def _bench_shape(
         impls[TORCH] = (_torch_calls(torch, *(torch.as_tensor(a, device=on) for a in (x, w, gy)), shape),
                         plan.repeats)
     if onnxrt is not None:
-        run = onnxrt.session(_onnx.conv_model(onnxrt.onnx, x_shape, w, y_shape, *shape.conv_args()))
-        impls[ONNXRT] = ({"forward": lambda: run(x)}, plan.repeats)
+        ort_forward = onnxrt.session(_onnx.conv_model(onnxrt.onnx, x_shape, w, y_shape, *shape.conv_args()))
+        impls[ONNXRT] = ({"forward": lambda: ort_forward(x)}, plan.repeats)
     if plan.baseline_repeats:
         impls[BASELINE] = (_conv_calls(reference, x, w, gy, shape), plan.baseline_repeats)
 

@@ -132,14 +132,14 @@ def _save_weights(name: str, path: Path) -> None:
 
     mr.manual_seed(0)
     model = _build(name)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    norms = {m: m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     for m in norms:
         m.momentum = 1.0  # running statistics := this batch's
     x = np.random.default_rng(1).standard_normal((2, *_input_shape(model)), dtype=np.float32)
     with mr.no_grad():
         model.train()(mr.tensor(x))
-    for m in norms:
-        m.momentum = 0.1
+    for m, momentum in norms.items():
+        m.momentum = momentum
     io.save_state_dict(model, path)
 
 
