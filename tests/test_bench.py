@@ -1,8 +1,9 @@
-"""`bench conv`: the smoke run's outputs, the FLOP/byte counting, and the timing helpers (no timing
-assertions: the numbers depend on the machine)."""
+"""`bench conv` and `bench infer`: the smoke runs' outputs, the FLOP/byte counting, and the timing
+helpers (no timing assertions: the numbers depend on the machine)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -74,11 +75,14 @@ def test_format_table_aligns_columns():
 
 
 def test_bench_conv_quick_writes_json_png_and_prints_the_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)  # the comparison must skip cleanly without torch
+    # the comparisons must skip cleanly without PyTorch and ONNX Runtime
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main(["bench", "conv", "--quick", "--shapes", "tiny_g4x4", "tiny_g2x32",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "PyTorch is not installed" in out and "compiling kernels" in out
+    assert "PyTorch is not installed" in out and "onnxruntime is not installed" in out
+    assert "compiling kernels" in out
     assert "tiny_g4x4" in out and "grad_weight" in out and "GFLOP/s" in out and "% roof" in out
 
     data = json.loads((tmp_path / "conv-cpu-quick.json").read_text())
@@ -94,9 +98,58 @@ def test_bench_conv_quick_writes_json_png_and_prints_the_table(tmp_path, capsys,
     assert len(r["samples_ms"]) == 2 and r["median_ms"] > 0 and r["gflops"] > 0
     assert r["max_rel_err"] < 1e-4 and r["speedup_vs_torch"] is None
     assert {t["status"] for t in data["targets"]} <= {"n/a", "missed"}
+    assert {t["baseline"] for t in data["targets"]} == {None}
+
+
+def test_bench_conv_times_onnxruntime_on_the_forward_pass(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["bench", "conv", "--quick", "--shapes", "tiny_dw_s2_d2", "--out", str(tmp_path)]) == 0
+    assert "vs onnxrt" in capsys.readouterr().out
+    data = json.loads((tmp_path / "conv-cpu-quick.json").read_text())
+    assert data["onnxruntime"]["available"] and data["onnxruntime"]["threads"] == data["threads"]
+    results = {(r["pass"], r["implementation"]): r for r in data["results"]}
+    assert {p for p, i in results if i == "onnxruntime"} == {"forward"}
+    ort, ours = results[("forward", "onnxruntime")], results[("forward", "minitorch")]
+    assert ort["max_rel_err"] < 1e-5  # checked against the NumPy reference
+    assert ours["speedup_vs_onnxruntime"] == pytest.approx(ort["median_ms"] / ours["median_ms"], rel=1e-5)
+    targets = {t["pass"]: t for t in data["targets"]}
+    assert targets["forward"]["baseline"] == "onnxruntime" and targets["grad_input"]["baseline"] is None
+    assert targets["forward"]["speedup"] == ours["speedup_vs_onnxruntime"]
 
 
 @pytest.mark.parametrize("argv", [["--repeats", "0"], ["--threads", "999"]])
 def test_bench_conv_rejects_bad_settings(argv, tmp_path):
     with pytest.raises(SystemExit, match="bench conv"):
         main(["bench", "conv", "--quick", "--out", str(tmp_path), *argv])
+
+
+def test_bench_infer_quick_checks_then_times_each_engine(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["bench", "infer", "--quick", "--batch", "2", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch is not installed" in out and "resnext_small" in out and "img/s" in out
+    data = json.loads((tmp_path / "infer-cpu-quick.json").read_text())
+    assert not list(tmp_path.glob(".*tmp"))
+    rows = {r["engine"]: r for r in data["results"]}
+    ours = rows["minitorch"]
+    # resnext_small: 137,322 parameters, 6,466,048 multiply-adds per 16x16 image
+    assert (ours["model"], ours["batch"], ours["params"], ours["macs"]) == ("resnext_small", 2, 137_322,
+                                                                           2 * 6_466_048)
+    assert len(ours["samples_ms"]) == 1 and ours["images_per_s"] == pytest.approx(2e3 / ours["median_ms"])
+    onnx_present = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+    assert set(rows) == ({"minitorch", "onnxruntime"} if onnx_present else {"minitorch"})
+    if onnx_present:  # its logits were compared with ours before timing
+        assert rows["onnxruntime"]["max_rel_err"] < 1e-5
+        assert ours["speedup_vs_onnxruntime"] == pytest.approx(
+            rows["onnxruntime"]["median_ms"] / ours["median_ms"], rel=1e-5)
+    else:
+        assert "onnxruntime is not installed" in out
+
+
+@pytest.mark.parametrize("argv", [["nonet"], ["--repeats", "0"], ["--batch", "0"]])
+def test_bench_infer_rejects_bad_settings(argv, tmp_path):
+    with pytest.raises(SystemExit, match="bench infer"):
+        main(["bench", "infer", "--quick", "--out", str(tmp_path), *argv])

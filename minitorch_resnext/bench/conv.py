@@ -3,10 +3,12 @@
 For each shape, the forward, grad_input and grad_weight passes of this project's kernels
 (through the device backend) are timed side by side with PyTorch (`F.conv2d` and
 `torch.nn.grad.conv2d_input/conv2d_weight`, i.e. oneDNN on CPU and cuDNN on GPU, with the
-same thread count) when it is installed, and on CPU with the NumPy reference
+same thread count) when it is installed, on CPU with ONNX Runtime (forward only: a one-node
+Conv model, see `_onnx.py`) when it is installed, and on CPU with the NumPy reference
 (`kernels/reference.py`). Every candidate is warmed up once (Numba / NVRTC compilation, cuDNN
-autotuning) and its warm-up result is checked against PyTorch (else the reference); the
-candidates are then timed in interleaved rounds and summarised by their median.
+autotuning) and its warm-up result is checked against PyTorch (else the reference, else this
+project's result); the candidates are then timed in interleaved rounds and summarised by their
+median. Targets are ratios to the faster of PyTorch and ONNX Runtime.
 
 The reference is slow (seconds per call on the large shapes), so it is timed in the first
 `--baseline-repeats` rounds only (default: 3, or every round with `--quick`); `--no-baseline`
@@ -30,11 +32,13 @@ import numpy as np
 
 from ..kernels.geometry import Conv2dGeometry
 from . import _common as common
+from . import _onnx
 
 HELP = "time grouped-conv forward/grad_input/grad_weight against PyTorch, NumPy and the roofline"
 
 PASSES = ("forward", "grad_input", "grad_weight")
-PROJECT, TORCH, BASELINE = "minitorch", "torch", "numpy-ref"
+PROJECT, TORCH, BASELINE, ONNXRT = "minitorch", "torch", "numpy-ref", _onnx.ONNXRT
+COMPARED = (TORCH, ONNXRT)  # the libraries the targets compare with
 # largest max|a - b| / max|b| accepted between two float32 implementations of one pass
 REL_TOL = 1e-3
 
@@ -104,7 +108,7 @@ def conv_min_bytes(geometry: Conv2dGeometry, itemsize: int = 4) -> int:
 class Target:
     """What the project's kernel should reach on a shape and pass."""
 
-    min_speedup: float  # PyTorch time / project time
+    min_speedup: float  # time of the faster of PyTorch and ONNX Runtime / project time
     min_roofline: float | None = None  # fraction of the attainable FLOP/s
 
     def describe(self) -> str:
@@ -197,9 +201,13 @@ def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     threads = common.set_threads(args.threads, "bench conv")
     torch, torch_info = common.load_torch(plan.device, threads)
-    notes = [torch_info["note"]] if "note" in torch_info else []
+    onnxrt, onnx_info = _onnx.load(threads)
+    notes = [info["note"] for info in (torch_info, onnx_info) if "note" in info]
     if plan.device != "cpu" and not args.no_baseline:
         notes.append("the NumPy reference runs on the CPU only: not timed with --device cuda")
+    if plan.device != "cpu" and onnxrt is not None:
+        onnxrt = None
+        notes.append("ONNX Runtime is timed on its CPU execution provider only: not with --device cuda")
     for note in notes:
         print(f"note: {note}")
     machine = common.machine_info() | _gpu_info(plan)
@@ -222,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         _compile(plan)
         shapes, results = [], []
         for i, shape in enumerate(plan.shapes, 1):
-            record, rows = _bench_shape(shape, plan, torch, roof)
+            record, rows = _bench_shape(shape, plan, torch, onnxrt, roof)
             print(f"[{i}/{len(plan.shapes)}] {_describe(record)}", flush=True)
             shapes.append(record)
             results += rows
@@ -231,8 +239,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(_table(results, targets))
     counts = {s: sum(t["status"] == s for t in targets) for s in ("met", "missed", "n/a")}
-    print(f"\ntargets vs PyTorch ({plan.device}): {counts['met']} met, {counts['missed']} missed, "
-          f"{counts['n/a']} n/a of {len(targets)}")
+    print(f"\ntargets vs the faster of PyTorch and ONNX Runtime ({plan.device}): {counts['met']} met, "
+          f"{counts['missed']} missed, {counts['n/a']} n/a of {len(targets)}")
     bad = [r for r in results if r["max_rel_err"] is not None and r["max_rel_err"] > REL_TOL]
     for r in bad:
         print(f"FAILED: {r['implementation']} {r['shape']} {r['pass']} differs from the check "
@@ -247,11 +255,12 @@ def run(args: argparse.Namespace) -> int:
         "threads": threads,
         "versions": common.package_versions(
             ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "matplotlib", "torch",
-             "cupy-cuda12x", "cupy-cuda11x", "cupy"]),
+             "cupy-cuda12x", "cupy-cuda11x", "cupy", "onnx", "onnxruntime"]),
         "settings": {"batch": plan.batch, "repeats": plan.repeats, "baseline_repeats": plan.baseline_repeats,
                      "settle_s": plan.settle_s, "quick": plan.quick, "rel_tol": REL_TOL,
                      "statistic": "median of interleaved rounds after 1 warm-up"},
         "torch": torch_info,
+        "onnxruntime": onnx_info,
         "notes": notes,
         "roofline": roof.to_json(),
         "shapes": shapes,
@@ -350,7 +359,8 @@ def _host(array: Any) -> np.ndarray:
 
 
 def _bench_shape(
-    shape: BenchShape, plan: _Plan, torch: ModuleType | None, roof: common.Roofline
+    shape: BenchShape, plan: _Plan, torch: ModuleType | None, onnxrt: _onnx.Runtime | None,
+    roof: common.Roofline,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Time every implementation of the three passes of one shape: its record and result rows."""
     from ..kernels import reference
@@ -365,6 +375,9 @@ def _bench_shape(
         on = torch.device(plan.device)
         impls[TORCH] = (_torch_calls(torch, *(torch.as_tensor(a, device=on) for a in (x, w, gy)), g),
                         plan.repeats)
+    if onnxrt is not None:
+        ort_forward = onnxrt.session(_onnx.conv_model(onnxrt.onnx, x_shape, w, y_shape, *g.args))
+        impls[ONNXRT] = ({"forward": lambda: ort_forward(x)}, plan.repeats)
     if plan.baseline_repeats:
         impls[BASELINE] = (_conv_calls(reference, x, w, gy, g), plan.baseline_repeats)
 
@@ -382,17 +395,19 @@ def _bench_shape(
 
     rows = []
     for pass_ in PASSES:
-        candidates = [common.Candidate(name, calls[pass_], n) for name, (calls, n) in impls.items()]
+        candidates = [common.Candidate(name, calls[pass_], n) for name, (calls, n) in impls.items()
+                      if pass_ in calls]
         with torch.no_grad() if torch is not None else contextlib.nullcontext():
             stats = common.time_interleaved(candidates, plan.timer, plan.settle_s)
         outputs = {c.name: _host(c.result) for c in candidates}
-        check = outputs.get(TORCH, outputs.get(BASELINE))
+        check = next((outputs[c] for c in (TORCH, BASELINE, PROJECT) if c in outputs), None)
         for name, s in stats.items():
             rate = flops / s.median
             rows.append({
                 "shape": shape.name, "pass": pass_, "implementation": name, **s.to_json(),
                 "gflops": rate / 1e9, "roofline_fraction": rate / attainable,
-                "speedup_vs_torch": stats[TORCH].median / s.median if TORCH in stats else None,
+                **{f"speedup_vs_{b}": stats[b].median / s.median if b in stats else None
+                   for b in COMPARED},
                 "max_rel_err": None if check is None or outputs[name] is check else
                 float(np.max(np.abs(outputs[name] - check)) / max(np.max(np.abs(check)), 1e-30)),
             })
@@ -412,17 +427,21 @@ def _describe(record: dict[str, Any]) -> str:
 def _targets(
     device: str, shapes: list[dict[str, Any]], results: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The target of every (shape, pass) of the project's kernels and whether it was met."""
+    """The target of every (shape, pass) of the project's kernels and whether it was met, against
+    the faster of the baselines timed on it (`baseline`, None where there was none)."""
     cg = {s["name"]: s["channels_per_group"] for s in shapes}
     out = []
     for r in results:
         if r["implementation"] != PROJECT:
             continue
         t = target_for(device, cg[r["shape"]], r["pass"])
+        speedups = {b: r[f"speedup_vs_{b}"] for b in COMPARED if r[f"speedup_vs_{b}"] is not None}
+        baseline = min(speedups, key=speedups.__getitem__, default=None)  # the faster one
+        speedup = speedups.get(baseline)
         out.append({"shape": r["shape"], "pass": r["pass"], "target": t.describe(),
                     "min_speedup": t.min_speedup, "min_roofline_fraction": t.min_roofline,
-                    "speedup": r["speedup_vs_torch"], "roofline_fraction": r["roofline_fraction"],
-                    "status": t.status(r["speedup_vs_torch"], r["roofline_fraction"])})
+                    "baseline": baseline, "speedup": speedup, "roofline_fraction": r["roofline_fraction"],
+                    "status": t.status(speedup, r["roofline_fraction"])})
     return out
 
 
@@ -433,21 +452,23 @@ def _ms(value: float) -> str:
 def _table(results: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
     """One row per (shape, pass, implementation); the target and its status on the project's rows."""
     by_key = {(t["shape"], t["pass"]): t for t in targets}
-    header = ["shape", "pass", "impl", "ms", "IQR ms", "GFLOP/s", "% roof", "vs torch", "target", "status"]
+    header = ["shape", "pass", "impl", "ms", "IQR ms", "GFLOP/s", "% roof", "vs torch", "vs onnxrt",
+              "target", "status"]
     rows, last = [], (None, None)
     for r in results:
         key = (r["shape"], r["pass"])
         t = by_key[key] if r["implementation"] == PROJECT else None
-        speedup = r["speedup_vs_torch"]
+        vs = [r[f"speedup_vs_{b}"] for b in COMPARED]
         rows.append([
             r["shape"] if key[0] != last[0] else "", r["pass"] if key != last else "", r["implementation"],
             _ms(r["median_ms"]), f"{_ms(r['q1_ms'])}-{_ms(r['q3_ms'])}", f"{r['gflops']:.3g}",
             f"{100 * r['roofline_fraction']:.1f}",
-            "-" if speedup is None or r["implementation"] == TORCH else f"{speedup:.2f}x",
-            t["target"] if t else "", t["status"] if t else "",
+            *("-" if v is None or r["implementation"] in COMPARED else f"{v:.2f}x" for v in vs),
+            (f"{t['target']}" + (f" vs {t['baseline']}" if t["baseline"] else "")) if t else "",
+            t["status"] if t else "",
         ])
         last = key
-    return common.format_table(header, rows, right=[False] * 3 + [True] * 5 + [False] * 2)
+    return common.format_table(header, rows, right=[False] * 3 + [True] * 6 + [False] * 2)
 
 
 _SHORT = {"forward": "fwd", "grad_input": "grad_in", "grad_weight": "grad_w"}
@@ -455,7 +476,7 @@ _SHORT = {"forward": "fwd", "grad_input": "grad_in", "grad_weight": "grad_w"}
 
 def _plot(path: Path, plan: _Plan, shapes: list[dict[str, Any]],
           results: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
-    """GFLOP/s of every implementation against the roofline, and the speedup over PyTorch."""
+    """GFLOP/s of every implementation against the roofline, and the speedup over each baseline."""
     keys = [(s["name"], p) for s in shapes for p in PASSES]
     categories = [f"{name} {_SHORT[p]}" for name, p in keys]
     value = {(r["shape"], r["pass"], r["implementation"]): r for r in results}
@@ -466,12 +487,15 @@ def _plot(path: Path, plan: _Plan, shapes: list[dict[str, Any]],
         series={i: [value[(*k, i)]["gflops"] if (*k, i) in value else None for k in keys] for i in impls},
         marks={"roofline (attainable)": [attainable[name] for name, _ in keys]}, group=len(PASSES),
     )]
-    if TORCH in impls:
+    baselines = [b for b in COMPARED if b in impls]
+    if baselines:
         target = {(t["shape"], t["pass"]): t for t in targets}
         panels.append(common.BarPanel(
-            title=f"{PROJECT} speedup over PyTorch (> 1: faster)", ylabel="PyTorch time / ours (log)",
-            categories=categories,
-            series={f"{PROJECT} vs {TORCH}": [value[(*k, PROJECT)]["speedup_vs_torch"] for k in keys]},
-            marks={"target": [target[k]["min_speedup"] for k in keys]}, hline=1.0, group=len(PASSES),
+            title=f"{PROJECT} speedup over {' and '.join(baselines)} (> 1: faster)",
+            ylabel="their time / ours (log)", categories=categories,
+            series={f"{PROJECT} vs {b}": [value[(*k, PROJECT)][f"speedup_vs_{b}"] for k in keys]
+                    for b in baselines},
+            marks={"target (vs the faster)": [target[k]["min_speedup"] for k in keys]}, hline=1.0,
+            group=len(PASSES),
         ))
     common.plot_bars(path, panels, title=f"bench conv on {plan.device}, batch {plan.batch}, fp32")

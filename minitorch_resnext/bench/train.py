@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib
 import multiprocessing
 import os
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import _common as common
+from ._worker import Worker, interleave, set_worker_threads
 
 HELP = "time training steps (forward, backward, SGD) of ResNeXt models against PyTorch"
 PROJECT, TORCH = "minitorch", "torch"
@@ -204,57 +204,6 @@ def torch_twin(model: Any, torch: ModuleType) -> Any:
     return twin.train(model.training)
 
 
-class _Worker:
-    """One engine in a process of its own, taking one training step per request.
-
-    Two OpenMP runtimes in one process (Numba's and PyTorch's) slow each other down, up to
-    twofold, so each engine gets its own process; the rounds are still interleaved.
-    """
-
-    def __init__(self, engine: str, case: str, batch: int, device: str, threads: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.engine = engine
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, engine, case, batch, device,
-                                                        threads), daemon=True)
-        self.process.start()
-        self.params = self.ask(None)
-
-    def ask(self, command: str | int | None) -> Any:
-        if command is not None:
-            self.conn.send(command)
-        status, value = self.conn.recv()
-        if status == "error":
-            raise RuntimeError(value)
-        return value
-
-    def close(self) -> None:
-        if self.process.is_alive():
-            self.conn.send("stop")
-        self.process.join()
-
-
-def _serve(conn: Any, engine: str, case: str, batch: int, device: str, threads: int) -> None:
-    """Worker loop: "logits" -> the logits before any update, an int n -> the seconds of each
-    of n consecutive steps."""
-    try:
-        with common.blas_threads(threads):
-            step, logits, params = _engine(engine, case, batch, device, threads)
-            conn.send(("ok", params))
-            for command in iter(conn.recv, "stop"):
-                if command == "logits":
-                    conn.send(("ok", logits()))
-                    continue
-                times = []
-                for _ in range(command):
-                    start = time.perf_counter()
-                    step()  # ends with loss.item(): the device has finished
-                    times.append(time.perf_counter() - start)
-                conn.send(("ok", times))
-    except Exception as e:  # reported to the parent, which raises it
-        conn.send(("error", f"{engine} worker: {type(e).__name__}: {e}"))
-
-
 def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
             ) -> tuple[Callable[[], None], Callable[[], np.ndarray], int]:
     """(one training step, logits of the batch, parameter count) of `case_name` in `engine`,
@@ -262,7 +211,7 @@ def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
     import minitorch_resnext as mr
 
     case = next(c for c in _cases() if c.name == case_name)
-    _worker_threads(engine, threads)
+    set_worker_threads(engine == PROJECT, threads, "bench train")
     mr.manual_seed(0)
     model = case.build()
     params = sum(p.numel() for p in model.parameters())
@@ -309,32 +258,22 @@ def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
     return torch_step, torch_logits, params
 
 
-def _worker_threads(engine: str, threads: int) -> None:
-    """Set the threads in a worker process. This package's CPU kernels are imported first:
-    they make OpenMP threads wait passively, which only works before Numba starts them."""
-    if engine == PROJECT:
-        importlib.import_module("minitorch_resnext.kernels.cpu")
-    common.set_threads(threads, "bench train")
-
-
 def _bench_case(case: ModelCase, args: argparse.Namespace, repeats: int, engines: list[str],
                 threads: int) -> list[dict[str, Any]]:
-    workers = [_Worker(e, case.name, args.batch, args.device, threads) for e in engines]
+    workers = [Worker(e, _engine, (e, case.name, args.batch, args.device, threads), threads)
+               for e in engines]
     try:
-        logits = [w.ask("logits") for w in workers]  # same weights, before any update
+        logits = [w.ask("output") for w in workers]  # same weights, before any update
         for w in workers:
             w.ask(args.warmup)
-        samples: dict[str, list[float]] = {w.engine: [] for w in workers}
-        while len(samples[PROJECT]) < repeats:
-            for w in workers:  # a turn of TURN steps; its first re-warms after the other engine
-                samples[w.engine] += w.ask(TURN)[1:repeats - len(samples[w.engine]) + 1]
+        samples = interleave(workers, repeats, TURN)
     finally:
         for w in workers:
             w.close()
     max_rel_err = None
     if len(logits) == 2:
         max_rel_err = float(np.abs(logits[0] - logits[1]).max() / np.abs(logits[1]).max())
-    base = {"model": case.name, "description": case.description, "params": workers[0].params,
+    base = {"model": case.name, "description": case.description, "params": workers[0].info,
             "input": list(case.image_shape), "batch": args.batch}
     rows = []
     for engine, times in samples.items():
@@ -385,7 +324,7 @@ def _bench_recipe(device: str, engines: list[str], threads: int) -> dict[str, An
 def _run_recipe(engine: str, device: str, threads: int) -> dict[str, float]:
     from ..train import TrainConfig, train
 
-    _worker_threads(engine, threads)
+    set_worker_threads(engine == PROJECT, threads, "bench train")
     with common.blas_threads(threads), tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(device=device, out_dir=tmp)
         if engine == PROJECT:
