@@ -19,8 +19,9 @@
 # than `1/C`, so the total width `C*d` of the grouped layer grows while the block's cost stays
 # the same. The paper's Table 2 lists five such blocks, and Table 3 shows that on ImageNet the
 # error falls as `C` rises. This tutorial recomputes Table 2 from the model builder, checks that
-# whole ResNeXt-50s built this way really cost the same, times the five blocks on this
-# machine, and trains five small ResNeXts at matched complexity on the embedded digits.
+# whole ResNeXt-50s built this way really cost the same (the paper's Table 1), times the five
+# blocks on this machine, and trains five small ResNeXts at matched complexity on the embedded
+# digits.
 
 # %%
 import os
@@ -33,6 +34,7 @@ from matplotlib.figure import Figure
 import minitorch_resnext as mr
 from minitorch_resnext import data, models, nn, optim
 from minitorch_resnext import functional as F
+from minitorch_resnext.models import summary
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
 # this folder, whether run from the repository root or, as a notebook, from tutorials/
@@ -56,19 +58,20 @@ def save(fig: Figure, name: str) -> None:
 #
 #     256*C*d  +  C * d*d*9  +  C*d*256  =  C*d * (512 + 9*d)
 #
-# `models.block_conv_params(C, d)` builds that block with the project's builder and counts
-# the weights of its convolutions. The paper's numbers:
+# (the paper's equation 4). `models.block_conv_params(C, d)` builds that block with the
+# project's builder and counts the weights of its convolutions. The paper's Table 2 lists
+# five such blocks by `C`, `d` and width, and gives each one's parameters as "~70k"; the
+# exact integers are equation 4's:
 
 # %%
-TABLE_2 = {(1, 64): 69_632, (2, 40): 69_760, (4, 24): 69_888, (8, 14): 71_456, (32, 4): 70_144}
-VARIANTS = list(TABLE_2)
-print(f"{'C x d':>7} {'width C*d':>10} {'params (builder)':>17} {'paper':>8}")
-for (c, d), paper in TABLE_2.items():
+VARIANTS = [(1, 64), (2, 40), (4, 24), (8, 14), (32, 4)]  # Table 2's C x d, "~70k" each
+print(f"{'C x d':>7} {'width C*d':>10} {'builder':>8} {'equation 4':>11} {'Table 2':>8}")
+for c, d in VARIANTS:
     counted = models.block_conv_params(c, d)
-    assert counted == paper == c * d * (512 + 9 * d), (c, d, counted, paper)
-    print(f"{c:>3}x{d:<3} {c * d:>10} {counted:>17,} {paper:>8,}")
+    assert counted == c * d * (512 + 9 * d), (c, d, counted)
+    assert abs(counted / 70_000 - 1) < 0.03
+    print(f"{c:>3}x{d:<3} {c * d:>10} {counted:>8,} {c * d * (512 + 9 * d):>11,} {'~70k':>8}")
 assert [c * d for c, d in VARIANTS] == [64, 80, 96, 112, 128]
-assert all(abs(n / 70_000 - 1) < 0.03 for n in TABLE_2.values())
 
 # %% [markdown]
 # Width grows from 64 to 128 channels while the parameter count stays within 3% of 70k.
@@ -89,6 +92,31 @@ for c, d in VARIANTS:
     assert abs(n_params / RESNET50_PARAMS - 1) < 0.025
     assert abs(macs / RESNET50_MACS - 1) < 0.05
     del net
+
+# %% [markdown]
+# ## Table 1, side by side
+#
+# The paper's Table 1 sets ResNet-50 beside ResNeXt-50 (32x4d) stage by stage.
+# `models.summary` computes it from the two models: each stage in the paper's notation, its
+# output shape, parameters and multiply-adds. The totals are exact integers, the same as
+# torchvision's models (whose `state_dict`s these models share); the paper rounds them to
+# 25.5 and 25.0 million parameters and 4.1 and 4.2 billion FLOPs (counting a multiply-add as
+# one FLOP, as torchvision's "GFLOPS" 4.09 and 4.23 do too).
+
+# %%
+TORCHVISION = {"ResNet-50": (25_557_032, 4.09e9), "ResNeXt-50 (32x4d)": (25_028_904, 4.23e9)}
+PAPER_TABLE_1 = {"ResNet-50": (25.5e6, 4.1e9), "ResNeXt-50 (32x4d)": (25.0e6, 4.2e9)}
+table_1 = [summary.summarize(models.resnet50(), name="ResNet-50"),
+           summary.summarize(models.resnext50_32x4d(), name="ResNeXt-50 (32x4d)")]
+print(summary.format_table(*table_1))
+for row in table_1:
+    (tv_params, tv_flops), (paper_params, paper_flops) = TORCHVISION[row.name], PAPER_TABLE_1[row.name]
+    print(f"{row.name}: {row.params:,} parameters (torchvision {tv_params:,}, paper "
+          f"{paper_params / 1e6:.1f} M); {row.macs:,} multiply-adds (torchvision "
+          f"{tv_flops / 1e9:.2f} G, paper {paper_flops / 1e9:.1f} G)")
+    assert row.params == tv_params and round(row.macs / 1e7) == round(tv_flops / 1e7)
+    # the paper's figures agree to their last digit (its 25.5 M truncates 25.56 M)
+    assert abs(row.params - paper_params) < 0.1e6 and abs(row.macs - paper_flops) < 0.1e9
 
 # %% [markdown]
 # ## What the five blocks cost in time
@@ -205,7 +233,7 @@ def small_resnext(c: int, d: int) -> models.ResNet:
 
 quarter = {(c, d): models.block_conv_params(c, 2 * d, inplanes=128, planes=32) for c, d in SMALL}
 for (c, d), (_, paper_d) in zip(SMALL, VARIANTS):
-    assert 4 * quarter[c, d] == TABLE_2[c, paper_d]
+    assert 4 * quarter[c, d] == models.block_conv_params(c, paper_d)
 sizes = {(c, d): sum(p.numel() for p in small_resnext(c, d).parameters()) for c, d in SMALL}
 print("whole-model parameters:", {f"{c}x{d}d": f"{n:,}" for (c, d), n in sizes.items()})
 assert max(sizes.values()) / min(sizes.values()) < 1.1
