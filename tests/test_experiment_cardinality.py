@@ -202,3 +202,16 @@ def test_the_same_seed_trains_the_same_way():
     np.testing.assert_array_equal(first.losses, again.losses)
     np.testing.assert_array_equal(first.wrong, again.wrong)
     assert not np.array_equal(first.losses, other.losses)
+
+
+def test_the_command_line_prints_the_verdict_and_writes_the_record(tmp_path, monkeypatch, capsys):
+    result = make_result(-0.05, control_shift=0.10)
+    monkeypatch.setattr(X, "run", lambda settings: result)
+    X.main(["--json", str(tmp_path / "record.json"), "--figure", str(tmp_path / "figure.png")])
+    out = capsys.readouterr().out
+    assert "Verdict: REPRODUCED" in out and "1x8d (control)" in out
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["claim"] == "reproduced" and record["control_detected"] is True
+    assert record["threads"] >= 1 and "numpy" in record["versions"] and record["created"]
+    assert len(record["runs"]) == len(result.runs)
+    assert (tmp_path / "figure.png").stat().st_size > 10_000

@@ -41,7 +41,7 @@ from scipy import stats
 from .. import functional as F
 from .. import models, nn, optim, train
 from ..autograd import no_grad
-from ..bench._common import atomic_path, format_table, machine_info, write_json
+from ..bench._common import atomic_path, format_table, machine_info, package_versions, write_json
 from ..data.cluttered import TEST_SEED, Clutter, ClutteredDigits, cluttered_batches
 from ..models.summary import summarize
 from ..tensor import manual_seed, tensor
@@ -557,6 +557,7 @@ def figure(result: Result) -> Figure:
 def main(argv: list[str] | None = None) -> None:
     """Run the experiment from the command line; optionally write its JSON record and figure."""
     import argparse
+    from datetime import datetime, timezone
 
     import numba
 
@@ -574,8 +575,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{result.seconds:.0f} s in all, the pilot {result.plan.seconds:.0f} s; load average "
           f"{result.load[0]:.1f} at the start, {result.load[1]:.1f} at the end")
     if args.json:
-        write_json(args.json, {"machine": machine_info(), "threads": numba.get_num_threads(),
-                               **result.to_json()})
+        write_json(args.json, {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(), "threads": numba.get_num_threads(),
+            "versions": package_versions(["minitorch-resnext", "numpy", "numba", "scipy"]),
+            **result.to_json()})
     if args.figure:
         with atomic_path(args.figure) as tmp:
             figure(result).savefig(tmp, format="png", dpi=110)
