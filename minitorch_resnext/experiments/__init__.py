@@ -1,0 +1,1 @@
+"""Experiments that test the paper's claims on this engine (`cardinality`: tutorial 3)."""
