@@ -10,6 +10,7 @@ from .elementwise import _require_float
 
 
 class LogSoftmax(Function):
+    """log(softmax(a)) along an axis, computed from the max-shifted input so it cannot overflow."""
     @staticmethod
     def forward(ctx: Context, a: Any, axis: int = -1) -> Any:
         _require_float("log_softmax", a)
@@ -26,10 +27,12 @@ class LogSoftmax(Function):
 
 
 def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
+    """log(softmax(input)) along `dim`, like torch.nn.functional.log_softmax."""
     if not -input.ndim <= dim < input.ndim:
         raise ValueError(f"log_softmax: dim {dim} is out of range for {input.ndim} dimensions")
     return LogSoftmax.apply(input, axis=dim)
 
 
 def softmax(input: Tensor, dim: int = -1) -> Tensor:
+    """softmax(input) along `dim`: exp of `log_softmax`, so it is stable for large inputs."""
     return log_softmax(input, dim).exp()

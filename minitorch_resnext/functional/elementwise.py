@@ -22,6 +22,7 @@ def _require_float(op: str, *arrays: Any) -> None:
 
 
 class Add(Function):
+    """a + b, broadcasting; the gradient passes to both inputs unchanged."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("add", a, b)
@@ -33,6 +34,7 @@ class Add(Function):
 
 
 class Sub(Function):
+    """a - b, broadcasting; the gradient of b is negated."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("sub", a, b)
@@ -44,6 +46,7 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """a * b, broadcasting; each input's gradient is the other input times the output's."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("mul", a, b)
@@ -57,6 +60,7 @@ class Mul(Function):
 
 
 class Div(Function):
+    """a / b, broadcasting; d/da = 1/b, d/db = -a/b^2."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("div", a, b)
@@ -71,6 +75,7 @@ class Div(Function):
 
 
 class Neg(Function):
+    """-a."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         return -a
@@ -104,6 +109,7 @@ class Pow(Function):
 
 
 class Exp(Function):
+    """exp(a), elementwise; its gradient reuses the output."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         _require_float("exp", a)
@@ -118,6 +124,7 @@ class Exp(Function):
 
 
 class Log(Function):
+    """Natural logarithm, elementwise; d/da = 1/a."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         _require_float("log", a)
@@ -131,6 +138,7 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    """Square root, elementwise; its gradient reuses the output: 1 / (2 sqrt(a))."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         _require_float("sqrt", a)
@@ -145,6 +153,7 @@ class Sqrt(Function):
 
 
 class Abs(Function):
+    """|a|, elementwise; the gradient is sign(a) (0 at 0)."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         ctx.save_for_backward(a)
@@ -173,6 +182,7 @@ class Maximum(Function):
 
 
 class ReLU(Function):
+    """max(a, 0), elementwise; the gradient passes where the output is positive."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         out = ctx.xp.maximum(a, 0)
@@ -186,6 +196,7 @@ class ReLU(Function):
 
 
 class Clip(Function):
+    """a clipped to [low, high] (either may be None); the gradient passes inside the range."""
     @staticmethod
     def forward(ctx: Context, a: Any, low: float | None = None, high: float | None = None) -> Any:
         if low is None and high is None:
@@ -206,6 +217,7 @@ class Clip(Function):
 
 
 class Where(Function):
+    """cond ? a : b, elementwise; each branch gets the gradient where it was chosen."""
     @staticmethod
     def forward(ctx: Context, cond: Any, a: Any, b: Any) -> Any:
         if cond.dtype != bool:
@@ -221,6 +233,7 @@ class Where(Function):
 
 
 class Cast(Function):
+    """a converted to another dtype; the gradient is converted back."""
     @staticmethod
     def forward(ctx: Context, a: Any, dtype: Any = None) -> Any:
         ctx.src = a.dtype
@@ -232,6 +245,7 @@ class Cast(Function):
 
 
 class ToDevice(Function):
+    """a copied to another backend (CPU <-> GPU); the gradient is copied back."""
     @staticmethod
     def forward(ctx: Context, a: Any, backend: Any = None) -> Any:
         ctx.src, ctx.out_backend = ctx.backend, backend
@@ -248,54 +262,67 @@ def _to_numpy(a: Any) -> Any:
 
 
 def add(a: Tensor, b: Tensor) -> Tensor:
+    """a + b with broadcasting."""
     return Add.apply(a, b)
 
 
 def sub(a: Tensor, b: Tensor) -> Tensor:
+    """a - b with broadcasting."""
     return Sub.apply(a, b)
 
 
 def mul(a: Tensor, b: Tensor) -> Tensor:
+    """a * b with broadcasting."""
     return Mul.apply(a, b)
 
 
 def div(a: Tensor, b: Tensor) -> Tensor:
+    """a / b with broadcasting."""
     return Div.apply(a, b)
 
 
 def neg(a: Tensor) -> Tensor:
+    """-a."""
     return Neg.apply(a)
 
 
 def pow(a: Tensor, b: Tensor | float) -> Tensor:
+    """a ** b with broadcasting (b a tensor or a number)."""
     return Pow.apply(a, b)
 
 
 def exp(a: Tensor) -> Tensor:
+    """exp(a), elementwise."""
     return Exp.apply(a)
 
 
 def log(a: Tensor) -> Tensor:
+    """Natural logarithm of a, elementwise."""
     return Log.apply(a)
 
 
 def sqrt(a: Tensor) -> Tensor:
+    """Square root of a, elementwise."""
     return Sqrt.apply(a)
 
 
 def abs(a: Tensor) -> Tensor:
+    """|a|, elementwise."""
     return Abs.apply(a)
 
 
 def maximum(a: Tensor, b: Tensor) -> Tensor:
+    """The elementwise maximum of a and b, with broadcasting."""
     return Maximum.apply(a, b)
 
 
 def relu(a: Tensor) -> Tensor:
+    """max(a, 0), elementwise."""
     return ReLU.apply(a)
 
 
 def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    """a clipped to [min, max] (either may be None), like torch.clamp (also `clamp`)."""
     return Clip.apply(a, low=min, high=max)
 
 
@@ -303,14 +330,17 @@ clamp = clip
 
 
 def where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """cond ? a : b elementwise; b may be a number."""
     return Where.apply(cond, a, a._lift(b) if not isinstance(b, Tensor) else b)
 
 
 def cast(a: Tensor, dtype: Any) -> Tensor:
+    """a converted to `dtype` (differentiable)."""
     return Cast.apply(a, dtype=dtype)
 
 
 def to_device(a: Tensor, backend: Any) -> Tensor:
+    """a moved to `backend` (differentiable)."""
     return ToDevice.apply(a, backend=backend)
 
 
@@ -320,24 +350,30 @@ def _compare(op: str, a: Tensor, b: Tensor) -> Tensor:
 
 
 def eq(a: Tensor, b: Tensor) -> Tensor:
+    """a == b elementwise, a boolean tensor (no gradient)."""
     return _compare("eq", a, b)
 
 
 def ne(a: Tensor, b: Tensor) -> Tensor:
+    """a != b elementwise, a boolean tensor (no gradient)."""
     return _compare("ne", a, b)
 
 
 def lt(a: Tensor, b: Tensor) -> Tensor:
+    """a < b elementwise, a boolean tensor (no gradient)."""
     return _compare("lt", a, b)
 
 
 def le(a: Tensor, b: Tensor) -> Tensor:
+    """a <= b elementwise, a boolean tensor (no gradient)."""
     return _compare("le", a, b)
 
 
 def gt(a: Tensor, b: Tensor) -> Tensor:
+    """a > b elementwise, a boolean tensor (no gradient)."""
     return _compare("gt", a, b)
 
 
 def ge(a: Tensor, b: Tensor) -> Tensor:
+    """a >= b elementwise, a boolean tensor (no gradient)."""
     return _compare("ge", a, b)

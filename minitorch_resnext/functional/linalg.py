@@ -12,6 +12,7 @@ from .elementwise import _require_float
 
 
 class MatMul(Function):
+    """a @ b with NumPy's matmul semantics (batched, 1-D operands promoted)."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _require_float("matmul", a, b)
@@ -47,6 +48,7 @@ class MatMul(Function):
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b, like torch.matmul."""
     return MatMul.apply(a, b)
 
 

@@ -31,6 +31,7 @@ def _keep(g: Any, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool)
 
 
 class Sum(Function):
+    """Sum over axes (keepdims optional); the gradient is broadcast back over them."""
     @staticmethod
     def forward(ctx: Context, a: Any, axes: tuple[int, ...] = (), keepdims: bool = False) -> Any:
         ctx.shape, ctx.axes, ctx.keepdims = a.shape, axes, keepdims
@@ -63,10 +64,12 @@ class Amax(Function):
 
 
 def sum(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Sum over `dim` (an int, a sequence, or None for all), like torch.sum."""
     return Sum.apply(a, axes=_axes(a.ndim, dim), keepdims=keepdim)
 
 
 def mean(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Mean over `dim` (an int, a sequence, or None for all) of a floating-point tensor, like torch.mean."""
     axes = _axes(a.ndim, dim)
     count = 1
     for i in axes:
@@ -87,6 +90,7 @@ def var(a: Tensor, dim: Any = None, keepdim: bool = False, unbiased: bool = True
 
 
 def amax(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Maximum over `dim`, like torch.amax; ties share the gradient equally."""
     return Amax.apply(a, axes=_axes(a.ndim, dim), keepdims=keepdim)
 
 
@@ -101,6 +105,7 @@ def max(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
 
 
 def argmax(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Index of the maximum over `dim` (of the flattened tensor for None); not differentiable."""
     if dim is None:
         return Tensor._wrap(a.data.argmax(), a.backend)
     (axis,) = _axes(a.ndim, dim)
