@@ -39,7 +39,7 @@
 # * **You will learn:** the ResNeXt block in its three forms, how weights map between them,
 #   why the last batch normalization must follow the sum, and why cardinality needs depth 3.
 # * **Prerequisites:** [tutorial 1](01_grouped_convolution.md); batch normalization.
-# * **Runtime:** about 1 minute on 2 CPU cores (15 s with `MINITORCH_FAST=1`).
+# * **Runtime:** about 30 s on 2 CPU cores (20 s with `MINITORCH_FAST=1`).
 
 # %%
 import os
