@@ -19,6 +19,7 @@ import os
 import platform
 import posixpath
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TUTORIALS = ROOT / "tutorials"
 FIGURES = TUTORIALS / "figures"
 PLUGIN = "mkdocs-jupyter"
+RUN_FIGURES: list[str] = []  # the temporary folder this build made for the runs' figures
 NO_MATHJAX = '<script src=""> </script>'  # what `custom_mathjax_url: ""` leaves in a page
 IMAGE = re.compile(r'src="figures/([^"]+)"')
 LINK = re.compile(r'href="(?P<target>[^":#]+\.md)(?P<anchor>#[^"]*)?"')
@@ -43,7 +45,9 @@ def _scripts() -> list[Path]:
 
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
-    os.environ.setdefault("MINITORCH_FIGURES", tempfile.mkdtemp(prefix="minitorch-docs-figures-"))
+    if "MINITORCH_FIGURES" not in os.environ:  # the runs' figures: shown inline, then deleted
+        RUN_FIGURES.append(tempfile.mkdtemp(prefix="minitorch-docs-figures-"))
+        os.environ["MINITORCH_FIGURES"] = RUN_FIGURES[-1]
     plugin = config.plugins[PLUGIN]
     if "cache_dir" in plugin.config:  # a cached page is keyed by its source alone, not the mode
         mode = "fast" if os.environ.get("MINITORCH_FAST") == "1" else "full"
@@ -80,6 +84,12 @@ def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files
                         content)  # a figure the prose shows: the committed one
     content = content.replace(NO_MATHJAX, "")  # the tutorials have no formulas to typeset
     return _insert_after_title(content, _run_note(page, config))
+
+
+def on_post_build(config: MkDocsConfig) -> None:
+    while RUN_FIGURES:  # the pages hold the figures now
+        shutil.rmtree(RUN_FIGURES.pop(), ignore_errors=True)
+        os.environ.pop("MINITORCH_FIGURES", None)
 
 
 def _is_tutorial(page: Page) -> bool:
