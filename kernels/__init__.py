@@ -1,0 +1,2 @@
+"""The hand-written convolution kernels: `reference` (the NumPy oracle), `cpu` (Numba) and `cuda`
+(CUDA C through CuPy)."""

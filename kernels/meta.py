@@ -27,14 +27,17 @@ def conv2d_algorithm(geometry: Conv2dGeometry) -> ConvChoices:
 
 def conv2d_forward(x: Any, w: Any, bias: Any, geometry: Conv2dGeometry,
                    algorithm: Any = None) -> np.ndarray:
+    """An array of the output's shape, without data."""
     return empty(geometry.output_shape, x.dtype)
 
 
 def conv2d_grad_input(grad_out: Any, w: Any, geometry: Conv2dGeometry,
                       algorithm: Any = None) -> np.ndarray:
+    """An array of the input's shape, without data."""
     return empty(geometry.input_shape, grad_out.dtype)
 
 
 def conv2d_grad_weight(x: Any, grad_out: Any, geometry: Conv2dGeometry,
                        algorithm: Any = None) -> np.ndarray:
+    """An array of the weight's shape, without data."""
     return empty(geometry.weight_shape, x.dtype)

@@ -38,18 +38,22 @@ class Condition:
 
 
 def channels_at_least(n: int) -> Condition:
+    """At least `n` input and `n` output channels per group."""
     return Condition(f">= {n} channels per group", lambda g: g.min_channels >= n)
 
 
 def channels_at_most(n: int) -> Condition:
+    """At most `n` input and `n` output channels per group."""
     return Condition(f"<= {n} channels per group", lambda g: g.max_channels <= n)
 
 
 def input_channels_at_least(n: int) -> Condition:
+    """At least `n` input channels per group."""
     return Condition(f">= {n} input channels per group", lambda g: g.in_per_group >= n)
 
 
 def output_pixels_at_most(n: int) -> Condition:
+    """At most `n` output pixels per image."""
     return Condition(f"<= {n} output pixels per image",
                      lambda g: g.output_hw[0] * g.output_hw[1] <= n)
 

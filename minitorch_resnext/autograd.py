@@ -23,6 +23,7 @@ _state = threading.local()
 
 
 def is_grad_enabled() -> bool:
+    """Whether ops record the graph for backward in this thread (False inside `no_grad`)."""
     return getattr(_state, "grad_enabled", True)
 
 
@@ -42,6 +43,7 @@ def no_grad() -> contextlib.AbstractContextManager[None]:
 
 
 def enable_grad() -> contextlib.AbstractContextManager[None]:
+    """Context manager that turns graph recording back on (e.g. inside `no_grad`)."""
     return _set_grad_enabled(True)
 
 

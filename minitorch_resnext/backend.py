@@ -132,6 +132,7 @@ def cuda_is_available() -> bool:
 
 
 def backend_of_array(array: Any) -> Backend:
+    """The backend an array belongs to: CPU for NumPy arrays, CUDA otherwise."""
     return get_backend("cpu" if isinstance(array, np.ndarray | np.generic) else "cuda")
 
 

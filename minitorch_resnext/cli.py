@@ -17,6 +17,7 @@ from . import __version__, commands
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `minitorch-resnext`, with one subparser per module of `commands`."""
     parser = argparse.ArgumentParser(
         prog="minitorch-resnext",
         description="Learn and measure ResNeXt and grouped convolution with a from-scratch engine.",
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with `argv` (default: sys.argv); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

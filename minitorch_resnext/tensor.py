@@ -25,14 +25,17 @@ def manual_seed(seed: int) -> None:
 
 
 def default_generator() -> np.random.Generator:
+    """The engine's random generator (seeded by `manual_seed`)."""
     return _rng
 
 
 def get_rng_state() -> dict:
+    """The state of the engine's random generator, to restore with `set_rng_state`."""
     return _rng.bit_generator.state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore a state returned by `get_rng_state`."""
     _rng.bit_generator.state = state
 
 
@@ -350,14 +353,17 @@ def _factory(values: Any, dtype: Any, device: str, requires_grad: bool) -> Tenso
 
 
 def zeros(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros of the given shape, like torch.zeros."""
     return _factory(np.zeros(as_shape(shape)), dtype, device, requires_grad)
 
 
 def ones(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    """A tensor of ones of the given shape, like torch.ones."""
     return _factory(np.ones(as_shape(shape)), dtype, device, requires_grad)
 
 
 def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: str = "cpu") -> Tensor:
+    """A tensor of `shape` filled with `fill_value`, like torch.full."""
     return _factory(np.full(tuple(shape), fill_value), dtype, device, False)
 
 
@@ -368,15 +374,18 @@ def randn(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bo
 
 
 def rand(*shape: Any, dtype: Any = None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
+    """A tensor of uniform samples in [0, 1) from the engine's generator, like torch.rand."""
     return _factory(_rng.random(as_shape(shape)), dtype, device, requires_grad)
 
 
 def randint(low: int, high: int, size: Sequence[int], device: str = "cpu") -> Tensor:
+    """A tensor of integers drawn uniformly from [low, high), like torch.randint."""
     return Tensor(_rng.integers(low, high, size=tuple(size)), dtype=int64, device=device)
 
 
 def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,
            device: str = "cpu") -> Tensor:
+    """Evenly spaced values in [start, stop), like torch.arange (int64 for integers, else float32)."""
     values = np.arange(start, stop, step) if stop is not None else np.arange(start)
     if dtype is None:
         dtype = int64 if values.dtype.kind in "iu" else float32
@@ -384,10 +393,12 @@ def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any 
 
 
 def zeros_like(t: Tensor, dtype: Any = None) -> Tensor:
+    """A tensor of zeros with the shape, device and (by default) dtype of `t`."""
     return Tensor._wrap(t.xp.zeros(t.shape, dtype=dtype or t.dtype), t.backend)
 
 
 def ones_like(t: Tensor, dtype: Any = None) -> Tensor:
+    """A tensor of ones with the shape, device and (by default) dtype of `t`."""
     return Tensor._wrap(t.xp.ones(t.shape, dtype=dtype or t.dtype), t.backend)
 
 

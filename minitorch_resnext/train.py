@@ -105,6 +105,7 @@ def build_model(config: TrainConfig, dataset: data.ImageDataset) -> Module:
 
 
 def load_datasets(config: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset]:
+    """The train and test splits of the recipe's dataset."""
     return (data.get_dataset(config.dataset, train=True, root=config.data_dir),
             data.get_dataset(config.dataset, train=False, root=config.data_dir))
 

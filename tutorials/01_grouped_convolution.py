@@ -23,31 +23,27 @@
 #
 # This tutorial builds grouped convolution from a plain Python loop, shows that it is a dense
 # convolution whose weight is block-diagonal, counts its parameters and multiply-adds as
-# functions of `G`, and looks at the two extremes: `G = 1` (dense) and `G = C` (depthwise).
-# Every claim is checked by an `assert`, so running this file is a test of the claims.
+# functions of `G`, shows what ResNeXt does with the savings, and looks at the two extremes:
+# `G = 1` (dense) and `G = C` (depthwise). Every claim is checked by an `assert`, so running
+# this file is a test of the claims.
+#
+# * **You will learn:** what a grouped convolution computes, why it is a block-diagonal dense
+#   one, what it costs as a function of `G`, and why ResNeXt spends the savings on width.
+# * **Prerequisites:** NumPy, and what a 2-D convolution computes.
+# * **Runtime:** about 15 s on 2 CPU cores (the pure-Python loop is most of it).
 
 # %%
-import os
-from pathlib import Path
-
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 import minitorch_resnext as mr
 from minitorch_resnext import functional as F
-from minitorch_resnext import nn
+from minitorch_resnext import models, nn
+from minitorch_resnext.figures import FigureWriter
 
-# this folder, whether run from the repository root or, as a notebook, from tutorials/
-TUTORIALS = Path("tutorials") if Path("tutorials").is_dir() else Path()
-FIGURES = Path(os.environ.get("MINITORCH_FIGURES", TUTORIALS / "figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
+figures = FigureWriter("01_grouped_convolution.py")  # PNGs to tutorials/figures, shown inline
 rng = np.random.default_rng(0)
-
-
-def save(fig: Figure, name: str) -> None:
-    fig.savefig(FIGURES / name, dpi=110, bbox_inches="tight")
-    print(f"figure written: {FIGURES / name}")
 
 
 def conv(x: np.ndarray, w: np.ndarray, **kwargs) -> np.ndarray:
@@ -144,8 +140,6 @@ for groups in (1, 2, 4, 16):
 # %% [markdown]
 # The figure draws the centre tap `w[:, :, 1, 1]` of each dense equivalent: rows are output
 # channels, columns input channels, white is a weight that is structurally zero.
-#
-# ![block-diagonal weights](figures/01_block_diagonal.png)
 
 # %%
 fig = Figure(figsize=(14, 4.2), layout="constrained")
@@ -162,7 +156,7 @@ for ax, (groups, dense) in zip(axes, drawn.items()):
     ax.set_yticks(range(0, C_DRAW, 4))
 axes[0].set_ylabel("output channel")
 fig.colorbar(image, ax=axes, label="weight value (centre tap); white = zero", shrink=0.9)
-save(fig, "01_block_diagonal.png")
+figures.save(fig, "01_block_diagonal.png")
 
 # %% [markdown]
 # ## Parameters and multiply-adds as functions of G
@@ -217,19 +211,14 @@ assert round(intensity(C1, HW1, 3, 32)) == 9 and intensity(C1, HW1, 3, 1) > 200
 assert np.allclose(params * np.array(group_counts), params[0])  # exactly 1/G
 
 # %% [markdown]
-# ![cost against groups](figures/01_cost_vs_groups.png)
-#
-# A processor's *machine balance* is the number of FLOP it can do in the time it moves one
-# byte from memory; for today's CPUs and GPUs it is of the order of ten (tutorial 4 measures
-# this machine's). A layer far above its balance, like the dense one, is limited by
-# arithmetic; a layer near or below it, like ResNeXt's grouped one, by memory traffic. That
-# is why kernels for grouped convolution are written differently (tutorial 4).
+# Parameters and multiply-adds are one curve (the multiply-adds are the parameters times the
+# 3,136 output pixels), drawn once with an axis for each. Beside it, the intensity.
 
 # %%
-fig = Figure(figsize=(13, 4), layout="constrained")
-ax_p, ax_m, ax_i = fig.subplots(1, 3)
+fig = Figure(figsize=(11, 4), layout="constrained")
+ax_p, ax_i = fig.subplots(1, 2)
+pixels = HW1 * HW1
 for ax, values, ylabel in ((ax_p, params / 1e3, "parameters (thousands)"),
-                           (ax_m, gmacs * 1e3, "multiply-adds per image (millions)"),
                            (ax_i, flop_per_byte, "arithmetic intensity (FLOP/byte)")):
     ax.loglog(group_counts, values, "o-")
     ax.set_xticks(group_counts, labels=[str(g) for g in group_counts])
@@ -240,9 +229,92 @@ for ax, values, ylabel in ((ax_p, params / 1e3, "parameters (thousands)"),
     for g, name in ((1, "dense"), (32, "ResNeXt 32x4d"), (C1, "depthwise")):
         k = group_counts.index(g)
         ax.annotate(name, (g, values[k]), textcoords="offset points", xytext=(5, 5), fontsize=9)
+macs_axis = ax_p.secondary_yaxis("right", functions=(lambda p: p * pixels / 1e3,
+                                                     lambda m: m * 1e3 / pixels))
+macs_axis.set_ylabel("multiply-adds per image (millions)")
+macs_axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 fig.suptitle("One 3x3 convolution, 128 -> 128 channels on a 56x56 map (ResNeXt-50 stage 1), "
-             "as a function of the number of groups")
-save(fig, "01_cost_vs_groups.png")
+             "at a fixed width, as a function of the number of groups")
+figures.save(fig, "01_cost_vs_groups.png")
+
+# %% [markdown]
+# A processor's *machine balance* is the number of FLOP it can do in the time it moves one
+# byte from memory; for today's CPUs and GPUs it is of the order of ten (tutorial 4 measures
+# this machine's). A layer far above its balance, like the dense one, is limited by
+# arithmetic; a layer near or below it, like ResNeXt's grouped one, by memory traffic. That
+# is why kernels for grouped convolution are written differently (tutorial 4).
+#
+# ## What ResNeXt does with the savings: width at the same cost
+#
+# Read alone, the curves above suggest that more groups make a cheaper network. That is not
+# what ResNeXt does. It keeps each block's cost at ResNet's and spends what grouping saves on
+# **width**: more, narrower paths. The conv2 block of ResNet-50 is a 1x1 `256 -> 64`, a 3x3
+# `64 -> 64` and a 1x1 `64 -> 256`: 69,632 weights. A ResNeXt block with `C` paths of width
+# `d` has a 1x1 `256 -> C*d`, a 3x3 with `C` groups of `d` channels and a 1x1 `C*d -> 256`:
+#
+#     params(C, d) = 256*C*d + C*d*d*9 + C*d*256 = C*d * (512 + 9*d)
+#
+# For each `C`, take the width `d` whose block comes nearest to ResNet's 69,632 (counted on
+# blocks built by `models`):
+
+# %%
+def block_params(c: int, d: int) -> int:
+    return c * d * (512 + 9 * d)
+
+
+BUDGET = models.block_conv_params(1, 64)  # ResNet-50's conv2 block: C = 1, d = 64
+ladder = {}
+for c in (1, 2, 4, 8, 16, 32, 64):
+    d = min(range(1, 65), key=lambda d: abs(block_params(c, d) - BUDGET))
+    ladder[c] = d
+    n = models.block_conv_params(c, d)  # the builder's block agrees with the formula
+    assert n == block_params(c, d)
+    print(f"C={c:3d}: d={d:3d}, width C*d = {c * d:4d}, {n:7,d} parameters ({n / BUDGET - 1:+.1%})")
+# the paper's Table 2 is these rows at C = 1, 2, 4, 8, 32 ...
+assert [ladder[c] for c in (1, 2, 4, 8, 32)] == [64, 40, 24, 14, 4]
+# ... and leaves out C = 16, where no width comes within 7 % of the budget
+assert abs(block_params(16, ladder[16]) / BUDGET - 1) > 0.07
+widths = [c * d for c, d in ladder.items()]
+assert widths == sorted(widths) and max(widths) <= BUDGET / 512
+
+# %% [markdown]
+# The width grows from 64 to 128 channels while the block keeps ResNet's cost, and it cannot
+# grow past `69,632 / 512 = 136`: the two 1x1 convolutions cost `512*C*d` whatever the groups,
+# and grouping shrinks only the 3x3. The figure puts the two views side by side: the one most
+# people remember (left, the width held fixed) and the one the paper uses (right, the cost
+# held fixed).
+
+# %%
+fig = Figure(figsize=(11, 4.2), layout="constrained")
+ax_cost, ax_width = fig.subplots(1, 2)
+cs = list(ladder)
+fixed = [models.block_conv_params(g, 128 // g) for g in cs]  # width 128 in every block
+ax_cost.plot(cs, np.array(fixed) / 1e3, "o-", color="tab:red")
+ax_cost.axhline(BUDGET / 1e3, color="gray", linestyle=":", label="ResNet-50's conv2 block")
+ax_cost.set_ylim(0, 230)
+ax_cost.set_ylabel("parameters of the block (thousands)")
+ax_cost.set_title("Width fixed at 128: more groups, fewer parameters", fontsize=10)
+ax_cost.legend(fontsize=9)
+ax_width.plot(cs, widths, "o-", color="tab:blue")
+ax_width.axhline(BUDGET / 512, color="gray", linestyle=":",
+                 label="limit 136: the 1x1 layers alone cost 512 C·d")
+for c, d in ladder.items():
+    off = block_params(c, d) / BUDGET - 1
+    ax_width.annotate(f"{c}x{d}d" + (f"\n({off:+.0%})" if abs(off) > 0.03 else ""), (c, c * d),
+                      textcoords="offset points", xytext=(0, -24 if c == 16 else 7),
+                      ha="center", fontsize=8)
+ax_width.set_ylim(40, 150)
+ax_width.set_ylabel("width C·d of the grouped 3x3 (channels)")
+ax_width.set_title("Parameters fixed at ResNet's ~70k: more groups, more width", fontsize=10)
+ax_width.legend(fontsize=9, loc="lower right")
+for ax in (ax_cost, ax_width):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(cs, labels=[str(c) for c in cs])
+    ax.set_xlabel("cardinality C (groups of the 3x3)")
+    ax.grid(True, which="both", alpha=0.3)
+fig.suptitle("The conv2 block of ResNeXt-50 (256 -> C·d -> 256): what grouping saves, "
+             "ResNeXt spends on width")
+figures.save(fig, "01_iso_complexity.png")
 
 # %% [markdown]
 # ## The two extremes: dense and depthwise
@@ -292,7 +364,21 @@ print("depthwise convolution == one 2-D filter per channel")
 # * It equals a dense convolution whose weight is block-diagonal with `G` blocks.
 # * Parameters and multiply-adds scale as `1/G`; the feature maps do not shrink, so the
 #   arithmetic intensity falls: with large `G` memory traffic, not arithmetic, sets the pace.
+# * ResNeXt does not pocket the savings: at a block's fixed cost, more groups buy more width.
 # * `G = 1` is dense, `G = C` is depthwise; ResNeXt's cardinality lives in between.
+#
+# ## Exercises
+#
+# Fill in the stubs in `tutorials/exercises/t1_grouped_convolution.py` and check them with
+# `pytest tests/exercises -k "t1 and yours"` (an exercise not yet written is skipped; the
+# reference solutions are in `tutorials/exercises/solutions/`).
+#
+# 1. `grouped_conv2d`: a grouped convolution built from `G` dense ones on channel slices.
+# 2. `block_diagonal`: the dense weight that computes the same function as a grouped one.
+# 3. `conv_cost`: parameters and multiply-adds of a grouped `k x k` convolution.
+# 4. `separable_params`, `groups_as_cheap_as_separable`: a depthwise-separable convolution
+#    (depthwise `k x k`, then a dense 1x1) against a grouped one at the same width: how many
+#    groups make the grouped one as cheap?
 #
 # Next, [tutorial 2](02_aggregated_transformations.md) shows why a grouped 3x3 convolution
 # inside a bottleneck is the same thing as a sum of `C` small parallel networks.

@@ -31,13 +31,18 @@
 #   of `3C`.
 #
 # `mr.models` builds all three (`SplitBottleneck`, `ConcatBottleneck`, `Bottleneck`) and
-# converts weights between them (`convert_block`). This tutorial proves numerically that they
-# compute the same function, shows where batch normalization may and may not go, and shows why
-# the idea needs blocks of depth three or more.
+# converts weights between them (`convert_block`). This tutorial draws the paper's block
+# diagrams from those modules, proves numerically that the three forms compute the same
+# function, shows where batch normalization may and may not go, and shows why the idea needs
+# blocks of depth three or more.
+#
+# * **You will learn:** the ResNeXt block in its three forms, how weights map between them,
+#   why the last batch normalization must follow the sum, and why cardinality needs depth 3.
+# * **Prerequisites:** [tutorial 1](01_grouped_convolution.md); batch normalization.
+# * **Runtime:** about 30 s on 2 CPU cores (20 s with `MINITORCH_FAST=1`).
 
 # %%
 import os
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -45,19 +50,14 @@ from matplotlib.figure import Figure
 import minitorch_resnext as mr
 from minitorch_resnext import functional as F
 from minitorch_resnext import models, nn
+from minitorch_resnext.diagrams import draw_blocks
+from minitorch_resnext.figures import FigureWriter
+from minitorch_resnext.models.summary import summarize
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
-# this folder, whether run from the repository root or, as a notebook, from tutorials/
-TUTORIALS = Path("tutorials") if Path("tutorials").is_dir() else Path()
-FIGURES = Path(os.environ.get("MINITORCH_FIGURES", TUTORIALS / "figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
+figures = FigureWriter("02_aggregated_transformations.py", drawn_with=["minitorch_resnext.diagrams"])
 rng = np.random.default_rng(0)
 mr.manual_seed(0)
-
-
-def save(fig: Figure, name: str) -> None:
-    fig.savefig(FIGURES / name, dpi=110, bbox_inches="tight")
-    print(f"figure written: {FIGURES / name}")
 
 
 def rel_diff(a: mr.Tensor, b: mr.Tensor) -> float:
@@ -65,6 +65,58 @@ def rel_diff(a: mr.Tensor, b: mr.Tensor) -> float:
     a, b = a.numpy(), b.numpy()
     return float(np.abs(a - b).max() / np.abs(b).max())
 
+
+# %% [markdown]
+# ## The block, drawn from the model
+#
+# The paper's Figure 1 sets a ResNet bottleneck beside a ResNeXt block of cardinality 32. Here
+# both are drawn by `minitorch_resnext.diagrams`, which reads every box ("in, kernel, out") off
+# the `Conv2d` layers of the modules it is given, so the drawing cannot disagree with the model.
+# Batch normalization and ReLU follow every convolution and are left out, as in the paper.
+
+# %%
+resnet_block = models.Bottleneck(256, 64)                                       # 1 path of 64
+resnext_block = models.SplitBottleneck(256, 64, groups=32, base_width=4)        # 32 paths of 4
+fig = draw_blocks([("ResNet bottleneck", resnet_block),
+                   ("ResNeXt block, cardinality 32", resnext_block)],
+                  "Figure 1, drawn from models.Bottleneck and models.SplitBottleneck")
+figures.save(fig, "02_figure1_blocks.png")
+n_resnet = sum(m.weight.numel() for m in resnet_block.modules() if isinstance(m, nn.Conv2d))
+n_resnext = sum(m.weight.numel() for m in resnext_block.modules() if isinstance(m, nn.Conv2d))
+print(f"convolution weights: ResNet block {n_resnet:,}, ResNeXt block {n_resnext:,}")
+assert abs(n_resnext / n_resnet - 1) < 0.01  # ~70k each: the same complexity
+
+# %% [markdown]
+# <div class="admonition warning" markdown>
+# <p class="admonition-title">Common misconceptions</p>
+#
+# Study notes on ResNeXt often say that its grouped convolution splits the input, that the
+# paths are merged by concatenation, and that ResNeXt is cheaper than ResNet. None of the three
+# is what the paper does:
+#
+# * **The split is done by 1x1 projections.** Each path's first 1x1 convolution reads *all*
+#   256 input channels and projects them to its own `d` channels; the grouped 3x3 only keeps
+#   the paths apart afterwards.
+# * **The merge is a sum.** Form (a) adds the paths' outputs. Form (b) concatenates, but the
+#   1x1 after the concatenation adds up its column blocks, one per path: a sum again.
+# * **The complexity is matched, not lowered.** ResNeXt-50 (32x4d) has 25.0 M parameters and
+#   4.2 G multiply-adds, ResNet-50 25.5 M and 4.1 G (the paper's Table 1). What grouping saves,
+#   ResNeXt spends on width (tutorial 1).
+#
+# </div>
+#
+# The first claim is in the figure above (every path starts with a `256, 1x1, 4` box), the
+# second is checked below with the three forms, and the third is counted here on the two
+# whole networks, without running them:
+
+# %%
+whole = {"ResNet-50": summarize(models.resnet50()),
+         "ResNeXt-50 (32x4d)": summarize(models.resnext50_32x4d())}
+for name, summary in whole.items():
+    print(f"{name:19s} {summary.params:,} parameters, {summary.macs / 1e9:.3f} G multiply-adds "
+          f"at 224x224")
+resnet, resnext = whole.values()
+assert abs(resnext.params / resnet.params - 1) < 0.03 and abs(resnext.macs / resnet.macs - 1) < 0.04
 
 # %% [markdown]
 # ## Three forms, one function
@@ -97,6 +149,14 @@ for name, block in forms.items():
     n_params[name] = sum(p.numel() for p in block.parameters())
     print(f"{name:16s} {len(convs):3d} convolutions, {n_params[name]:,} parameters")
 assert len(set(n_params.values())) == 1, n_params  # the same parameters, arranged differently
+
+# %% [markdown]
+# The paper's Figure 3, drawn from these three blocks:
+
+# %%
+fig = draw_blocks(list(forms.items()),
+                  f"Figure 3, drawn from the three blocks above (C = {C} paths of d = {D})")
+figures.save(fig, "02_figure3_forms.png")
 
 # %% [markdown]
 # The conversion only cuts and stacks arrays. Path `i` of form (a) owns
@@ -243,35 +303,46 @@ assert err < 1e-10
 
 # %%
 C2, D2, WIDTH = 8, 4, 64
-W1 = [rng.standard_normal((D2, WIDTH, 3, 3)) / 24 for _ in range(C2)]  # path i: in -> d
-W2 = [rng.standard_normal((WIDTH, D2, 3, 3)) / 6 for _ in range(C2)]   # path i: d -> out
 
 
-def conv(x: mr.Tensor, w: np.ndarray) -> mr.Tensor:
-    return F.conv2d(x, mr.tensor(w), padding=1)
+def conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, padding=1, bias=False).to(mr.float64)
 
+
+# C paths of depth 2, summed, and a wide block of width C*d holding the same weights
+paths = nn.ModuleList(nn.Sequential(conv3x3(WIDTH, D2), nn.ReLU(), conv3x3(D2, WIDTH))
+                      for _ in range(C2))
+wide = nn.Sequential(conv3x3(WIDTH, C2 * D2), nn.ReLU(), conv3x3(C2 * D2, WIDTH))
+W1_wide = np.concatenate([p[0].weight.numpy() for p in paths], axis=0)  # stacked outputs
+W2_wide = np.concatenate([p[2].weight.numpy() for p in paths], axis=1)  # stacked inputs
+wide.load_state_dict({"0.weight": W1_wide, "2.weight": W2_wide})
 
 x2 = mr.tensor(rng.standard_normal((2, WIDTH, 8, 8)))
-aggregated = conv(F.relu(conv(x2, W1[0])), W2[0])
-for w1, w2 in zip(W1[1:], W2[1:]):
-    aggregated = aggregated + conv(F.relu(conv(x2, w1)), w2)
-
-W1_wide = np.concatenate(W1, axis=0)  # (C*d, in, 3, 3): stacked output channels
-W2_wide = np.concatenate(W2, axis=1)  # (out, C*d, 3, 3): stacked input channels
-wide = conv(F.relu(conv(x2, W1_wide)), W2_wide)
-err = rel_diff(aggregated, wide)
+aggregated = paths[0](x2)
+for path in list(paths)[1:]:
+    aggregated = aggregated + path(x2)
+err = rel_diff(aggregated, wide(x2))
 print(f"depth 2: {C2} paths of width {D2} vs one dense block of width {C2 * D2}: {err:.1e}")
 assert err < 1e-12
 assert np.all(W1_wide != 0) and np.all(W2_wide != 0)  # no structure left: a plain wide block
+
+# %% [markdown]
+# The paper's Figure 4, drawn from these two modules (with a residual connection around each,
+# as in the paper):
+
+# %%
+fig = draw_blocks([(f"depth 2: {C2} paths of d = {D2}, summed", paths),
+                   ("the same function: one wide block", wide)],
+                  "Figure 4, drawn from the modules above (the paper draws 32 paths of 4)")
+figures.save(fig, "02_figure4_depth2.png")
 
 # %% [markdown]
 # With depth three the middle layer connects a path to itself only. Written as one wide
 # block, its weight is block-diagonal — `C` blocks of `d x d` — so a fraction `1 - 1/C` of the
 # dense middle layer is missing, and the block is a genuinely different family of functions
 # from a wide dense bottleneck. That restriction is what cardinality is, and it needs a layer
-# whose input and output both lie inside one path: a third layer.
-#
-# ![wide form of the weights](figures/02_depth3_vs_depth2.png)
+# whose input and output both lie inside one path: a third layer. The figure writes both
+# blocks as one wide block and draws their weights:
 
 # %%
 small = models.Bottleneck(64, 16, groups=C2, base_width=16)  # 64 -> 8 paths of 4 -> 64
@@ -310,7 +381,7 @@ fig.colorbar(image, ax=grid, label="|weight| / largest |weight| of the layer (ce
              shrink=0.6)
 fig.suptitle(f"Each block written as one wide block (C = {C2} paths of d = {D2}); "
              "white = structurally zero")
-save(fig, "02_depth3_vs_depth2.png")
+figures.save(fig, "02_depth3_vs_depth2.png")
 
 # %% [markdown]
 # ## Summary
@@ -322,6 +393,17 @@ save(fig, "02_depth3_vs_depth2.png")
 #   back into the grouped form.
 # * With two layers the aggregated block is one wide dense block; cardinality restricts
 #   only a middle layer, so it needs depth at least three.
+#
+# ## Exercises
+#
+# Fill in the stubs in `tutorials/exercises/t2_aggregated_transformations.py` and check them
+# with `pytest tests/exercises -k "t2 and yours"` (solutions in `tutorials/exercises/solutions/`).
+#
+# 1. `concat_state`: `convert_block(block, "concat")` written by hand, on the state dict.
+# 2. `split_last_conv`: the merge is a sum; cut the last 1x1 into one weight per path.
+# 3. `bn_affine`: batch normalization in evaluation mode as a per-channel scale and shift, the
+#    step that folds per-path BN into the grouped block above.
+# 4. `wide_weights`: the wide block equivalent to a depth-2 aggregated block (Figure 4).
 #
 # [Tutorial 3](03_cardinality_vs_width.md) asks what to do with the parameters grouping
 # saves: spend them on width, at preserved complexity.

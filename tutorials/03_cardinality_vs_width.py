@@ -25,7 +25,6 @@
 # %%
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -34,20 +33,13 @@ import minitorch_resnext as mr
 from minitorch_resnext import models
 from minitorch_resnext.data import cluttered
 from minitorch_resnext.experiments import cardinality
+from minitorch_resnext.figures import FigureWriter
 from minitorch_resnext.models import summary
 from minitorch_resnext.models.summary import shape_and_macs
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
-# this folder, whether run from the repository root or, as a notebook, from tutorials/
-TUTORIALS = Path("tutorials") if Path("tutorials").is_dir() else Path()
-FIGURES = Path(os.environ.get("MINITORCH_FIGURES", TUTORIALS / "figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
+save = FigureWriter("03_cardinality_vs_width.py").save  # PNGs to tutorials/figures, shown inline
 mr.manual_seed(0)
-
-
-def save(fig: Figure, name: str) -> None:
-    fig.savefig(FIGURES / name, dpi=110, bbox_inches="tight")
-    print(f"figure written: {FIGURES / name}")
 
 
 # %% [markdown]
@@ -188,8 +180,6 @@ for (engine, c, d), ms in median_ms.items():
 assert max(block_macs.values()) / min(block_macs.values()) < 1.03  # the same work
 
 # %% [markdown]
-# ![time of the five blocks](figures/03_block_time.png)
-#
 # The multiply-adds of the five blocks agree to 3%; their times need not. A grouped
 # convolution with few channels per group does little arithmetic per byte of feature map it
 # reads and writes (tutorial 1), so its speed depends on memory traffic as much as on
@@ -385,3 +375,13 @@ save(cardinality.figure(result), "03_cardinality_error.png")
 # * An experiment about cardinality needs data that does not saturate, models matched to a
 #   few percent, a positive control, paired seeds and an interval; the one here prints its
 #   own verdict.
+#
+# ## Exercises
+#
+# Fill in the stubs in `tutorials/exercises/t3_cardinality_vs_width.py` and check them with
+# `pytest tests/exercises -k "t3 and yours"` (solutions in `tutorials/exercises/solutions/`).
+#
+# 1. `block_params`: the paper's equation 4, the parameters of a block with `C` paths of `d`.
+# 2. `nearest_width`: the width `d` that keeps a block of cardinality `C` at Table 2's budget.
+# 3. `matched_width`: the same within 3 %, or None; find out why Table 2 has no row `C = 16`.
+# 4. `block_macs`: the multiply-adds of a block on an `hw x hw` map.

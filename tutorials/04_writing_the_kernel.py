@@ -20,38 +20,40 @@
 # loop order that makes it fast, the two gradients derived and checked (against autograd,
 # central differences and hypothesis-drawn shapes), and a roofline of this machine, measured
 # here, that says how fast a convolution *can* be.
+#
+# * **You will learn:** how loop order makes a convolution kernel fast, how `grad_input` and
+#   `grad_weight` follow from the forward, how to check kernels against a reference, and how to
+#   read a roofline.
+# * **Prerequisites:** [tutorial 1](01_grouped_convolution.md); the chain rule; some idea of
+#   caches and SIMD helps.
+# * **Runtime:** about 1 minute on 2 CPU cores (20 s with `MINITORCH_FAST=1`), plus the
+#   compilation of the CPU kernels on a first run (several minutes).
 
 # %%
 import os
 import time
-from pathlib import Path
 
 import numba
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
-from numba import njit, prange
+from numba import njit
 
 import minitorch_resnext as mr
 from minitorch_resnext import functional as F
+from minitorch_resnext.bench._common import blas_threads, cpu_model, measure_roofline
+from minitorch_resnext.figures import FigureWriter
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import tiled
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.testing import gradcheck
 
 FAST = os.environ.get("MINITORCH_FAST") == "1"
-# this folder, whether run from the repository root or, as a notebook, from tutorials/
-TUTORIALS = Path("tutorials") if Path("tutorials").is_dir() else Path()
-FIGURES = Path(os.environ.get("MINITORCH_FIGURES", TUTORIALS / "figures"))
-FIGURES.mkdir(parents=True, exist_ok=True)
+figures = FigureWriter("04_writing_the_kernel.py")
 rng = np.random.default_rng(0)
-
-
-def save(fig: Figure, name: str) -> None:
-    fig.savefig(FIGURES / name, dpi=110, bbox_inches="tight")
-    print(f"figure written: {FIGURES / name}")
 
 
 def best_times(calls: dict, repeats: int) -> dict:
@@ -227,7 +229,8 @@ kernel = cpu.conv2d_grad_input(
     gy2, w64, Conv2dGeometry.of(x64.shape, w64.shape, stride=2, padding=PAD, groups=G))
 np.testing.assert_allclose(kernel, as_transposed_conv, rtol=1e-10, atol=1e-10)
 print("stride 2: grad_input == convolution of the zero-spread dL/dy")
-#
+
+# %% [markdown]
 # ## The gradient with respect to the weight: a correlation
 #
 #     dL/dw[o, c, p, q] = sum over n, i, j of dL/dy[n, o, i, j] * x_padded[n, g*C_in/G + c, i*s + p, j*s + q]
@@ -268,7 +271,8 @@ for n_threads in sorted({1, threads}):
 numba.set_num_threads(threads)
 assert np.array_equal(by_threads[1], by_threads[threads])
 print(f"grad_weight with 1 and {threads} thread(s): bitwise equal")
-#
+
+# %% [markdown]
 # ## Checking the gradients: finite differences and hypothesis
 #
 # `gradcheck` compares the backward with central differences in float64, element by element,
@@ -336,29 +340,26 @@ print("hypothesis: every drawn configuration matches the reference, for every CP
 # A kernel is limited either by arithmetic — the machine's peak FLOP/s — or by memory — its
 # bandwidth times the kernel's arithmetic intensity (FLOP per byte moved). The **roofline**
 # is the smaller of the two: `attainable = min(peak, intensity * bandwidth)`. We measure both
-# numbers here, quickly: the peak with a large float32 matrix multiply (BLAS runs near peak),
-# the bandwidth with a parallel copy of an array much larger than the caches (each byte read
-# once and written once). On a shared machine both are lower bounds of what the hardware
-# can do.
+# numbers here exactly as `minitorch-resnext bench conv` does, with the same function
+# (`measure_roofline`) and the same threads: the peak is the fastest of a float32 matrix
+# multiply and an FMA probe (the tiled kernel's micro-kernel on operands that stay in the L1
+# cache, `cpu.peak_probe`, introduced below), because a BLAS built without AVX-512 kernels
+# reaches only half of an AVX-512 core's peak; the bandwidth is a parallel copy of an array
+# much larger than the caches (each byte read once and written once). On a shared machine
+# both are lower bounds of what the hardware can do.
 
 # %%
-@njit(parallel=True, cache=True)
-def parallel_copy(dst, src):
-    for i in prange(src.size):
-        dst[i] = src[i]
-
-
-n = 2048
-a = rng.standard_normal((n, n), dtype=np.float32)
-b = rng.standard_normal((n, n), dtype=np.float32)
-src = np.ones((64 if FAST else 256) * 2**20 // 4, dtype=np.float32)  # larger than any cache
-dst = np.empty_like(src)
-roof = best_times({"matmul": lambda: a @ b, "copy": lambda: parallel_copy(dst, src)}, repeats=5)
-PEAK = 2 * n**3 / roof["matmul"]
-BANDWIDTH = 2 * src.nbytes / roof["copy"]
-BALANCE = PEAK / BANDWIDTH
-print(f"peak {PEAK / 1e9:.1f} GFLOP/s, bandwidth {BANDWIDTH / 1e9:.1f} GB/s, "
-      f"balance {BALANCE:.1f} FLOP/byte")
+THREADS = numba.get_num_threads()
+with blas_threads(THREADS):
+    roof = measure_roofline(np, threads=THREADS, settle_s=0.2, repeats=5,
+                            copy_bytes=(64 if FAST else 256) * 2**20,
+                            probes={"fma probe": cpu.peak_probe(repeats=2000 if FAST else 10_000)})
+PEAK, BANDWIDTH, BALANCE = roof.peak_flops, roof.bandwidth, roof.balance
+# other programs running at the same time lower both numbers: say how busy the machine was
+LOAD = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+rates = ", ".join(f"{name} {rate:.1f}" for name, rate in roof.method["matmul_gflops"].items())
+print(f"peak {PEAK / 1e9:.1f} GFLOP/s (best of: {rates}), bandwidth {BANDWIDTH / 1e9:.1f} GB/s, "
+      f"balance {BALANCE:.1f} FLOP/byte, {THREADS} thread(s){LOAD}")
 assert PEAK > 1e9 and BANDWIDTH > 1e8
 
 
@@ -368,15 +369,17 @@ def attainable(intensity: float) -> float:
 
 # %% [markdown]
 # Now place convolutions on it: the grouped 3x3 of ResNeXt-50's first stage (4 channels per
-# group), its depthwise and dense relatives, each run by the direct kernel and by im2col +
-# GEMM (forced with `algorithm=`). Intensity counts the minimum traffic: input read once,
-# output written once, weights read once, float32. A point above the slanted roof means the
-# data stayed in the caches, which are faster than the memory the copy measured.
+# group), its depthwise and dense relatives, each run by every CPU algorithm of
+# `cpu.ALGORITHMS` (forced with `algorithm=`): the direct kernel, im2col + GEMM, the
+# register-tiled kernel and the implicit GEMM (the last two are explained below). Intensity
+# counts the minimum traffic: input read once, output written once, weights read once,
+# float32. A point above the slanted roof means the data stayed in the caches, which are
+# faster than the memory the copy measured.
 
 # %%
 SHAPES = {"depthwise (G=128)": 128, "ResNeXt 32x4d (G=32)": 32, "dense (G=1)": 1}
 HW = 28 if FAST else 56
-points = []
+points, chosen_by_shape = [], {}
 for label, groups in SHAPES.items():
     x = rng.standard_normal((BATCH, 128, HW, HW)).astype(np.float32)
     w = rng.standard_normal((128, 128 // groups, 3, 3)).astype(np.float32)
@@ -388,10 +391,11 @@ for label, groups in SHAPES.items():
     seconds = best_times(calls, repeats=3 if FAST else 5)
     choice = cpu.conv2d_algorithm(g).forward
     chosen, why = choice.algorithm, choice.reason
+    chosen_by_shape[label] = chosen
     for algo, s in seconds.items():
         rate = flops / s
         points.append((label, algo, intensity, rate))
-        print(f"{label:22s} {algo:6s} {intensity:6.1f} FLOP/byte {rate / 1e9:7.2f} GFLOP/s "
+        print(f"{label:22s} {algo:8s} {intensity:6.1f} FLOP/byte {rate / 1e9:7.2f} GFLOP/s "
               f"= {rate / attainable(intensity):4.0%} of the roofline")
     bound = "memory" if intensity < BALANCE else "compute"
     print(f"  -> {bound}-bound on this measurement; the kernel picks {chosen}: {why}")
@@ -399,13 +403,14 @@ for label, groups in SHAPES.items():
         assert chosen == "direct" and seconds["direct"] < seconds["gemm"], (label, seconds)
 
 # %% [markdown]
-# ![roofline](figures/04_roofline.png)
-#
 # The depthwise and grouped convolutions do about 2 and 9 FLOP per byte, the dense one over
 # 100 (the `assert` below checks it). Whether a point is limited by memory or by arithmetic
 # depends on where it falls against the machine's balance, printed above for this
-# measurement (on a busy machine the matmul, and with it the balance, comes out low). The
-# dense convolution is far to the right of any processor's balance: arithmetic decides, and
+# measurement. With the FMA peak, the balance of an AVX-512 server core is above 10 FLOP per
+# byte ([the benchmarks](../docs/benchmarks.md) record this machine's), so ResNeXt's grouped
+# 3x3 sits left of the ridge, memory-bound, as tutorial 1 said; a BLAS matmul alone would
+# have put the peak, and the ridge, at half and called it compute-bound. The dense convolution
+# is far to the right of any processor's balance: arithmetic decides, and
 # a GEMM runs near peak once the problem is large enough to amortise im2col, which is why the
 # selection rule `cpu.conv2d_algorithm` sends convolutions with 96 or more channels per group
 # to it, and those with 8 to 95 (at stride 1) to the register-tiled kernel, which keeps the
@@ -420,16 +425,24 @@ for label, groups in SHAPES.items():
 intensities = {label: i for label, _, i, _ in points}
 assert intensities["depthwise (G=128)"] < 3 and intensities["ResNeXt 32x4d (G=32)"] < 10
 assert intensities["dense (G=1)"] > 100
-fig = Figure(figsize=(8.5, 5.5), layout="constrained")
+fig = Figure(figsize=(9, 5.5), layout="constrained")
 ax = fig.subplots()
 grid_i = np.logspace(-1, 3, 200)
-ax.loglog(grid_i, [attainable(i) / 1e9 for i in grid_i], "k-", label="roofline (measured here)")
-ax.axvline(BALANCE, color="gray", linestyle=":", label=f"machine balance {BALANCE:.1f} FLOP/byte (measured)")
-markers = {"direct": "o", "gemm": "s", "implicit": "D", "tiled": "^"}
+roof_line, = ax.loglog(grid_i, [attainable(i) / 1e9 for i in grid_i], "k-")
+ridge = ax.axvline(BALANCE, color="gray", linestyle=":")
+markers = dict(zip(cpu.ALGORITHMS, "osD^v"))
 colors = dict(zip(SHAPES, ("tab:green", "tab:blue", "tab:red")))
 for label, algo, intensity, rate in points:
     ax.loglog(intensity, rate / 1e9, markers[algo], color=colors[label], markersize=9,
-              label=f"{label}, {algo}")
+              markerfacecolor="none" if algo != chosen_by_shape[label] else colors[label])
+shapes_legend = ax.legend(
+    [roof_line, ridge, *(Line2D([], [], color=c, marker="o", ls="") for c in colors.values())],
+    [f"roofline (peak {PEAK / 1e9:.0f} GFLOP/s, {BANDWIDTH / 1e9:.0f} GB/s, measured here)",
+     f"machine balance {BALANCE:.1f} FLOP/byte", *colors], fontsize=8, loc="upper left")
+ax.add_artist(shapes_legend)
+ax.legend([Line2D([], [], color="gray", marker=m, ls="") for m in markers.values()],
+          [f"{algo}" for algo in markers], title="algorithm (filled: the one chosen)",
+          fontsize=8, title_fontsize=8, loc="lower right")
 low, high = ax.get_ylim()
 ax.set_yticks([v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if low <= v <= high])
 for axis in (ax.xaxis, ax.yaxis):
@@ -437,10 +450,10 @@ for axis in (ax.xaxis, ax.yaxis):
     axis.set_minor_formatter(NullFormatter())
 ax.set_xlabel("arithmetic intensity (FLOP per byte of minimum traffic)")
 ax.set_ylabel("GFLOP/s (float32, forward)")
-ax.set_title(f"3x3 convolutions, 128 channels, {BATCH} x {HW}x{HW}, on this CPU")
+ax.set_title(f"3x3 convolutions, 128 channels, {BATCH} x {HW}x{HW}, float32, {THREADS} thread(s)\n"
+             f"{cpu_model()}{LOAD}", fontsize=10)
 ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=8, loc="lower right")
-save(fig, "04_roofline.png")
+figures.save(fig, "04_roofline.png")
 
 # %% [markdown]
 # ## Past the loads: a register-tiled micro-kernel
@@ -460,15 +473,12 @@ print(tiled.tile_source(2, 4))
 
 # %% [markdown]
 # On operands that stay in the L1 cache this micro-kernel runs close to the cores' vector
-# FMA peak, which the BLAS matmul above may not reach (a BLAS built without AVX-512 kernels
-# gets half of it). `bench conv` takes the faster of the two as the roofline's peak. Then the
-# same convolution with 16 channels per group, by the direct kernel and by the tiled one:
+# FMA peak: it is the "fma probe" the roofline above took its peak from, beside the BLAS
+# matmul. Then the same convolution with 16 channels per group, by the direct kernel and by the
+# tiled one:
 
 # %%
-probe, probe_flops = tiled.peak_probe(repeats=50 if FAST else 10_000)
-probe_rate = probe_flops / best_times({"probe": probe}, repeats=5)["probe"]
-print(f"micro-kernel, cached operands: {probe_rate / 1e9:6.1f} GFLOP/s "
-      f"(BLAS matmul above: {PEAK / 1e9:.1f})")
+print("GFLOP/s measured for the peak above:", roof.method["matmul_gflops"])
 
 
 def race(n: int, channels: int, hw: int, groups: int, algorithms: tuple[str, ...]) -> None:
@@ -530,3 +540,13 @@ race(2 if FAST else 16, 256, 14, 16, ("tiled", "implicit"))
 # * Where the arithmetic dominates, keeping a block of outputs in registers for the whole
 #   reduction (a micro-kernel) is what reaches the FMA peak; on small images, which
 #   dimension goes on the vector lanes decides how much of that work is on padding.
+#
+# ## Exercises
+#
+# Fill in the stubs in `tutorials/exercises/t4_writing_the_kernel.py` and check them with
+# `pytest tests/exercises -k "t4 and yours"` (solutions in `tutorials/exercises/solutions/`).
+#
+# 1. `grad_input` with dilation: send each output gradient back along the dilated taps.
+# 2. `im2col`: the matrix whose product with the reshaped weight is the convolution.
+# 3. `im2col_bytes`: what that matrix costs in memory, and why it is 9x the input for a 3x3.
+# 4. `grad_weight`: the correlation of the padded input with `dL/dy`, for any kernel and padding.

@@ -25,6 +25,13 @@
 # the kernel; where none is, it says so and shows recorded results.
 #
 # Planning needs no GPU, so everything up to the last section runs anywhere.
+#
+# * **You will learn:** how a CUDA kernel maps threads and blocks onto a convolution's
+#   output, what shared memory buys, and how to check coalescing and bank conflicts on paper.
+# * **Prerequisites:** [tutorial 4](04_writing_the_kernel.md); what a GPU thread, block and
+#   warp are.
+# * **Runtime:** a few seconds on any machine; about a minute on a GPU (NVRTC compiles the
+#   kernels on first use).
 
 # %%
 import json
@@ -274,3 +281,15 @@ else:
 # * The other two kernels (`conv2d_grad_input_direct`, a gather that writes each input
 #   gradient once without atomics, and `conv2d_grad_weight_direct`, a deterministic reduction
 #   by warp shuffles) follow the same plan; read them in `kernels/cuda/conv_direct.cu`.
+#
+# ## Exercises
+#
+# Fill in the stubs in `tutorials/exercises/t5_gpu_kernel.py` and check them with
+# `pytest tests/exercises -k "t5 and yours"` (no GPU needed; solutions in
+# `tutorials/exercises/solutions/`).
+#
+# 1. `lines_touched`: how many 128-byte lines one warp's load touches, coalesced or not.
+# 2. `bank_conflict_ways`: the worst bank conflict of a warp's shared-memory read, and why a
+#    pitch of 33 words instead of 32 removes it.
+# 3. `input_window`: the haloed input window a tile of outputs needs in shared memory.
+# 4. `grid_blocks`: the tiles that cover an output map exactly once.

@@ -61,6 +61,7 @@ def slp_vectorized() -> Iterator[None]:
 
 
 def main(argv: list[str]) -> int:
+    """List the generated tiles, or print one's source (`python -m ...codegen [name]`)."""
     from . import implicit, tiled  # noqa: F401  (importing them generates their tiles)
 
     if not argv:

@@ -34,6 +34,7 @@ LAUNCH = "mpiexec -n 2 python -m mpi4py -m minitorch_resnext bench allreduce"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `bench allreduce` to its parser."""
     from ..models import DEFAULT_MODEL
 
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -54,6 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `bench allreduce` (under mpiexec) and write its results; returns the exit status."""
     from .. import distributed as dist
 
     comm = dist.init("auto", device=args.device)

@@ -144,6 +144,7 @@ TARGETS: dict[str, dict[str, dict[str, Target]]] = {
 
 
 def target_for(device: str, channels_per_group: int, pass_: str) -> Target:
+    """The speed target against PyTorch for a device, a channels-per-group tier and a pass."""
     tier = "few" if channels_per_group <= 8 else "mid" if channels_per_group <= 32 else "many"
     return TARGETS[device][tier][pass_]
 
@@ -176,6 +177,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `bench conv` to its parser."""
     names = [s.name for s in SHAPES + QUICK_SHAPES]
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--shapes", nargs="+", metavar="NAME", choices=names,
@@ -198,6 +200,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `bench conv`: time every shape and pass, print the table, write JSON and PNG; returns the
+    exit status."""
     plan = _plan(args)
     threads = common.set_threads(args.threads, "bench conv")
     torch, torch_info = common.load_torch(plan.device, threads)

@@ -44,6 +44,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `bench infer` to its parser."""
     parser.add_argument("models", nargs="*", metavar="MODEL",
                         help=f"models to time (default: resnext50_32x4d), of: {', '.join(MODELS)}")
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: 1 8)")
@@ -57,6 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `bench infer`: time every model, engine and batch, print the table, write JSON."""
     default = _DEFAULTS["quick" if args.quick else "full"]
     names = args.models or default["models"]
     batches = args.batch or default["batch"]

@@ -72,6 +72,7 @@ def _cases() -> tuple[ModelCase, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `bench train` to its parser."""
     names = [c.name for c in _cases()]
     parser.add_argument("--models", nargs="+", choices=names, default=names, metavar="NAME",
                         help=f"models to time (default: all): {', '.join(names)}")
@@ -89,6 +90,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `bench train`: time training steps against PyTorch and write the results; returns the exit
+    status."""
     from ..backend import get_backend
 
     try:

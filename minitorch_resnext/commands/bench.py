@@ -17,6 +17,7 @@ HELP = "benchmark kernels or training steps side by side with PyTorch (when inst
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add one subcommand per benchmark module (`bench conv`, `bench train`, ...)."""
     sub = parser.add_subparsers(dest="subject", metavar="SUBJECT", required=True)
     for info in pkgutil.iter_modules(bench.__path__):
         if info.name.startswith("_"):
@@ -28,4 +29,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark; returns its exit status."""
     return args.run(args)

@@ -11,6 +11,7 @@ HELP = "evaluate a training checkpoint on its dataset's test split"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `evaluate` to its parser."""
     parser.add_argument("checkpoint", help="a checkpoint written by train (last.npz or best.npz)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--data-dir", help="folder of the CIFAR files, if it moved")
@@ -19,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on its test split and print the result; returns the exit status."""
     from ..checkpoint import CheckpointError
     from ..train import evaluate_checkpoint
 

@@ -9,6 +9,7 @@ HELP = "check each op against float64 central differences and its NumPy referenc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `gradcheck` to its parser."""
     parser.add_argument("ops", nargs="*", metavar="OP", help="ops to check (default: all)")
     parser.add_argument("--examples", type=int, default=10,
                         help="configurations drawn per op (default: 10)")
@@ -18,6 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the chosen ops against central differences and print a table; returns the exit status."""
     from ..testing.cases import CASES
     from ..testing.report import check_ops, print_table
 

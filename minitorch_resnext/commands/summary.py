@@ -9,6 +9,7 @@ HELP = "per-stage output shape, parameters and multiply-adds of a model (--compa
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `summary` to its parser."""
     parser.add_argument("model", metavar="MODEL", help="model name, e.g. resnext50_32x4d")
     parser.add_argument("--compare", metavar="OTHER",
                         help="a second model shown side by side (resnet50 --compare "
@@ -21,6 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the per-stage summary of one model, or two side by side; returns the exit status."""
     from ..models import MODELS, get_model
     from ..models.summary import format_table, summarize
 

@@ -11,6 +11,7 @@ HELP = "train a ResNeXt (default: the small one on the embedded digits) with che
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `train` to its parser, one per field of `TrainConfig`."""
     from ..data import DATASETS
     from ..models import MODELS
     from ..train import SCHEDULES, TrainConfig
@@ -58,6 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train with the recipe given on the command line; returns the exit status (130 if interrupted)."""
     from ..checkpoint import CheckpointError
     from ..train import TrainConfig, TrainingDiverged, train
 

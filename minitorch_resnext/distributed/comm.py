@@ -134,6 +134,7 @@ def get_communicator() -> Communicator:
 
 
 def set_communicator(comm: Communicator) -> None:
+    """Make `comm` the communicator that `get_communicator()` returns."""
     global _default
     _default = comm
 

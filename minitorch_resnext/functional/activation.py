@@ -12,6 +12,7 @@ from .registry import op
 
 
 class LogSoftmax(Function):
+    """log(softmax(a)) along an axis, computed from the max-shifted input so it cannot overflow."""
     @staticmethod
     def forward(ctx: Context, a: Any, axis: int = -1) -> Any:
         require_float("log_softmax", a)
@@ -29,6 +30,7 @@ class LogSoftmax(Function):
 
 @op(method=True)
 def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
+    """log(softmax(input)) along `dim`, like torch.nn.functional.log_softmax."""
     if not -input.ndim <= dim < input.ndim:
         raise ValueError(f"log_softmax: dim {dim} is out of range for {input.ndim} dimensions")
     return LogSoftmax.apply(input, axis=dim)
@@ -36,6 +38,7 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
 
 @op(method=True)
 def softmax(input: Tensor, dim: int = -1) -> Tensor:
+    """softmax(input) along `dim`: exp of `log_softmax`, so it is stable for large inputs."""
     return log_softmax(input, dim).exp()
 
 

@@ -10,6 +10,7 @@ from .registry import op
 
 
 class Dropout(Function):
+    """x times a given mask (zeros and 1 / (1 - p)); the gradient is masked the same way."""
     @staticmethod
     def forward(ctx: Context, x: Any, mask: Any = None) -> Any:
         ctx.save_for_backward(mask)

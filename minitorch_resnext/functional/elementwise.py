@@ -18,12 +18,14 @@ def _check_broadcast(op: str, a: Any, b: Any) -> None:
 
 
 def require_float(op: str, *arrays: Any) -> None:
+    """A TypeError naming `op` unless every array is floating point."""
     for a in arrays:
         if a.dtype.kind != "f":
             raise TypeError(f"{op}: needs a floating-point tensor, got dtype {a.dtype}")
 
 
 class Add(Function):
+    """a + b, broadcasting; the gradient passes to both inputs unchanged."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("add", a, b)
@@ -35,6 +37,7 @@ class Add(Function):
 
 
 class Sub(Function):
+    """a - b, broadcasting; the gradient of b is negated."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("sub", a, b)
@@ -46,6 +49,7 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """a * b, broadcasting; each input's gradient is the other input times the output's."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("mul", a, b)
@@ -59,6 +63,7 @@ class Mul(Function):
 
 
 class Div(Function):
+    """a / b, broadcasting; d/da = 1/b, d/db = -a/b^2."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         _check_broadcast("div", a, b)
@@ -73,6 +78,7 @@ class Div(Function):
 
 
 class Neg(Function):
+    """-a."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         return -a
@@ -106,6 +112,7 @@ class Pow(Function):
 
 
 class Exp(Function):
+    """exp(a), elementwise; its gradient reuses the output."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         require_float("exp", a)
@@ -120,6 +127,7 @@ class Exp(Function):
 
 
 class Log(Function):
+    """Natural logarithm, elementwise; d/da = 1/a."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         require_float("log", a)
@@ -133,6 +141,7 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    """Square root, elementwise; its gradient reuses the output: 1 / (2 sqrt(a))."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         require_float("sqrt", a)
@@ -147,6 +156,7 @@ class Sqrt(Function):
 
 
 class Abs(Function):
+    """|a|, elementwise; the gradient is sign(a) (0 at 0)."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         ctx.save_for_backward(a)
@@ -175,6 +185,7 @@ class Maximum(Function):
 
 
 class ReLU(Function):
+    """max(a, 0), elementwise; the gradient passes where the output is positive."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
         out = ctx.xp.maximum(a, 0)
@@ -188,6 +199,7 @@ class ReLU(Function):
 
 
 class Clip(Function):
+    """a clipped to [low, high] (either may be None); the gradient passes inside the range."""
     @staticmethod
     def forward(ctx: Context, a: Any, low: float | None = None, high: float | None = None) -> Any:
         if low is None and high is None:
@@ -208,6 +220,7 @@ class Clip(Function):
 
 
 class Where(Function):
+    """cond ? a : b, elementwise; each branch gets the gradient where it was chosen."""
     @staticmethod
     def forward(ctx: Context, cond: Any, a: Any, b: Any) -> Any:
         if cond.dtype != bool:
@@ -223,6 +236,7 @@ class Where(Function):
 
 
 class Cast(Function):
+    """a converted to another dtype; the gradient is converted back."""
     @staticmethod
     def forward(ctx: Context, a: Any, dtype: Any = None) -> Any:
         ctx.src = a.dtype
@@ -234,6 +248,7 @@ class Cast(Function):
 
 
 class ToDevice(Function):
+    """a copied to another backend (CPU <-> GPU); the gradient is copied back."""
     @staticmethod
     def forward(ctx: Context, a: Any, backend: Any = None) -> Any:
         ctx.src, ctx.out_backend = ctx.backend, backend
@@ -251,66 +266,79 @@ def _to_numpy(a: Any) -> Any:
 
 @op
 def add(a: Tensor, b: Tensor) -> Tensor:
+    """a + b with broadcasting."""
     return Add.apply(a, b)
 
 
 @op
 def sub(a: Tensor, b: Tensor) -> Tensor:
+    """a - b with broadcasting."""
     return Sub.apply(a, b)
 
 
 @op
 def mul(a: Tensor, b: Tensor) -> Tensor:
+    """a * b with broadcasting."""
     return Mul.apply(a, b)
 
 
 @op
 def div(a: Tensor, b: Tensor) -> Tensor:
+    """a / b with broadcasting."""
     return Div.apply(a, b)
 
 
 @op
 def neg(a: Tensor) -> Tensor:
+    """-a."""
     return Neg.apply(a)
 
 
 @op
 def pow(a: Tensor, b: Tensor | float) -> Tensor:
+    """a ** b with broadcasting (b a tensor or a number)."""
     return Pow.apply(a, b)
 
 
 @op(method=True)
 def exp(a: Tensor) -> Tensor:
+    """exp(a), elementwise."""
     return Exp.apply(a)
 
 
 @op(method=True)
 def log(a: Tensor) -> Tensor:
+    """Natural logarithm of a, elementwise."""
     return Log.apply(a)
 
 
 @op(method=True)
 def sqrt(a: Tensor) -> Tensor:
+    """Square root of a, elementwise."""
     return Sqrt.apply(a)
 
 
 @op(method=True)
 def abs(a: Tensor) -> Tensor:
+    """|a|, elementwise."""
     return Abs.apply(a)
 
 
 @op(method=True)
 def maximum(a: Tensor, b: Tensor | float) -> Tensor:
+    """The elementwise maximum of a and b, with broadcasting (b may be a number)."""
     return Maximum.apply(a, a._lift(b))
 
 
 @op(method=True)
 def relu(a: Tensor) -> Tensor:
+    """max(a, 0), elementwise."""
     return ReLU.apply(a)
 
 
 @op(method=True, aliases=("clamp",))
 def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    """a clipped to [min, max] (either may be None), like torch.clamp (also `clamp`)."""
     return Clip.apply(a, low=min, high=max)
 
 
@@ -318,16 +346,19 @@ def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tenso
 
 @op
 def where(cond: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """cond ? a : b elementwise; b may be a number."""
     return Where.apply(cond, a, a._lift(b) if not isinstance(b, Tensor) else b)
 
 
 @op
 def cast(a: Tensor, dtype: Any) -> Tensor:
+    """a converted to `dtype` (differentiable)."""
     return Cast.apply(a, dtype=dtype)
 
 
 @op
 def to_device(a: Tensor, backend: Any) -> Tensor:
+    """a moved to `backend` (differentiable)."""
     return ToDevice.apply(a, backend=backend)
 
 

@@ -13,6 +13,7 @@ from .registry import op
 
 
 class MatMul(Function):
+    """a @ b with NumPy's matmul semantics (batched, 1-D operands promoted)."""
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
         require_float("matmul", a, b)
@@ -49,6 +50,7 @@ class MatMul(Function):
 
 @op
 def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b, like torch.matmul."""
     return MatMul.apply(a, b)
 
 

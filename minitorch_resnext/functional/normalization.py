@@ -61,6 +61,8 @@ def training_grad_input(g: Any, xc: Any, invstd: Any, scale: Any, dbias: Any, dw
 
 
 class BatchNorm(Function):
+    """Batch normalization over all axes but the channels (axis 1); in training mode it normalizes with
+    the batch's statistics and updates the running ones."""
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, running_mean: Any = None,
                 running_var: Any = None, training: bool = False, momentum: float = 0.1,

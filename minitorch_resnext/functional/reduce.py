@@ -32,6 +32,7 @@ def _keep(g: Any, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool)
 
 
 class Sum(Function):
+    """Sum over axes (keepdims optional); the gradient is broadcast back over them."""
     @staticmethod
     def forward(ctx: Context, a: Any, axes: tuple[int, ...] = (), keepdims: bool = False) -> Any:
         ctx.shape, ctx.axes, ctx.keepdims = a.shape, axes, keepdims
@@ -65,11 +66,13 @@ class Amax(Function):
 
 @op(method=True)
 def sum(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Sum over `dim` (an int, a sequence, or None for all), like torch.sum."""
     return Sum.apply(a, axes=_axes(a.ndim, dim), keepdims=keepdim)
 
 
 @op(method=True)
 def mean(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Mean over `dim` (an int, a sequence, or None for all) of a floating-point tensor, like torch.mean."""
     axes = _axes(a.ndim, dim)
     count = 1
     for i in axes:
@@ -92,6 +95,7 @@ def var(a: Tensor, dim: Any = None, keepdim: bool = False, unbiased: bool = True
 
 @op(method=True)
 def amax(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Maximum over `dim`, like torch.amax; ties share the gradient equally."""
     return Amax.apply(a, axes=_axes(a.ndim, dim), keepdims=keepdim)
 
 
@@ -108,6 +112,7 @@ def max(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
 
 @op(method=True, differentiable=False)
 def argmax(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Index of the maximum over `dim` (of the flattened tensor for None); not differentiable."""
     if dim is None:
         return Tensor._wrap(a.data.argmax(), a.backend)
     (axis,) = _axes(a.ndim, dim)

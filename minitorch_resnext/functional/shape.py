@@ -11,6 +11,7 @@ from .registry import op
 
 
 class Reshape(Function):
+    """a with a new shape; the gradient is reshaped back."""
     @staticmethod
     def forward(ctx: Context, a: Any, shape: tuple[int, ...] = ()) -> Any:
         ctx.shape = a.shape
@@ -25,6 +26,7 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    """a with its axes reordered; the gradient is permuted back by the inverse order."""
     @staticmethod
     def forward(ctx: Context, a: Any, dims: tuple[int, ...] = ()) -> Any:
         if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
@@ -38,6 +40,7 @@ class Permute(Function):
 
 
 class Expand(Function):
+    """a broadcast to a larger shape (a view); the gradient is summed over the broadcast axes."""
     @staticmethod
     def forward(ctx: Context, a: Any, shape: tuple[int, ...] = ()) -> Any:
         lead = len(shape) - a.ndim
@@ -60,6 +63,7 @@ def _is_basic(index: Any) -> bool:
 
 
 class Index(Function):
+    """a[index] (basic or advanced indexing); the gradient is scattered back, repeated indices added."""
     @staticmethod
     def forward(ctx: Context, a: Any, index: Any = None) -> Any:
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
@@ -77,6 +81,7 @@ class Index(Function):
 
 
 class Cat(Function):
+    """Tensors joined along an axis; each input's gradient is its slice of the output's."""
     @staticmethod
     def forward(ctx: Context, *arrays: Any, axis: int = 0) -> Any:
         ref = arrays[0]
@@ -100,6 +105,7 @@ class Cat(Function):
 
 
 class Pad(Function):
+    """a padded with a constant; the gradient is the unpadded slice."""
     @staticmethod
     def forward(ctx: Context, a: Any, widths: tuple = (), value: float = 0.0) -> Any:
         ctx.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, a.shape))
@@ -121,6 +127,7 @@ def reshape(a: Tensor, *shape: Any) -> Tensor:
 
 @op(method=True)
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """a with dimensions start_dim..end_dim merged into one, like torch.flatten."""
     if a.ndim == 0:
         return reshape(a, (1,))
     s, e = start_dim % a.ndim, end_dim % a.ndim
@@ -135,6 +142,7 @@ def permute(a: Tensor, *dims: Any) -> Tensor:
 
 @op(method=True)
 def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
+    """a with dimensions dim0 and dim1 swapped."""
     dims = list(range(a.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(a, dims)
@@ -148,12 +156,14 @@ def expand(a: Tensor, *shape: Any) -> Tensor:
 
 @op(method=True)
 def unsqueeze(a: Tensor, dim: int) -> Tensor:
+    """a with a dimension of size 1 inserted at `dim`."""
     dim = dim % (a.ndim + 1)
     return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
 
 
 @op(method=True)
 def squeeze(a: Tensor, dim: int | None = None) -> Tensor:
+    """a without its size-1 dimensions (or only `dim`, if it has size 1)."""
     if dim is None:
         return reshape(a, tuple(n for n in a.shape if n != 1))
     dim = dim % max(a.ndim, 1)
@@ -162,6 +172,7 @@ def squeeze(a: Tensor, dim: int | None = None) -> Tensor:
 
 @op
 def index(a: Tensor, index: Any) -> Tensor:
+    """a[index], differentiable; tensors in the index are used as arrays."""
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
@@ -171,6 +182,7 @@ def index(a: Tensor, index: Any) -> Tensor:
 
 @op(aliases=("concatenate",))
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Tensors joined along an existing dimension, like torch.cat (also `concatenate`)."""
     if not tensors:
         raise ValueError("cat: expected a non-empty sequence of tensors")
     return Cat.apply(*tensors, axis=dim)
@@ -180,6 +192,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 @op
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Tensors of one shape joined along a new dimension, like torch.stack."""
     if not tensors:
         raise ValueError("stack: expected a non-empty sequence of tensors")
     shape = tensors[0].shape

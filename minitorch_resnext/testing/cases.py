@@ -40,6 +40,7 @@ CASES: dict[str, OpCase] = {}
 
 
 def register(case: OpCase) -> OpCase:
+    """Add an op case to `CASES` under its name; returns it (usable as a decorator)."""
     CASES[case.name] = case
     return case
 

@@ -61,6 +61,7 @@ def check_op(name: str, examples: int, device: str = "cpu", seed: int = 0,
 
 
 def check_ops(names: list[str], examples: int, device: str = "cpu", seed: int = 0) -> list[OpRow]:
+    """Check each named op on `examples` drawn configurations, with a progress bar; one row per op."""
     with tqdm(total=len(names) * examples, desc="gradcheck", unit="config") as bar:
         rows = []
         for name in names:
@@ -70,6 +71,7 @@ def check_ops(names: list[str], examples: int, device: str = "cpu", seed: int = 
 
 
 def print_table(rows: list[OpRow]) -> None:
+    """Print the rows of `check_ops` as a table with a verdict per op."""
     print(f"{'op':<20} {'configs':>7} {'worst fwd rel err':>18} {'worst grad rel err':>19}  verdict")
     for r in rows:
         verdict = "ok" if r.ok else "FAIL"

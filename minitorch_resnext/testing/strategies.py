@@ -31,6 +31,7 @@ def broadcastable_shapes(draw: st.DrawFn, max_dims: int = 4,
 
 
 def divisors(n: int) -> list[int]:
+    """The positive divisors of n, in increasing order."""
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
