@@ -257,6 +257,7 @@ class Module:
         for k, t in own.items():
             if k in state_dict:
                 t.data[...] = t.backend.asarray(_as_numpy(state_dict[k]), dtype=t.dtype)
+                t._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ----- device and dtype -------------------------------------------------------------
