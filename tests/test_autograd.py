@@ -7,6 +7,8 @@ import weakref
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minitorch_resnext as mr
 
@@ -228,6 +230,28 @@ def test_views_and_detach_share_the_version_of_their_memory():
     copy = w * 1.0  # new memory
     _sgd_step([w])
     assert copy._version == 0 and views[0]._version == 2
+
+
+VIEWS = {"T": lambda t: t.T, "flat": lambda t: t.reshape(-1), "slice": lambda t: t[:1],
+         "detach": lambda t: t.detach()}
+
+
+@given(views=st.lists(st.sampled_from(sorted(VIEWS)), max_size=4), write=st.booleans())
+def test_a_write_through_any_chain_of_views_is_caught(views, write):
+    w = mr.nn.Parameter(np.arange(6, dtype=np.float32).reshape(2, 3))
+    v = w
+    for kind in views:
+        v = VIEWS[kind](v)
+    x = mr.tensor(np.ones(v.shape, dtype=np.float32), requires_grad=True)
+    loss = (x * v).sum()  # Mul saves v, a view of w's memory
+    values = v.numpy().copy()
+    if write:
+        _sgd_step([w])
+        with pytest.raises(RuntimeError, match=f"{INPLACE}.*Mul"):
+            loss.backward()
+    else:
+        loss.backward()
+        np.testing.assert_array_equal(x.grad.numpy(), values)
 
 
 def test_a_retained_graph_is_refused_after_a_write():
