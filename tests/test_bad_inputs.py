@@ -545,9 +545,10 @@ def test_distributed_without_mpiexec_says_it_is_a_world_of_one(tmp_path):
     done, _ = _run([sys.executable, str(SCRIPTS / "tiny_train.py"), "--distributed",
                     "--out-dir", str(tmp_path / "run")])
     assert done.returncode == 0, done.stderr
-    assert ("train: note: --distributed, but this process was not started by mpiexec: it "
-            "trains alone, as a world of one rank. To train on N ranks: mpiexec -n N python -m "
-            "mpi4py -m minitorch_resnext train --distributed") in done.stderr
+    assert ("train: note: --distributed, but MPI connects this process alone (it was not "
+            "started by mpiexec -n 2 or more): it trains as a world of one rank. To train on N "
+            "ranks: mpiexec -n N python -m mpi4py -m minitorch_resnext train --distributed") \
+        in done.stderr
     assert (tmp_path / "run" / "last.npz").exists()
 
 

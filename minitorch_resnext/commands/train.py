@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
         except RuntimeError as e:
             raise CommandError(f"--distributed: {e}") from None
         if comm.world_size == 1:
-            print("train: note: --distributed, but this process was not started by mpiexec: "
-                  f"it trains alone, as a world of one rank. To train on N ranks: {LAUNCH}",
-                  file=sys.stderr)
+            print("train: note: --distributed, but MPI connects this process alone (it was "
+                  "not started by mpiexec -n 2 or more): it trains as a world of one rank. To "
+                  f"train on N ranks: {LAUNCH}", file=sys.stderr)
     result = train(config, resume=args.resume, overwrite=args.overwrite,
                    progress=args.progress, comm=comm)
     if result.interrupted:
