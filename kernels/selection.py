@@ -129,6 +129,9 @@ class ConvAlgorithm:
     forward convolution's geometry, writing its output array in place. `supports` says which
     geometries a pass handles (`requirement` says it in words, for errors); `space` gives the
     tuning parameters and their candidate values for a pass and geometry, the default first.
+    `nonfinite_exact` lists the passes in which NaN and Inf reach exactly the outputs the
+    reference gives them: a kernel that multiplies a zero-padded copy, or skips the taps on
+    padding, turns 0 * NaN into NaN (or a NaN into nothing) where the definition does not.
     """
 
     name: str
@@ -138,6 +141,7 @@ class ConvAlgorithm:
     requirement: str = ""
     space: Callable[[Pass, Conv2dGeometry], Mapping[str, Sequence[Any]]] = (
         lambda pass_, g: {})
+    nonfinite_exact: frozenset[Pass] = frozenset(("forward", "grad_input", "grad_weight"))
 
     def computes(self, pass_: Pass, geometry: Conv2dGeometry) -> bool:
         return pass_ in self.kernels and self.supports(pass_, geometry)

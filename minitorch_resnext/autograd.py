@@ -4,6 +4,14 @@ A `Function` works on raw arrays (NumPy or CuPy, through `ctx.backend.xp`); `app
 Tensors around it and, when gradients are wanted, records a `Node`. Nodes point at their
 parents' nodes (or at leaf tensors), never at intermediate tensors, so the graph keeps no
 activation alive except what `ctx.save_for_backward` holds, and that is freed by `backward`.
+
+In-place writes are caught like PyTorch does: every in-place write the engine makes to a
+tensor's memory (an optimizer step, `load_state_dict`, an initialiser) bumps the tensor's
+`VersionCounter`, which views of that memory share. `apply` notes the version of each input,
+and `saved_tensors` refuses a saved value whose memory was written since. The engine writes in
+place only to leaves (parameters, buffers, gradients) and through their views, so the fresh
+outputs of ops, which have no counter, are not watched: that keeps the cost per op to a few
+attribute lookups.
 """
 
 from __future__ import annotations
@@ -47,8 +55,28 @@ def enable_grad() -> contextlib.AbstractContextManager[None]:
     return _set_grad_enabled(True)
 
 
+class VersionCounter:
+    """How many in-place writes a block of memory has had; shared by a tensor and its views."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def _memory_of(array: Any) -> Any:
+    """The object owning `array`'s memory: its base for a view (NumPy and CuPy collapse
+    chains of views to the owner), else the array itself."""
+    base = getattr(array, "base", None)
+    return array if base is None else base
+
+
 class Context:
     """What a Function's forward leaves for its backward."""
+
+    # (op name, ((counter, version at the forward, id of the memory), ...)) of the inputs
+    # that may be written in place; empty when there are none
+    _watched: tuple[str, tuple[tuple[VersionCounter, int, int], ...]] | tuple[()] = ()
 
     def __init__(self, backend: Backend, needs_input_grad: tuple[bool, ...]) -> None:
         self.backend = backend
@@ -70,7 +98,43 @@ class Context:
                 "Trying to backward through the graph a second time: its saved values were "
                 "freed by the first backward. Call .backward(retain_graph=True) the first time."
             )
+        if self._watched:
+            self._check_versions()
         return self._saved  # type: ignore[return-value]
+
+    def _watch(self, name: str, tensors: list[Tensor]) -> None:
+        """Note the version and the memory of each input the engine may write in place: a
+        leaf or a view of one (an op's fresh output has no counter, and nothing writes it).
+        Which saved value shares that memory is worked out only in the rare backward that
+        finds a version changed."""
+        watched: tuple[tuple[VersionCounter, int, int], ...] = ()
+        for t in tensors:
+            counter = t._version_counter
+            if counter is None:
+                if t.grad_fn is not None:
+                    continue
+                counter = t._counter()
+            watched += ((counter, counter.value, id(_memory_of(t.data))),)
+        if watched:
+            self._watched = (name, watched)
+
+    def _check_versions(self) -> None:
+        name, watched = self._watched
+        for counter, version, memory in watched:
+            if counter.value == version:
+                continue
+            # ids compare safely: the input's memory and the saved values were alive together
+            for i, value in enumerate(self._saved or ()):
+                if id(_memory_of(value)) == memory:
+                    raise RuntimeError(
+                        f"one of the variables needed for gradient computation has been "
+                        f"modified by an inplace operation: the value of shape "
+                        f"{tuple(value.shape)} that {name} saved for its backward (argument {i} "
+                        f"of save_for_backward) is at version {counter.value}; expected version "
+                        f"{version}. An optimizer step, load_state_dict or an initialiser wrote "
+                        "to it after the forward: call backward before changing the tensors the "
+                        "forward used."
+                    )
 
 
 class Node:
@@ -120,13 +184,30 @@ class Function:
         out = backend.result(cls.forward(ctx, *raw, **kwargs))
         backend = getattr(ctx, "out_backend", backend)  # set by ops that change device
         if not record:
-            return Tensor._wrap(out, backend)
-        parents = [
-            (t.grad_fn if t.grad_fn is not None else t) if need else None
-            for t, need in zip(inputs, needs)
-        ]
-        shapes = [t.shape if isinstance(t, Tensor) else None for t in inputs]
-        return Tensor._wrap(out, backend, grad_fn=Node(cls, ctx, parents, shapes))
+            result = Tensor._wrap(out, backend)
+        else:
+            parents = [
+                (t.grad_fn if t.grad_fn is not None else t) if need else None
+                for t, need in zip(inputs, needs)
+            ]
+            shapes = [t.shape if isinstance(t, Tensor) else None for t in inputs]
+            result = Tensor._wrap(out, backend, grad_fn=Node(cls, ctx, parents, shapes))
+            if ctx._saved:
+                ctx._watch(cls.__name__, tensors)
+        if getattr(out, "base", None) is not None:  # a view (reshape, permute, indexing)
+            _share_version(result, tensors)
+        return result
+
+
+def _share_version(view: Tensor, tensors: list[Tensor]) -> None:
+    """Give `view` the version counter of the input whose memory it views, so that a write
+    through either is seen by both."""
+    memory = view.data.base
+    for t in tensors:
+        if (t._version_counter is not None or t.grad_fn is None) and \
+                _memory_of(t.data) is memory:
+            view._version_counter = t._counter()
+            return
 
 
 def _sum_to_shape(grad: Any, shape: tuple[int, ...]) -> Any:
@@ -177,6 +258,7 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                 grads = (grads,)
             if not retain_graph:
                 node.ctx._saved = None
+                node.ctx._watched = ()
                 node.ctx.freed = True
             for parent, shape, pg in zip(node.parents, node.shapes, grads):
                 if parent is None or pg is None:
@@ -227,3 +309,4 @@ def clear_grads(tensors: Iterable[Tensor], set_to_none: bool = True) -> None:
             t.grad = None
         else:
             t.grad.data[...] = 0
+            t.grad._bump_version()

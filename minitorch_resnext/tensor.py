@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .autograd import Node, run_backward
+from .autograd import Node, VersionCounter, run_backward
 from .backend import Backend, backend_of_array, get_backend
 
 float32 = np.dtype("float32")
@@ -43,6 +43,7 @@ class Tensor:
     """An n-dimensional array with reverse-mode autograd."""
 
     __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
+    _version_counter: VersionCounter | None = None  # made when first needed, shared with views
 
     def __init__(
         self,
@@ -101,6 +102,21 @@ class Tensor:
     def requires_grad_(self, value: bool = True) -> Tensor:
         self.requires_grad = value
         return self
+
+    @property
+    def _version(self) -> int:
+        """In-place writes the engine has made to this tensor's memory (as PyTorch's)."""
+        counter = self._version_counter
+        return 0 if counter is None else counter.value
+
+    def _counter(self) -> VersionCounter:
+        if self._version_counter is None:
+            self._version_counter = VersionCounter()
+        return self._version_counter
+
+    def _bump_version(self) -> None:
+        """Record an in-place write to `data`: backward then refuses values saved before it."""
+        self._counter().value += 1
 
     @property
     def is_leaf(self) -> bool:
@@ -177,8 +193,10 @@ class Tensor:
         return bool(self.item())
 
     def detach(self) -> Tensor:
-        """The same values, cut from the graph (shares memory)."""
-        return Tensor._wrap(self.data, self.backend)
+        """The same values, cut from the graph (shares memory, and its version counter)."""
+        t = Tensor._wrap(self.data, self.backend)
+        t._version_counter = self._counter()
+        return t
 
     def to(self, target: Any) -> Tensor:
         """Move to a device ('cpu', 'cuda') or cast to a dtype; differentiable."""

@@ -1,13 +1,15 @@
 """The trainer: SGD on a dataset, evaluation each epoch, metrics, curves and checkpoints.
 
 `train(TrainConfig(...))` runs a whole recipe. Each epoch ends with an evaluation on the
-test split, one line appended to `metrics.jsonl`, and `last.npz` written atomically (and
-copied to `best.npz` when the test accuracy improves). A checkpoint holds the model, the
-optimizer, the scheduler, the engine's RNG state and the position in the epoch; the data
-order and augmentation are a function of (seed, epoch), so `train(config, resume=True)`
-continues to the same weights, bit for bit on the CPU, as a run that was never stopped.
-Ctrl-C stops after the current step and saves a checkpoint first; a NaN or infinite loss
-stops with `TrainingDiverged`, leaving the last good checkpoint in place.
+test split, one line added to `metrics.jsonl`, and `last.npz` written atomically (and
+copied to `best.npz` when the test accuracy improves). A new run never touches an earlier
+run's files: one found in the output folder is moved aside to `<folder>.1` (`.2`, ...), unless
+`overwrite` is asked for. A checkpoint holds the model, the optimizer, the scheduler, the
+engine's RNG state and the position in the epoch; the data order and augmentation are a
+function of (seed, epoch), so `train(config, resume=True)` continues to the same weights, bit
+for bit on the CPU, as a run that was never stopped. Ctrl-C stops after the current step and
+saves a checkpoint first; a NaN or infinite loss stops with `TrainingDiverged`, leaving the
+last good checkpoint in place.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
+import os
 import signal
 import sys
 import threading
@@ -27,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from . import checkpoint, data, models, optim
 from . import functional as F
 from .autograd import no_grad
@@ -36,7 +42,8 @@ from .nn import Module
 from .tensor import get_rng_state, manual_seed, set_rng_state
 
 SCHEDULES = ("cosine", "multistep", "step", "constant")
-LAST, BEST, METRICS, CURVES = "last.npz", "best.npz", "metrics.jsonl", "curves.png"
+LAST, BEST, METRICS, CURVES, CONFIG = "last.npz", "best.npz", "metrics.jsonl", "curves.png", "config.json"
+RUN_FILES = (LAST, BEST, METRICS, CURVES, CONFIG)
 
 
 @dataclass
@@ -67,15 +74,40 @@ class TrainConfig:
     out_dir: str = "runs/train"
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "cardinality", "base_width"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "step_size", "gamma",
+                     "label_smoothing"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not all(_is_number(m) and math.isfinite(m) for m in self.milestones):
+            raise ValueError(f"milestones must be finite numbers of epochs, got {self.milestones}")
+        if self.label_smoothing > 1:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {self.label_smoothing}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "step" and self.step_size <= 0:
             raise ValueError("schedule 'step' needs a positive step_size (epochs)")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+        if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} for "
                              f"{self.epochs} epoch(s); lower --warmup-epochs")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+_CHECKPOINT_KEYS = ("config", "normalization", "model", "optimizer", "scheduler", "rng",
+                    "position")
 
 
 class TrainingDiverged(RuntimeError):
@@ -142,17 +174,52 @@ def evaluate(model: Module, loader: data.DataLoader, device: str = "cpu",
     return loss_sum / seen, correct / seen
 
 
+def load_run_checkpoint(path: str | Path, keys: tuple[str, ...] = _CHECKPOINT_KEYS
+                        ) -> tuple[dict[str, Any], TrainConfig]:
+    """A checkpoint written by `train`, and its recipe; a `CheckpointError` naming the file
+    when it lacks one of `keys`, its recipe is not valid, or its weights are not finite."""
+    saved = checkpoint.load(path)
+    missing = [k for k in keys if k not in saved]
+    if missing:
+        raise checkpoint.CheckpointError(
+            f"{path} is not a checkpoint written by train: it has no {', '.join(missing)} "
+            "(a bare state dict loads with io.load_state_dict and model.load_state_dict)")
+    try:
+        config = TrainConfig(**saved["config"])
+    except (TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: its training recipe ('config') is not "
+                                         f"valid: {e}") from None
+    weights = saved["model"] if isinstance(saved["model"], dict) else {}
+    broken = [k for k, v in weights.items()
+              if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if broken:
+        raise checkpoint.CheckpointError(
+            f"{path}: the weights are not finite (NaN or Inf in {', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}); the run that wrote it had diverged or the "
+            "file was altered")
+    return saved, config
+
+
+def _restore(path: str | Path, what: str, load: Callable[[], Any]) -> Any:
+    """Run `load` (restoring `what` from a checkpoint), naming the file if it does not fit."""
+    try:
+        return load()
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise checkpoint.CheckpointError(f"{path}: its {what} does not fit: {e}") from None
+
+
 def evaluate_checkpoint(path: str | Path, device: str = "cpu", data_dir: str | None = None,
                         batch_size: int | None = None) -> dict[str, Any]:
     """Test loss and accuracy of the model saved in a checkpoint, on its dataset's test split
-    (`data_dir` overrides the folder recorded for CIFAR)."""
-    saved = checkpoint.load(path)
-    config = TrainConfig(**saved["config"])
+    (`data_dir` overrides the folder recorded for CIFAR; `batch_size` the recipe's)."""
+    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    saved, config = load_run_checkpoint(path, ("config", "normalization", "model", "position"))
     if data_dir is not None:
         config.data_dir = data_dir
     test_set = data.get_dataset(config.dataset, train=False, root=config.data_dir)
     model = build_model(config, test_set)
-    model.load_state_dict(saved["model"])
+    _restore(path, f"model ({config.model})", lambda: model.load_state_dict(saved["model"]))
     model.to(device)
     norm = saved["normalization"]
     loader = data.DataLoader(test_set, batch_size or config.eval_batch_size,
@@ -249,20 +316,25 @@ class _Position:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print, comm: Communicator | None = None) -> TrainResult:
+          log: Callable[[str], None] = print, comm: Communicator | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Run `config` (or, with `resume`, continue the run saved in `config.out_dir`).
 
-    With `comm` (`mr.distributed.init()`), train data-parallel on every rank: the batch size
-    is the global one, and rank 0 alone logs and writes the outputs."""
+    An earlier run in `config.out_dir` is moved aside (`prepare_out_dir`), or, with
+    `overwrite`, its files are removed. With `comm` (`mr.distributed.init()`), train
+    data-parallel on every rank: the batch size is the global one, and rank 0 alone logs and
+    writes the outputs."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run "
+                         "in the output folder, overwrite replaces it")
     run = DataParallelRun(comm)
     if not run.is_main:
         log, progress = (lambda _: None), False
     out = Path(config.out_dir)
     saved = None
     if resume:
-        saved = checkpoint.load(out / LAST)
-        config = dataclasses.replace(TrainConfig(**saved["config"]), out_dir=str(out),
-                                     device=config.device)
+        saved, recipe = load_run_checkpoint(out / LAST)
+        config = dataclasses.replace(recipe, out_dir=str(out), device=config.device)
     manual_seed(config.seed)
     train_set, test_set = load_datasets(config)
     model = build_model(config, train_set).to(config.device)
@@ -278,20 +350,19 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     pos = _Position()
     history: list[dict[str, Any]] = []
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"])
-        pos = _Position(**saved["position"])
-        history = [r for r in _read_metrics(out / METRICS) if r["epoch"] <= pos.epoch]
-        log(f"resuming {out / LAST}: epoch {pos.epoch + 1}, batch {pos.batch}")
-    elif (out / LAST).exists():
-        log(f"note: starting a fresh run in {out}; its checkpoint is replaced after the first "
-            "epoch (use --resume to continue it instead)")
-    out.mkdir(parents=True, exist_ok=True)
+        path = out / LAST
+        _restore(path, f"model ({config.model})", lambda: model.load_state_dict(saved["model"]))
+        _restore(path, "optimizer state", lambda: optimizer.load_state_dict(saved["optimizer"]))
+        _restore(path, "scheduler state", lambda: scheduler.load_state_dict(saved["scheduler"]))
+        _restore(path, "random-number generator state", lambda: set_rng_state(saved["rng"]))
+        pos = _restore(path, "position", lambda: _Position(**saved["position"]))
+        history = [r for r in _read_metrics(out / METRICS, log) if r["epoch"] <= pos.epoch]
+        log(f"resuming {path}: epoch {pos.epoch + 1}, batch {pos.batch}")
     if run.is_main:
+        prepare_out_dir(out, resume, overwrite, log)
         _write_metrics(out / METRICS, history)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        checkpoint.atomic_write(out / CONFIG, lambda f: f.write(
+            (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode()))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(train_set)} train / "
         f"{len(test_set)} test images, {config.epochs} epochs, batch {config.batch_size}, "
@@ -300,11 +371,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     def save(path: Path) -> None:
         if not run.is_main:
             return
-        checkpoint.save({"config": dataclasses.asdict(config),
-                         "normalization": {"mean": train_set.mean, "std": train_set.std},
-                         "model": model.state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": get_rng_state(), "position": dataclasses.asdict(pos)}, path)
+        state = {"config": dataclasses.asdict(config),
+                 "normalization": {"mean": train_set.mean, "std": train_set.std},
+                 "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": get_rng_state(), "position": dataclasses.asdict(pos)}
+        try:
+            checkpoint.save(state, path)
+        except OSError as e:
+            kept = f"the previous {path.name} is left as it was" if path.exists() else \
+                "nothing was written"
+            raise checkpoint.CheckpointError(
+                f"cannot write the checkpoint {path} ({e.strerror or e}); {kept}") from e
 
     stop = _StopFlag()
     interrupted = False
@@ -353,7 +431,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 raise TrainingDiverged(_diverged_message(record["test_loss"], pos, out))
             history.append(record)
             if run.is_main:
-                _append_metric(out / METRICS, record)
+                _write_metrics(out / METRICS, history)
             log(_summary(record, config.epochs))
             improved = record["test_acc"] > pos.best_acc
             pos.best_acc = max(pos.best_acc, record["test_acc"])
@@ -414,21 +492,83 @@ def _diverged_message(value: float, pos: _Position, out: Path) -> str:
             "Try a lower --lr or a --warmup-epochs")
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
+def prepare_out_dir(out: Path, resume: bool, overwrite: bool,
+                    log: Callable[[str], None] = print) -> None:
+    """Make `out` ready for a run's files without losing an earlier run's (unless asked to).
+
+    With `resume` the run there continues. Otherwise an earlier run found there (a checkpoint
+    or a metric) is moved aside whole, `runs/train` to `runs/train.1` (then `.2`, ...), in one
+    rename, so that an interrupt at any moment leaves it complete; with `overwrite` its files
+    are removed instead. A folder that also holds other files is not moved: that is an error.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is a file; choose another --out-dir")
+    earlier = [name for name in RUN_FILES if (out / name).exists()]
+    if resume or not _holds_results(out):
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    if overwrite:
+        for name in earlier:
+            (out / name).unlink()
+        log(f"--overwrite: removed the earlier run's {', '.join(earlier)} from {out}")
+        return
+    others = sorted(p.name for p in out.iterdir()
+                    if p.name not in RUN_FILES and not p.name.startswith("."))
+    if others or Path.cwd().resolve().is_relative_to(out.resolve()):
+        held = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "") if others \
+            else "the current folder"
+        raise ValueError(f"{out} holds an earlier run and also {held}, so it is not moved "
+                         "aside: continue the run with --resume, replace its files with "
+                         "--overwrite, or choose another --out-dir")
+    aside = next(p for p in (out.with_name(f"{out.name}.{i}") for i in range(1, 10**6))
+                 if not os.path.lexists(p))
+    out.rename(aside)
+    out.mkdir()
+    log(f"moved the earlier run in {out} to {aside} (--resume continues a run instead; "
+        "--overwrite replaces it)")
+
+
+def _holds_results(out: Path) -> bool:
+    """Whether `out` holds something of a run: a checkpoint or at least one epoch's metrics."""
+    metrics = out / METRICS
+    return (out / LAST).exists() or (out / BEST).exists() or \
+        (metrics.exists() and metrics.stat().st_size > 0)
+
+
+def _read_metrics(path: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The records of `metrics.jsonl`; a half-written last line (a write that was cut short)
+    is dropped with a note, any other unreadable line is an error naming the file and line."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file of JSON records") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            valid = isinstance(record, dict) and _is_int(record.get("epoch"))
+        except json.JSONDecodeError:
+            valid = False
+        if valid:
+            records.append(record)
+        elif number == len(lines):
+            log(f"note: dropped the half-written last line of {path} (line {number}); the "
+                "checkpoint is intact")
+        else:
+            raise ValueError(f"{path}, line {number}: not a JSON record with an epoch; fix or "
+                             "delete that line to resume (the checkpoint is intact)")
+    return records
 
 
 def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite the whole file atomically: an interrupt never leaves half a line."""
     checkpoint.atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n"
                                                            for r in records).encode()))
 
 
-def _append_metric(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "build_model", "evaluate",
-           "make_scheduler", "plot_curves", "train"]
+           "load_run_checkpoint", "make_scheduler", "plot_curves", "prepare_out_dir", "train"]

@@ -7,6 +7,8 @@ import weakref
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minitorch_resnext as mr
 
@@ -175,3 +177,109 @@ def test_a_0d_leaf_used_twice_keeps_an_array_gradient():
     x = mr.tensor(np.array(0.5), dtype=mr.float64, requires_grad=True)
     (x * 2.0 + x * 3.0).backward()
     assert isinstance(x.grad.data, np.ndarray) and x.grad.numpy() == 5.0
+# ----- in-place writes to values saved for backward (version counters) ------------------
+INPLACE = "modified by an inplace operation"
+
+
+def _sgd_step(params) -> None:
+    """One SGD step with unit gradients: an in-place write to every parameter."""
+    params = list(params)
+    for p in params:
+        p.grad = mr.ones(*p.shape)
+    mr.optim.SGD(params, lr=0.1).step()
+
+
+@pytest.mark.parametrize("layer, op", [
+    (lambda: mr.nn.Conv2d(2, 4, 3, padding=1), "Conv2d"),   # saves the weight itself
+    (lambda: mr.nn.Linear(3, 4), "MatMul"),                 # saves a transposed view of it
+])
+def test_an_optimizer_step_between_forward_and_backward_is_refused(layer, op):
+    model = layer()
+    x = mr.randn(2, 2, 5, 5) if op == "Conv2d" else mr.randn(2, 3)
+    loss = model(x).sum()
+    saved_at = model.weight._version  # 1: the initialiser wrote it
+    _sgd_step(model.parameters())
+    with pytest.raises(RuntimeError, match=rf"{INPLACE}.*that {op} saved.*version "
+                                           rf"{saved_at + 1}; expected version {saved_at}\."):
+        loss.backward()
+
+
+def test_a_step_after_backward_is_the_normal_loop_and_gradients_are_exact():
+    lin = mr.nn.Linear(3, 2)
+    x = mr.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    for _ in range(3):
+        lin.zero_grad()
+        lin(x).sum().backward()
+        np.testing.assert_array_equal(lin.weight.grad.numpy(), np.tile(x.numpy().sum(0), (2, 1)))
+        mr.optim.SGD(lin.parameters(), lr=0.1).step()
+    assert lin.weight._version == 1 + 3  # the initialiser, then three steps
+
+
+def test_a_write_to_a_value_no_backward_reads_is_allowed():
+    x = mr.tensor([1.0, 2.0], requires_grad=True)
+    w = mr.nn.Parameter(np.array([5.0, 7.0], dtype=np.float32))
+    loss = (x * 3.0 + w).sum()  # add saves nothing: its backward does not read w
+    _sgd_step([w])
+    w.grad = None
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0])
+
+
+def test_views_and_detach_share_the_version_of_their_memory():
+    w = mr.nn.Parameter(np.ones((2, 3), dtype=np.float32))
+    views = [w.T, w.reshape(6), w[0], w.detach()]
+    _sgd_step([w])
+    assert w._version == 1 and [v._version for v in views] == [1, 1, 1, 1]
+    copy = w * 1.0  # new memory
+    _sgd_step([w])
+    assert copy._version == 0 and views[0]._version == 2
+
+
+VIEWS = {"T": lambda t: t.T, "flat": lambda t: t.reshape(-1), "slice": lambda t: t[:1],
+         "detach": lambda t: t.detach()}
+
+
+@given(views=st.lists(st.sampled_from(sorted(VIEWS)), max_size=4), write=st.booleans())
+def test_a_write_through_any_chain_of_views_is_caught(views, write):
+    w = mr.nn.Parameter(np.arange(6, dtype=np.float32).reshape(2, 3))
+    v = w
+    for kind in views:
+        v = VIEWS[kind](v)
+    x = mr.tensor(np.ones(v.shape, dtype=np.float32), requires_grad=True)
+    loss = (x * v).sum()  # Mul saves v, a view of w's memory
+    values = v.numpy().copy()
+    if write:
+        _sgd_step([w])
+        with pytest.raises(RuntimeError, match=f"{INPLACE}.*Mul"):
+            loss.backward()
+    else:
+        loss.backward()
+        np.testing.assert_array_equal(x.grad.numpy(), values)
+
+
+def test_a_retained_graph_is_refused_after_a_write():
+    w = mr.nn.Parameter(np.array([2.0], dtype=np.float32))
+    loss = (w * w).sum()
+    loss.backward(retain_graph=True)
+    _sgd_step([w])
+    with pytest.raises(RuntimeError, match=rf"{INPLACE}.*Mul"):
+        loss.backward()
+
+
+def test_every_in_place_write_of_the_engine_bumps_the_version():
+    bn = mr.nn.BatchNorm2d(2)
+    tensors = [bn.weight, bn.running_mean, bn.running_var, bn.num_batches_tracked]
+    start = [t._version for t in tensors]
+    bn(mr.randn(4, 2, 3, 3))  # training: the running statistics are updated in place
+    assert [t._version - s for t, s in zip(tensors, start)] == [0, 1, 1, 1]
+    bn.load_state_dict(bn.state_dict())
+    assert all(t._version - s >= 1 for t, s in zip(tensors, start))
+    v = bn.weight._version
+    mr.nn.init.normal_(bn.weight)
+    mr.nn.init.zeros_(bn.weight)
+    assert bn.weight._version == v + 2
+    bn.weight.grad = mr.ones(2)
+    g = bn.weight.grad
+    bn.zero_grad(set_to_none=False)
+    assert g._version == 1 and g.numpy().tolist() == [0.0, 0.0]

@@ -91,5 +91,49 @@ def test_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no state dict at"):
         io.load_state_dict(tmp_path / "missing.safetensors")
     np.savez(tmp_path / "pickled.npz", a=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(ValueError, match="'a' holds Python objects, which are never loaded") as e:
         io.load_state_dict(tmp_path / "pickled.npz")
+    assert "allow_pickle" not in str(e.value)  # never the advice
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "int64", "int32", "int16",
+                                   "int8", "uint8", "uint16", "uint32", "uint64", "bool"])
+def test_safetensors_reader_agrees_with_the_library(tmp_path, dtype):
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(0)
+    arrays = {"a": (rng.standard_normal((3, 4, 2)) * 50).astype(dtype), "empty": np.zeros((0, 3), dtype),
+              "scalar": np.array(7, dtype=dtype)}
+    save_file(arrays, str(tmp_path / "x.safetensors"), metadata={"format": "np"})
+    ours, theirs = io.load_state_dict(tmp_path / "x.safetensors"), load_file(str(tmp_path / "x.safetensors"))
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        assert ours[key].dtype == theirs[key].dtype and ours[key].shape == theirs[key].shape
+        np.testing.assert_array_equal(ours[key], theirs[key])
+        assert ours[key].flags.writeable
+
+
+def _bfloat16_file(path, values: np.ndarray) -> None:
+    """A safetensors file holding `values` (float32 with zero low halves) as BF16, as torch
+    writes it: the upper 16 bits of each float32, little-endian."""
+    import json
+    import struct
+
+    upper = (values.astype(np.float32).view(np.uint32) >> 16).astype("<u2")
+    header = json.dumps({"__metadata__": {"format": "pt"}, "w": {
+        "dtype": "BF16", "shape": list(values.shape), "data_offsets": [0, upper.nbytes]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + upper.tobytes())
+
+
+def test_bfloat16_loads_exactly_as_float32(tmp_path):
+    values = np.array([[0.0, -1.5, 3.140625], [1e30, -np.inf, 2.0**-130]], dtype=np.float32)
+    values = ((values.view(np.uint32) >> 16) << 16).view(np.float32)  # exactly representable
+    _bfloat16_file(tmp_path / "bf.safetensors", values)
+    loaded = io.load_state_dict(tmp_path / "bf.safetensors")["w"]
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, values)
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as torch_save
+
+    torch_save({"w": torch.tensor(values).to(torch.bfloat16)}, str(tmp_path / "t.safetensors"))
+    np.testing.assert_array_equal(io.load_state_dict(tmp_path / "t.safetensors")["w"], values)

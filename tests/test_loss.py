@@ -71,6 +71,36 @@ def test_accuracy_top1_and_topk():
     assert F.accuracy(mr.zeros(4, 3), mr.tensor([0, 1, 2, 1])) == 0.25  # constant scores
 
 
+def naive_accuracy(scores: np.ndarray, target: np.ndarray, k: int) -> float:
+    """Row by row: NaN anywhere is wrong; else the target's rank, ties to the lower index."""
+    correct = 0
+    for row, t in zip(scores, target):
+        if np.isnan(row).any():
+            continue
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j))
+        correct += order.index(t) < k
+    return correct / len(target)
+
+
+@given(case=logits_and_target(), nan_rows=st.lists(st.booleans(), min_size=5, max_size=5),
+       nan_column=st.integers(0, 4), k=st.integers(1, 5))
+def test_accuracy_matches_a_naive_count_and_nan_rows_are_wrong(case, nan_rows, nan_column, k):
+    logits, target = case
+    logits = logits.copy()
+    n, c = logits.shape
+    for i in range(n):
+        if nan_rows[i]:
+            logits[i, nan_column % c] = np.nan
+    k = min(k, c)
+    assert F.accuracy(mr.tensor(logits), mr.tensor(target), k=k) == pytest.approx(
+        naive_accuracy(logits, target, k))
+
+
+def test_all_nan_logits_are_zero_accuracy():
+    nan = mr.tensor(np.full((3, 4), np.nan, dtype=np.float32))
+    assert F.accuracy(nan, mr.tensor([0, 1, 2])) == 0.0
+
+
 def test_errors_are_clear():
     logits = mr.randn(3, 4)
     with pytest.raises(ValueError, match="target 4 is out of range for 4 classes"):

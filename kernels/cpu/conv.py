@@ -47,7 +47,16 @@ def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None,
     operands = [None if a is None else np.ascontiguousarray(a, first.dtype) for a in others]
     out = np.empty(out_shape, first.dtype)
     choice = _choice(pass_, geometry, algorithm)
-    ALGORITHMS[choice.algorithm].kernels[pass_](first, *operands, out, geometry, **choice.params)
+    kernel = ALGORITHMS[choice.algorithm].kernels[pass_]
+    exact = choice.source == "forced" or pass_ in ALGORITHMS[choice.algorithm].nonfinite_exact
+    # NaN or Inf anywhere shows in the weight-shaped array of the pass (the weights, or
+    # grad_weight): then a kernel that is not exact with them gives way to im2col + GEMM,
+    # whose products are the definition's (checking the small array costs next to nothing)
+    if not exact and pass_ != "grad_weight" and not np.isfinite(operands[0]).all():
+        kernel, choice = ALGORITHMS["gemm"].kernels[pass_], Choice("gemm", {}, "non-finite")
+    kernel(first, *operands, out, geometry, **choice.params)
+    if not exact and pass_ == "grad_weight" and not np.isfinite(out).all():
+        ALGORITHMS["gemm"].kernels[pass_](first, *operands, out, geometry)
     return out
 
 

@@ -607,4 +607,5 @@ ALGORITHM = ConvAlgorithm(
     supports=lambda pass_, g: pass_ != "grad_input" or g.has_transpose,
     requirement="stride 1 and padding <= dilation * (kernel size - 1)",
     space=_space,
+    nonfinite_exact=frozenset({"grad_input"}),  # forward and grad_weight skip padding taps
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from . import positive_int, require_device
 
 NAME = "evaluate"
 HELP = "evaluate a training checkpoint on its dataset's test split"
@@ -15,20 +16,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint written by train (last.npz or best.npz)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--data-dir", help="folder of the CIFAR files, if it moved")
-    parser.add_argument("--batch-size", type=int, help="(default: the training recipe's)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="(default: the training recipe's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on its test split and print the result; returns the exit status."""
-    from ..checkpoint import CheckpointError
     from ..train import evaluate_checkpoint
 
-    try:
-        r = evaluate_checkpoint(args.checkpoint, args.device, args.data_dir, args.batch_size)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 1
+    require_device(args.device)
+    r = evaluate_checkpoint(args.checkpoint, args.device, args.data_dir, args.batch_size)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

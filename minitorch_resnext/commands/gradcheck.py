@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import CommandError, positive_int, require_device
+
 NAME = "gradcheck"
 HELP = "check each op against float64 central differences and its NumPy reference"
 
@@ -11,7 +13,7 @@ HELP = "check each op against float64 central differences and its NumPy referenc
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of `gradcheck` to its parser."""
     parser.add_argument("ops", nargs="*", metavar="OP", help="ops to check (default: all)")
-    parser.add_argument("--examples", type=int, default=10,
+    parser.add_argument("--examples", type=positive_int, default=10,
                         help="configurations drawn per op (default: 10)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0, help="seed for the drawn configurations")
@@ -29,9 +31,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     unknown = [op for op in args.ops if op not in CASES]
     if unknown:
-        raise SystemExit(f"gradcheck: unknown op(s) {', '.join(unknown)}; known: {', '.join(names)}")
-    if args.examples < 1:
-        raise SystemExit("gradcheck: --examples must be at least 1")
+        raise CommandError(f"unknown op(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    require_device(args.device)
     rows = check_ops([n for n in names if not args.ops or n in args.ops],
                      examples=args.examples, device=args.device, seed=args.seed)
     print_table(rows)

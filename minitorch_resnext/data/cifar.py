@@ -20,9 +20,20 @@ import numpy as np
 from .dataset import ImageDataset
 
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy.core (1.x) or numpy._core (2.x) _reconstruct
+
+
+def _reconstruct_empty(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """NumPy's pickles rebuild an array empty, then fill it from the file's bytes; any other
+    shape would allocate memory (up to terabytes) that the file does not hold."""
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"refusing to build an empty array of shape {shape}: "
+                                     "arrays must come from the bytes in the file")
+    return _RECONSTRUCT(subtype, shape, dtype)
+
+
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -39,8 +50,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def load_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one batch file."""
+def load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 in [0, num_classes) of one batch
+    file."""
     try:
         with open(path, "rb") as f:
             raw = _RestrictedUnpickler(f, encoding="bytes").load()
@@ -48,6 +60,9 @@ def load_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: {e}") from None
     except (EOFError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: not a readable CIFAR batch file ({e})") from None
+    except MemoryError:
+        raise ValueError(f"{path}: not a readable CIFAR batch file (it asks for more memory "
+                         "than this machine has)") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a dict, found {type(raw).__name__}")
     entries = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
@@ -55,9 +70,26 @@ def load_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
             or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
-    if labels is None or len(labels) != len(data):
+    if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
         raise ValueError(f"{path}: '{label_key}' must hold one label per image")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    return data.reshape(-1, 3, 32, 32), _class_indices(path, label_key, labels, num_classes)
+
+
+def _class_indices(path: Path, key: str, labels: list | np.ndarray, num_classes: int
+                   ) -> np.ndarray:
+    """`labels` as int64 class indices, refusing anything else (floats are not truncated)."""
+    odd = next((v for v in labels if not isinstance(v, int | np.integer) or isinstance(v, bool)),
+               None)
+    if odd is not None:
+        odd = odd.item() if isinstance(odd, np.generic) else odd
+        raise ValueError(f"{path}: '{key}' must hold integer class indices, found "
+                         f"{odd!r:.40} ({type(odd).__name__})")
+    found = np.asarray(labels, dtype=np.int64)
+    bad = found[(found < 0) | (found >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{path}: '{key}' holds {bad[0]}, not a class index in "
+                         f"[0, {num_classes})")
+    return found
 
 
 class _CIFAR(ImageDataset):
@@ -78,7 +110,7 @@ class _CIFAR(ImageDataset):
                     f"'python version' layout {self.folder}/{{{expected}}} under {root} "
                     "(from https://www.cs.toronto.edu/~kriz/cifar.html)"
                 )
-        parts = [load_batch(base / name, self.label_key) for name in names]
+        parts = [load_batch(base / name, self.label_key, self.num_classes) for name in names]
         super().__init__(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -53,6 +53,7 @@ class _Bucket:
                 p.grad = Tensor._wrap(values.copy(), p.backend)
             else:
                 p.grad.data[...] = values
+                p.grad._bump_version()
 
 
 def _flat_groups(tensors: Iterable[Tensor]) -> dict[tuple[str, str], list[Tensor]]:
@@ -72,6 +73,7 @@ def broadcast_tensors(comm: Communicator, tensors: Iterable[Tensor], root: int =
         offset = 0
         for t in group:
             t.data[...] = flat[offset:offset + t.numel()].reshape(t.shape)
+            t._bump_version()
             offset += t.numel()
 
 

@@ -26,6 +26,7 @@ from ..functional.normalization import (
     _channel_sum,
     _channel_view,
     _per_channel,
+    bump_versions,
     training_grad_input,
     update_running_stats,
 )
@@ -101,11 +102,13 @@ class SyncBatchNorm(BatchNorm2d):
         self._check_input(x)
         if x.dtype.kind != "f":
             raise TypeError(f"SyncBatchNorm: needs a floating-point input, got dtype {x.dtype}")
-        return SyncBatchNormFunction.apply(
+        out = SyncBatchNormFunction.apply(
             x, self.weight, self.bias, comm=comm,
             running_mean=None if self.running_mean is None else self.running_mean.data,
             running_var=None if self.running_var is None else self.running_var.data,
             momentum=self._momentum_factor(), eps=self.eps)
+        bump_versions(self.running_mean, self.running_var)
+        return out
 
     @classmethod
     def from_batchnorm(cls, bn: BatchNorm2d, comm: Communicator | None = None) -> SyncBatchNorm:

@@ -83,7 +83,10 @@ def cross_entropy(input: Tensor, target: Tensor, *, reduction: str = "mean",
 
 @op(differentiable=False)
 def accuracy(input: Tensor, target: Tensor, k: int = 1) -> float:
-    """Fraction of rows whose target is among the k largest scores (top-k accuracy)."""
+    """Fraction of rows whose target is among the k largest scores (top-k accuracy).
+
+    A row holding a NaN score ranks nothing, so it counts as wrong.
+    """
     _check_target("accuracy", input, target)
     if not 1 <= k <= input.shape[1]:
         raise ValueError(f"accuracy: k must be in [1, {input.shape[1]}], got {k}")
@@ -95,4 +98,5 @@ def accuracy(input: Tensor, target: Tensor, k: int = 1) -> float:
     # with argmax, and constant scores do not count as correct)
     earlier = xp.arange(scores.shape[1])[None, :] < t[:, None]
     rank = ((scores > picked) | ((scores == picked) & earlier)).sum(axis=1)
-    return float((rank < k).mean())
+    ranked = ~xp.isnan(scores).any(axis=1)
+    return float(((rank < k) & ranked).mean())

@@ -130,9 +130,19 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
     if input.dtype.kind != "f":
         raise TypeError(f"batch_norm: needs a floating-point input, got dtype {input.dtype}")
-    return BatchNorm.apply(
+    out = BatchNorm.apply(
         input, weight, bias,
         running_mean=None if running_mean is None else running_mean.data,
         running_var=None if running_var is None else running_var.data,
         training=training, momentum=momentum, eps=eps,
     )
+    if training:
+        bump_versions(running_mean, running_var)
+    return out
+
+
+def bump_versions(*tensors: Tensor | None) -> None:
+    """Record the in-place update of the running statistics (see `Tensor._bump_version`)."""
+    for t in tensors:
+        if t is not None:
+            t._bump_version()

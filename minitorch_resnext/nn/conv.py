@@ -31,6 +31,11 @@ class Conv2d(Module):
         self.stride = pair(stride, "Conv2d: stride")
         self.padding = pair(padding, "Conv2d: padding")
         self.dilation = pair(dilation, "Conv2d: dilation")
+        if min(self.kernel_size + self.stride + self.dilation) < 1 or min(self.padding) < 0:
+            raise ValueError(f"Conv2d: kernel_size, stride and dilation must be positive and "
+                             f"padding non-negative, got kernel_size={self.kernel_size}, "
+                             f"stride={self.stride}, padding={self.padding}, "
+                             f"dilation={self.dilation}")
         shape = (out_channels, in_channels // groups, *self.kernel_size)
         self.weight = Parameter(np.empty(shape, dtype=np.float32))
         self.bias = Parameter(np.empty(out_channels, dtype=np.float32)) if bias else None

@@ -40,6 +40,7 @@ def calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
 
 def _fill(tensor: Tensor, values: Any) -> Tensor:
     tensor.data[...] = tensor.backend.asarray(values, dtype=tensor.dtype)
+    tensor._bump_version()
     return tensor
 
 
@@ -66,8 +67,7 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
     """Fill `tensor` with `val` in place; returns it."""
-    tensor.data[...] = val
-    return tensor
+    return _fill(tensor, val)
 
 
 def zeros_(tensor: Tensor) -> Tensor:

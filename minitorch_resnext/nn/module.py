@@ -252,21 +252,34 @@ class Module:
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True
                         ) -> IncompatibleKeys:
-        """Copy values (NumPy arrays or Tensors) into the parameters and buffers in place.
+        """Copy values (NumPy arrays, Tensors or nested lists of numbers) into the parameters
+        and buffers in place.
 
-        Shapes must match. With `strict`, missing and unexpected keys are errors too;
-        otherwise they are returned as `(missing_keys, unexpected_keys)`.
+        Shapes must match, and nothing is changed unless every value fits. With `strict`,
+        missing and unexpected keys are errors too; otherwise they are returned as
+        `(missing_keys, unexpected_keys)`.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict: expected state_dict to be a dict of names to "
+                            f"arrays, got {type(state_dict).__name__}")
         own = OrderedDict(self._state_items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         problems = []
+        values = {}
         for k, t in own.items():
-            if k in state_dict:
-                shape = tuple(np.shape(_as_numpy(state_dict[k])))
-                if shape != t.shape:
-                    problems.append(f"size mismatch for {k}: checkpoint has shape {shape}, "
-                                    f"the model has {t.shape}")
+            if k not in state_dict:
+                continue
+            try:
+                values[k] = value = _as_numpy(state_dict[k])
+            except (TypeError, ValueError) as e:  # e.g. a ragged list
+                problems.append(f"{k}: cannot be read as an array ({e})")
+                continue
+            if value.dtype.kind not in "biuf":
+                problems.append(f"{k}: expected numbers, got {_describe(state_dict[k], value)}")
+            elif value.shape != t.shape:
+                problems.append(f"size mismatch for {k}: checkpoint has shape {value.shape}, "
+                                f"the model has {t.shape}")
         if strict:
             if missing:
                 problems.append("missing keys: " + ", ".join(missing))
@@ -275,9 +288,10 @@ class Module:
         if problems:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
                                + "\n  ".join(problems))
-        for k, t in own.items():
-            if k in state_dict:
-                t.data[...] = t.backend.asarray(_as_numpy(state_dict[k]), dtype=t.dtype)
+        for k, value in values.items():
+            t = own[k]
+            t.data[...] = t.backend.asarray(value, dtype=t.dtype)
+            t._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ----- device and dtype -------------------------------------------------------------
@@ -336,3 +350,10 @@ class Module:
 
 def _as_numpy(value: Any) -> np.ndarray:
     return value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+
+
+def _describe(value: Any, array: np.ndarray) -> str:
+    """What a state-dict value that is not numbers is, for an error message."""
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {array.dtype}"
+    return f"{type(value).__name__} {value!r}"[:80]

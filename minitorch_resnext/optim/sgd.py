@@ -62,3 +62,4 @@ class SGD(Optimizer):
                     buf += (1 - dampening) * g
                 g = g + momentum * buf if nesterov else buf
             p.data -= lr * g
+            p._bump_version()
