@@ -1,0 +1,120 @@
+"""How the CUDA kernels reach a GPU: kernel names, the `Runtime` that launches them, CuPy's.
+
+A `Kernel` is one template instantiation of a .cu source of this folder. A `Runtime` is an
+array module plus a way to launch a Kernel on arrays of it. The algorithm modules (direct.py,
+gemm.py) plan their launches in plain Python and call `Runtime.launch`, so the same planning
+code drives a GPU through CuPy and, in tests/test_cuda_compile.py, the host emulator over
+NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+SOURCE_DIR = Path(__file__).resolve().parent
+COMPILE_OPTIONS = ("-std=c++17",)
+ELEMENTWISE_THREADS = 256  # threads per block of the elementwise (grid-stride) kernels
+_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_INCLUDE = re.compile(r'^#include "([\w.]+)"$', re.MULTILINE)
+
+Grid = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One template instantiation: a source file of this folder and its C++ name expression."""
+
+    source: str
+    name: str
+
+    @classmethod
+    def template(cls, source: str, name: str, *args: object) -> Kernel:
+        """`name<args...>` in `source`; booleans are written as C++ spells them."""
+        spelled = (str(a).lower() if isinstance(a, bool) else str(a) for a in args)
+        return cls(source, f"{name}<{', '.join(spelled)}>")
+
+
+class Runtime(Protocol):
+    """An array module and a way to launch a `Kernel` on arrays of it.
+
+    `args` are arrays (passed as pointers) and NumPy scalars whose types match the kernel's
+    parameters (np.int32 for int, np.int64 for long long).
+    """
+
+    xp: Any
+
+    def launch(self, kernel: Kernel, grid: Grid, block: int, shared: int, args: Sequence[Any]
+               ) -> None: ...
+
+
+class CupyRuntime:
+    """CuPy arrays; each kernel compiled by NVRTC on its first launch (and cached by CuPy)."""
+
+    def __init__(self) -> None:
+        import cupy
+
+        self.xp = cupy
+        self._functions: dict[Kernel, Any] = {}
+
+    def launch(self, kernel: Kernel, grid: Grid, block: int, shared: int, args: Sequence[Any]
+               ) -> None:
+        function = self._functions.get(kernel)
+        if function is None:
+            module = self.xp.RawModule(code=kernel_source(kernel.source), options=COMPILE_OPTIONS,
+                                       name_expressions=(kernel.name,))
+            function = self._functions[kernel] = module.get_function(kernel.name)
+        function(grid, (block, 1, 1), tuple(args), shared_mem=shared)
+
+
+@cache
+def cupy_runtime() -> CupyRuntime:
+    """The runtime of the public entry points (CuPy imported on first use)."""
+    return CupyRuntime()
+
+
+@cache
+def kernel_source(name: str) -> str:
+    """The text of a .cu file of this folder with its local #includes inlined, so NVRTC needs
+    no include path and CuPy's cache key covers every line that is compiled."""
+
+    def inline(match: re.Match[str]) -> str:
+        return (SOURCE_DIR / match.group(1)).read_text().replace("#pragma once\n", "")
+
+    return _INCLUDE.sub(inline, (SOURCE_DIR / name).read_text())
+
+
+def ctype(dtype: Any) -> str:
+    """The C type of a NumPy dtype the kernels are instantiated for; TypeError otherwise."""
+    try:
+        return _CTYPES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"CUDA conv2d supports float32 and float64, not {dtype}") from None
+
+
+def itemsize(ctype_: str) -> int:
+    return 4 if ctype_ == "float" else 8
+
+
+def i32(*values: int) -> list[np.int32]:
+    """Kernel int arguments."""
+    return [np.int32(v) for v in values]
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def round_up(a: int, b: int) -> int:
+    return ceil_div(a, b) * b
+
+
+def elementwise_grid(total: int) -> Grid:
+    """Blocks of a grid-stride kernel over `total` elements (at most 65536 blocks)."""
+    return (max(1, min(ceil_div(total, ELEMENTWISE_THREADS), 1 << 16)), 1, 1)
