@@ -16,6 +16,7 @@ from typing import Any
 from ..geometry import Conv2dGeometry
 from ..selection import PASSES, Choice, ConvAlgorithm, ConvChoices, Pass, choose, requested
 from . import direct, gemm, rules
+from .occupancy import HOPPER, Device
 from .runtime import Kernel, Runtime, ctype, cupy_runtime
 
 _MODULES = {m.ALGORITHM.name: m for m in (direct, gemm)}
@@ -36,14 +37,17 @@ def _choice(pass_: Pass, geometry: Conv2dGeometry, algorithm: Algorithm) -> Choi
     return requested(ALGORITHMS, pass_, geometry, algorithm)
 
 
-def planned_kernels(geometry: Conv2dGeometry, ctype_: str, algorithm: Algorithm = None
+def planned_kernels(geometry: Conv2dGeometry, ctype_: str, device: Device = HOPPER
                     ) -> list[Kernel]:
-    """Every kernel the three passes launch for this geometry, C type and algorithm."""
+    """Every kernel that a pass of this geometry may launch on this device (by default an
+    sm_90 GPU): with every algorithm that computes the pass and each of its parameter values.
+    What a GPU may have to compile for it."""
     found: dict[Kernel, None] = {}
     for pass_ in PASSES:
-        choice = _choice(pass_, geometry, algorithm)
-        found.update(dict.fromkeys(_MODULES[choice.algorithm].kernels(
-            pass_, geometry, ctype_, **choice.params)))
+        for name, algorithm in ALGORITHMS.items():
+            for params in algorithm.candidates(pass_, geometry):
+                found.update(dict.fromkeys(_MODULES[name].kernels(pass_, geometry, ctype_,
+                                                                  device, **params)))
     return list(found)
 
 

@@ -6,28 +6,34 @@ thread. The planners here choose, per geometry and C type, the template instanti
 tile, the block and the shared memory of each launch; they are pure functions of their
 arguments, cached, and need no GPU. grad_weight writes one partial per block and
 ``sum_partials`` adds them in a fixed order: deterministic, no float atomics.
+
+Each pass has a parameter that picks between two designs, so that one run can time both:
+``kernel`` ('tiles': one 2-D tile per block, or 'rows': rows.py's persistent, pipelined
+full-row strips; for grad_input at stride 1, the rows forward of the transposed convolution)
+and, for grad_weight, ``schedule`` ('fixed': a chunk count fixed by the shape, or 'waves': a
+smaller register budget and a chunk count sized to the device's SMs, still a fixed order on a
+given device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
 from ..geometry import Conv2dGeometry
 from ..selection import ConvAlgorithm, Pass
+from . import rows
+from .occupancy import HOPPER, Device, blocks_per_sm, ceil_div, register_budget, round_up
 from .runtime import (
     ELEMENTWISE_THREADS,
-    Grid,
     Kernel,
+    Launch,
     Runtime,
-    ceil_div,
     ctype,
     elementwise_grid,
     i32,
     itemsize,
-    round_up,
 )
 
 MAX_THREADS = 256  # threads per block: 256 x 255 registers fit any kernel's register use
@@ -36,21 +42,15 @@ MAX_CHANNELS = 16  # channels per group, in and out, up to which the direct kern
 MAX_TAPS = 49  # kernel taps kh * kw up to which the direct kernels are planned
 MAX_GRID_YZ = 65535  # groups and images go on the grid's y and z axes
 MIN_BLOCKS = 512  # forward / grad_input prefer tiles that give at least this many blocks
-GRAD_WEIGHT_BLOCKS = 2048  # grad_weight blocks: fixed by shape, so is the result
-GRAD_WEIGHT_MAX_ACC = 72  # accumulators per thread in grad_weight
+GRAD_WEIGHT_BLOCKS = 2048  # grad_weight blocks with schedule 'fixed': fixed by shape
+# accumulators per thread in grad_weight, and the blocks per SM its launch bounds ask for,
+# by schedule: 'waves' trades longer per-pixel loops for half the registers
+GRAD_WEIGHT_MAX_ACC = {"fixed": 72, "waves": 36}
+GRAD_WEIGHT_MIN_BLOCKS = {"fixed": 1, "waves": 2}
 GRAD_INPUT_MAX_OFFSETS = 64  # rows x taps per thread in strided / dilated grad_input
 SOURCE = "conv_direct.cu"
-
-
-@dataclass(frozen=True)
-class Launch:
-    """A planned launch; `params` are the int arguments after the geometry's."""
-
-    kernel: Kernel
-    grid: Grid
-    block: int
-    shared: int
-    params: tuple[int, ...]
+KERNELS = ("tiles", "rows")
+SCHEDULES = ("fixed", "waves")
 
 
 def geometry_ints(g: Conv2dGeometry) -> tuple[int, ...]:
@@ -161,8 +161,18 @@ def plan_grad_input(g: Conv2dGeometry, ctype_: str) -> Launch | None:
                                           (tile_w - 1 + (kw - 1) * dw) // sw + 1))
 
 
+def _grad_weight_chunks(g: Conv2dGeometry, items: int, per_sm: int, device: Device) -> int:
+    """Chunks per group for schedule 'waves': the count whose blocks (chunks x groups, in
+    waves of per_sm x SMs) finish soonest, each summing ceil(items / chunks) work items; the
+    fewest such chunks (fewer partials to add)."""
+    slots = per_sm * device.sms
+    return min(range(1, min(items, slots) + 1),
+               key=lambda c: (ceil_div(c * g.groups, slots) * ceil_div(items, c), c))
+
+
 @cache
-def plan_grad_weight(g: Conv2dGeometry, ctype_: str) -> Launch | None:
+def plan_grad_weight(g: Conv2dGeometry, ctype_: str, schedule: str = "fixed",
+                     device: Device = HOPPER) -> Launch | None:
     """conv2d_grad_weight_direct: grid (chunks, groups); the partials' chunk count is grid[0].
 
     Threads are `pairs` (output slice, input channel) x npt pixel lanes, npt a power of two;
@@ -172,7 +182,7 @@ def plan_grad_weight(g: Conv2dGeometry, ctype_: str) -> Launch | None:
     """
     (kh, kw), (oh, ow), (sh, sw), (dh, dw) = g.kernel_hw, g.output_hw, g.stride, g.dilation
     cg, og = g.in_per_group, g.out_per_group
-    opt = _width(og, kh * kw, GRAD_WEIGHT_MAX_ACC)
+    opt = _width(og, kh * kw, GRAD_WEIGHT_MAX_ACC[schedule])
     acc = opt * kh * kw
     pairs = og // opt * cg
     if pairs > MAX_THREADS:
@@ -182,6 +192,8 @@ def plan_grad_weight(g: Conv2dGeometry, ctype_: str) -> Launch | None:
         npt *= 2
     threads = pairs * npt if npt >= 32 else round_up(pairs, 32 // npt) * npt
     reduce_elems = pairs * max(1, npt // 32) * acc
+    min_blocks = GRAD_WEIGHT_MIN_BLOCKS[schedule]
+    registers = register_budget(device, MAX_THREADS, min_blocks)
     for max_w in (64, 32, 16, 8, 4, 2, 1):
         tiles_w = ceil_div(ow, max_w)
         tile_w = ceil_div(ow, tiles_w)
@@ -195,20 +207,33 @@ def plan_grad_weight(g: Conv2dGeometry, ctype_: str) -> Launch | None:
             if elems * itemsize(ctype_) > SHARED_BYTES:
                 continue
             tiles_h = ceil_div(oh, tile_h)
-            chunks = max(1, min(g.batch * tiles_h * tiles_w, ceil_div(GRAD_WEIGHT_BLOCKS, g.groups)))
+            items = g.batch * tiles_h * tiles_w
+            if schedule == "fixed":
+                chunks = max(1, min(items, ceil_div(GRAD_WEIGHT_BLOCKS, g.groups)))
+            else:
+                per_sm = blocks_per_sm(device, threads, registers, elems * itemsize(ctype_))
+                chunks = _grad_weight_chunks(g, items, per_sm, device)
             return Launch(
-                Kernel.template(SOURCE, "conv2d_grad_weight_direct", ctype_, kh, kw, opt, _unit(g)),
+                Kernel.template(SOURCE, "conv2d_grad_weight_direct", ctype_, kh, kw, opt, _unit(g),
+                                min_blocks),
                 (chunks, g.groups, 1),
                 threads,
                 elems * itemsize(ctype_),
                 (tile_h, tile_w, tiles_h, tiles_w, pairs, npt, tih, tiw, tiw, x_cpitch,
                  tile_h * tile_w, gy_off),
+                registers,
             )
     return None
 
 
-PLANNERS: dict[Pass, Callable[[Conv2dGeometry, str], Launch | None]] = {
-    "forward": plan_forward, "grad_input": plan_grad_input, "grad_weight": plan_grad_weight}
+def _rows_geometry(pass_: Pass, g: Conv2dGeometry) -> Conv2dGeometry | None:
+    """The convolution whose forward with the rows kernel computes this pass of g: g itself
+    for the forward, `g.transposed()` for grad_input (stride 1 only), none for grad_weight."""
+    if pass_ == "forward":
+        return g
+    if pass_ == "grad_input" and g.has_transpose:
+        return g.transposed()
+    return None
 
 
 def _sum_partials(ctype_: str) -> Kernel:
@@ -220,50 +245,91 @@ def _in_range(g: Conv2dGeometry) -> bool:
             and max(g.groups, g.batch) <= MAX_GRID_YZ)
 
 
+_TILES: dict[Pass, Callable[[Conv2dGeometry, str], Launch | None]] = {
+    "forward": plan_forward, "grad_input": plan_grad_input}
+
+
+def plan(pass_: Pass, g: Conv2dGeometry, ctype_: str, device: Device = HOPPER,
+         **params: str) -> Launch | None:
+    """The launch of a pass with these parameters (see `space`), or None where it has none."""
+    if not _in_range(g):
+        return None
+    if pass_ == "grad_weight":
+        return plan_grad_weight(g, ctype_, params.get("schedule", "fixed"), device)
+    if params.get("kernel", "tiles") == "rows":
+        source = _rows_geometry(pass_, g)
+        return None if source is None else rows.plan(source, ctype_, device)
+    return _TILES[pass_](g, ctype_)
+
+
 def supports(pass_: Pass, g: Conv2dGeometry) -> bool:
     """Whether the pass has a launch plan; decided for float64 (the larger tiles of float32
     always fit when those of float64 do), so that both dtypes run the same algorithm."""
-    return _in_range(g) and PLANNERS[pass_](g, "double") is not None
+    return plan(pass_, g, "double") is not None
 
 
-def plan(pass_: Pass, g: Conv2dGeometry, ctype_: str) -> Launch:
-    """The launch of a pass this algorithm supports (see `supports`)."""
-    launch = PLANNERS[pass_](g, ctype_) if _in_range(g) else None
+def space(pass_: Pass, g: Conv2dGeometry) -> Mapping[str, Sequence[str]]:
+    """The parameters of a pass and their values, the default first; a value is offered
+    where it has a plan (for float64, as in `supports`)."""
+    if pass_ == "grad_weight":
+        return {"schedule": SCHEDULES}
+    return {"kernel": tuple(k for k in KERNELS if plan(pass_, g, "double", kernel=k))}
+
+
+def _launch(pass_: Pass, g: Conv2dGeometry, ctype_: str, device: Device,
+            params: Mapping[str, str]) -> Launch:
+    launch = plan(pass_, g, ctype_, device, **params)
     if launch is None:
-        raise ValueError(f"the direct CUDA kernels do not handle the {pass_} of {g}")
+        raise ValueError(f"the direct CUDA kernels have no {pass_} plan {dict(params)} for {g}")
     return launch
 
 
-def kernels(pass_: Pass, g: Conv2dGeometry, ctype_: str) -> list[Kernel]:
-    """Every kernel a pass launches."""
-    launch = plan(pass_, g, ctype_)
+def kernels(pass_: Pass, g: Conv2dGeometry, ctype_: str, device: Device, **params: str
+            ) -> list[Kernel]:
+    """Every kernel a pass launches on this device."""
+    launch = _launch(pass_, g, ctype_, device, params)
     extra = [_sum_partials(ctype_)] if pass_ == "grad_weight" and launch.grid[0] > 1 else []
     return [launch.kernel, *extra]
 
 
-def forward(x: Any, w: Any, bias: Any | None, y: Any, g: Conv2dGeometry, *, runtime: Runtime
-            ) -> None:
-    launch = plan("forward", g, ctype(x.dtype))
-    b = y if bias is None else bias
-    runtime.launch(launch.kernel, launch.grid, launch.block, launch.shared,
-                   [x, w, b, y, *i32(*geometry_ints(g), bias is not None, *launch.params)])
+def _run(runtime: Runtime, launch: Launch, args: Sequence[Any]) -> None:
+    runtime.launch(launch.kernel, launch.grid, launch.block, launch.shared, args)
 
 
-def grad_input(grad_out: Any, w: Any, grad_x: Any, g: Conv2dGeometry, *, runtime: Runtime
-               ) -> None:
-    launch = plan("grad_input", g, ctype(grad_out.dtype))
-    runtime.launch(launch.kernel, launch.grid, launch.block, launch.shared,
-                   [grad_out, w, grad_x, *i32(*geometry_ints(g), *launch.params)])
+def _forward_rows(runtime: Runtime, launch: Launch, x: Any, w: Any, bias: Any | None, y: Any,
+                  g: Conv2dGeometry) -> None:
+    _run(runtime, launch, [x, w, bias, y, *i32(g.batch, *geometry_ints(g), bias is not None,
+                                                *launch.params)])
 
 
-def grad_weight(x: Any, grad_out: Any, grad_w: Any, g: Conv2dGeometry, *, runtime: Runtime
-                ) -> None:
+def forward(x: Any, w: Any, bias: Any | None, y: Any, g: Conv2dGeometry, *, runtime: Runtime,
+            kernel: str = "tiles") -> None:
+    launch = _launch("forward", g, ctype(x.dtype), runtime.device, {"kernel": kernel})
+    if kernel == "rows":
+        _forward_rows(runtime, launch, x, w, bias, y, g)
+    else:
+        _run(runtime, launch, [x, w, bias, y, *i32(*geometry_ints(g), bias is not None,
+                                                    *launch.params)])
+
+
+def grad_input(grad_out: Any, w: Any, grad_x: Any, g: Conv2dGeometry, *, runtime: Runtime,
+               kernel: str = "tiles") -> None:
+    launch = _launch("grad_input", g, ctype(grad_out.dtype), runtime.device, {"kernel": kernel})
+    if kernel == "rows":
+        _forward_rows(runtime, launch, grad_out, rows.transposed_weights(runtime.xp, w, g),
+                      None, grad_x, g.transposed())
+    else:
+        _run(runtime, launch, [grad_out, w, grad_x, *i32(*geometry_ints(g), *launch.params)])
+
+
+def grad_weight(x: Any, grad_out: Any, grad_w: Any, g: Conv2dGeometry, *, runtime: Runtime,
+                schedule: str = "fixed") -> None:
     ctype_ = ctype(x.dtype)
-    launch = plan("grad_weight", g, ctype_)
+    launch = _launch("grad_weight", g, ctype_, runtime.device, {"schedule": schedule})
     chunks = launch.grid[0]
     partial = grad_w if chunks == 1 else runtime.xp.empty((chunks, *grad_w.shape), x.dtype)
-    runtime.launch(launch.kernel, launch.grid, launch.block, launch.shared,
-                   [x, grad_out, partial, *i32(g.batch, *geometry_ints(g), *launch.params)])
+    _run(runtime, launch, [x, grad_out, partial, *i32(g.batch, *geometry_ints(g),
+                                                       *launch.params)])
     if chunks > 1:
         runtime.launch(_sum_partials(ctype_), elementwise_grid(grad_w.size), ELEMENTWISE_THREADS,
                        0, [partial, grad_w, *i32(chunks, grad_w.size)])
@@ -278,4 +344,5 @@ ALGORITHM = ConvAlgorithm(
     requirement=(f"at most {MAX_CHANNELS} input and output channels per group, at most "
                  f"{MAX_TAPS} kernel taps, at most {MAX_GRID_YZ} groups and images, and a tile "
                  "that fits shared memory"),
+    space=space,
 )

@@ -9,8 +9,9 @@ NumPy arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,9 +19,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .occupancy import HOPPER, Device, ceil_div
+
 SOURCE_DIR = Path(__file__).resolve().parent
 COMPILE_OPTIONS = ("-std=c++17",)
 ELEMENTWISE_THREADS = 256  # threads per block of the elementwise (grid-stride) kernels
+ELEMENTWISE_MIN_BLOCKS = 4  # their __launch_bounds__: 4 x 256 threads per SM, 64 registers
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _INCLUDE = re.compile(r'^#include "([\w.]+)"$', re.MULTILINE)
 
@@ -41,36 +45,79 @@ class Kernel:
         return cls(source, f"{name}<{', '.join(spelled)}>")
 
 
-class Runtime(Protocol):
-    """An array module and a way to launch a `Kernel` on arrays of it.
+@dataclass(frozen=True)
+class Launch:
+    """A planned launch of a kernel with `params`, the int arguments after the geometry's;
+    `registers` is the register budget per thread the kernel is compiled for (its
+    ``__launch_bounds__``), 255 where it has none."""
 
-    `args` are arrays (passed as pointers) and NumPy scalars whose types match the kernel's
-    parameters (np.int32 for int, np.int64 for long long).
+    kernel: Kernel
+    grid: Grid
+    block: int
+    shared: int
+    params: tuple[int, ...]
+    registers: int = 255
+
+
+class Runtime(Protocol):
+    """An array module, the device the planners plan for, and a way to launch a `Kernel` on
+    arrays of the array module.
+
+    `args` are arrays (passed as pointers), None (a null pointer) and NumPy scalars whose
+    types match the kernel's parameters (np.int32 for int, np.int64 for long long).
     """
 
     xp: Any
+
+    @property
+    def device(self) -> Device: ...
 
     def launch(self, kernel: Kernel, grid: Grid, block: int, shared: int, args: Sequence[Any]
                ) -> None: ...
 
 
 class CupyRuntime:
-    """CuPy arrays; each kernel compiled by NVRTC on its first launch (and cached by CuPy)."""
+    """CuPy arrays on the current CUDA device; each kernel compiled by NVRTC on its first
+    launch on a device (CuPy caches the binary on disk) and kept per device, since a loaded
+    function belongs to the device it was loaded on."""
 
     def __init__(self) -> None:
         import cupy
 
         self.xp = cupy
-        self._functions: dict[Kernel, Any] = {}
+        self._functions: dict[tuple[int, Kernel], Any] = {}
+        self._devices: dict[int, Device] = {}
+
+    @property
+    def device(self) -> Device:
+        index = self.xp.cuda.runtime.getDevice()
+        if index not in self._devices:
+            self._devices[index] = device_of(self.xp.cuda.runtime.getDeviceProperties(index))
+        return self._devices[index]
 
     def launch(self, kernel: Kernel, grid: Grid, block: int, shared: int, args: Sequence[Any]
                ) -> None:
-        function = self._functions.get(kernel)
+        key = (self.xp.cuda.runtime.getDevice(), kernel)
+        function = self._functions.get(key)
         if function is None:
             module = self.xp.RawModule(code=kernel_source(kernel.source), options=COMPILE_OPTIONS,
                                        name_expressions=(kernel.name,))
-            function = self._functions[kernel] = module.get_function(kernel.name)
+            function = self._functions[key] = module.get_function(kernel.name)
         function(grid, (block, 1, 1), tuple(args), shared_mem=shared)
+
+
+def device_of(properties: Mapping[str, Any]) -> Device:
+    """A `Device` from cudaDeviceProp fields (as CuPy's getDeviceProperties returns them);
+    a field an older CuPy does not report keeps the value of an sm_90 GPU."""
+    fields = {"sms": "multiProcessorCount", "registers_per_sm": "regsPerMultiprocessor",
+              "threads_per_sm": "maxThreadsPerMultiProcessor",
+              "blocks_per_sm": "maxBlocksPerMultiProcessor",
+              "shared_per_sm": "sharedMemPerMultiprocessor",
+              "shared_reserved": "reservedSharedMemPerBlock"}
+    name = properties.get("name", b"GPU")
+    return dataclasses.replace(
+        HOPPER, name=name.decode() if isinstance(name, bytes) else str(name),
+        **{field: int(properties[key]) for field, key in fields.items() if key in properties})
 
 
 @cache
@@ -105,14 +152,6 @@ def itemsize(ctype_: str) -> int:
 def i32(*values: int) -> list[np.int32]:
     """Kernel int arguments."""
     return [np.int32(v) for v in values]
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def round_up(a: int, b: int) -> int:
-    return ceil_div(a, b) * b
 
 
 def elementwise_grid(total: int) -> Grid:

@@ -1,4 +1,4 @@
-"""Test-only tooling for the CUDA kernels without a GPU: the host emulator and NVRTC.
+"""Test-only tooling for the CUDA kernels without a GPU: the host emulator and compilers.
 
 - `Emulator`: the kernels compiled by g++ as one host library with kernels/cuda/
   host_emulation.cuh, a C entry per template instantiation.
@@ -7,18 +7,27 @@
   and launch code runs unchanged.
 - `nvrtc_compile`: NVRTC through CuPy's bindings, the compiler used at run time, with CuPy's
   options; needs CuPy's NVRTC library but no GPU.
+- `ptxas_info`: registers and spills of every instantiation, from nvcc's ptxas -v, compiled
+  in parallel and cached.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import hashlib
+import json
+import os
+import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from minitorch_resnext.kernels.cuda.occupancy import HOPPER
 from minitorch_resnext.kernels.cuda.runtime import (
     COMPILE_OPTIONS,
     SOURCE_DIR,
@@ -32,6 +41,73 @@ def instantiating(source: str, names: Sequence[str]) -> str:
     """The loader's text of `source` plus a table that instantiates each name expression."""
     table = ",\n  ".join(f"reinterpret_cast<const void*>(&{n})" for n in names)
     return f"{kernel_source(source)}\nconst void* mr_instances[] = {{\n  {table}\n}};\n"
+
+
+@dataclass(frozen=True)
+class PtxasInfo:
+    """What ptxas -v reports for one kernel."""
+
+    registers: int
+    spill_bytes: int  # bytes of spill stores
+
+
+_ENTRY = re.compile(r"Compiling entry function '(\w+)'")
+_SPILLS = re.compile(r"(\d+) bytes spill stores")
+_REGISTERS = re.compile(r"Used (\d+) registers")
+
+
+def _nvcc(path: Path, arch: str) -> subprocess.Popen[str]:
+    cmd = ["nvcc", f"-arch={arch}", *COMPILE_OPTIONS, "-Werror", "all-warnings", "-Xptxas", "-v",
+           "--cubin", str(path), "-o", str(path.with_suffix(".cubin"))]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _demangled(symbols: Sequence[str]) -> list[str]:
+    """`name<args>` of each mangled kernel symbol (c++filt prints `void name<args>(params)`)."""
+    out = subprocess.run(["c++filt"], input="\n".join(symbols), capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    return [line.removeprefix("void ")[: line.index("(") - len("void ")] for line in out]
+
+
+# ptxas results, kept between runs (CI runs on the same machine as the sessions before it)
+PTXAS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "minitorch-resnext/ptxas"
+
+
+def ptxas_info(planned: Mapping[str, Sequence[str]], arch: str, directory: Path,
+               cache: Path | None = PTXAS_CACHE) -> dict[str, PtxasInfo]:
+    """ptxas -v's registers and spill stores of every name expression of `planned` (source
+    file -> names), compiled by nvcc for `arch` with warnings as errors in `directory`, split
+    over the CPU cores. The result is kept in `cache`, keyed by the sources' text, nvcc's
+    version, `arch` and the names. Raises AssertionError with nvcc's log on failure."""
+    version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
+    key_text = json.dumps([version, arch, COMPILE_OPTIONS, sorted(
+        (source, kernel_source(source), sorted(names)) for source, names in planned.items())])
+    kept = None if cache is None else cache / f"{hashlib.sha256(key_text.encode()).hexdigest()}.json"
+    if kept is not None and kept.is_file():
+        return {name: PtxasInfo(*info) for name, info in json.loads(kept.read_text()).items()}
+    parts = max(1, os.cpu_count() or 1)  # ptxas dominates: one job per core
+    jobs = []
+    for source, names in planned.items():
+        for part in range(min(parts, len(names))):
+            unit = directory / f"{part}_{source}"
+            unit.write_text(instantiating(source, names[part::parts]))
+            jobs.append((source, _nvcc(unit, arch)))
+    symbols, infos = [], []
+    for source, job in jobs:
+        log = job.communicate()[0]
+        assert job.returncode == 0, f"nvcc failed on {source}:\n{log}"
+        for entry in log.split("Compiling entry function")[1:]:
+            entry = "Compiling entry function" + entry
+            symbols.append(_ENTRY.search(entry).group(1))
+            infos.append(PtxasInfo(int(_REGISTERS.search(entry).group(1)),
+                                   int(_SPILLS.search(entry).group(1))))
+    result = dict(zip(_demangled(symbols), infos, strict=True))
+    if kept is not None:  # written whole, then renamed: a reader never sees half a file
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({n: [i.registers, i.spill_bytes] for n, i in result.items()}))
+        partial.replace(kept)
+    return result
 
 
 def nvrtc_compile(source: str, names: Sequence[str], arch: str = "sm_90") -> dict[str, str]:
@@ -122,7 +198,10 @@ class Emulator:
         values: list[Any] = []
         kinds, sizes = "", []
         for a in args:
-            if isinstance(a, np.ndarray):
+            if a is None:  # a null pointer, as CuPy passes None
+                values.append(ctypes.c_void_p(None))
+                kinds, size = kinds + "p", ctypes.sizeof(ctypes.c_void_p)
+            elif isinstance(a, np.ndarray):
                 assert a.flags.c_contiguous, "kernels take C-contiguous arrays"
                 values.append(ctypes.c_void_p(a.ctypes.data))
                 kinds, size = kinds + "p", ctypes.sizeof(ctypes.c_void_p)
@@ -148,9 +227,17 @@ class Emulator:
         assert rc == 0, f"{kernel.name}: {err.value.decode()}"
 
 
+# The device planned for under emulation: an sm_90 GPU with two SMs that run one block at a
+# time, so that persistent kernels' blocks each walk several items of their list.
+EMULATED_DEVICE = dataclasses.replace(HOPPER, name="emulated sm_90, 2 SMs", sms=2, blocks_per_sm=1)
+
+
 class EmulatedRuntime:
     """A `Runtime` over guarded NumPy arrays that launches kernels on the emulator, with each
-    block's threads in forward or reverse order; `launched` lists the kernels it ran."""
+    block's threads in forward order and asynchronous copies landing at their wait, or in
+    reverse order with copies landing at once; `launched` lists the kernels it ran."""
+
+    device = EMULATED_DEVICE
 
     def __init__(self, emulator: Emulator, reverse: bool) -> None:
         self.xp = GuardedArrays()
