@@ -35,6 +35,7 @@ HELP = "time grouped-conv forward/grad_input/grad_weight against PyTorch, NumPy 
 
 PASSES = ("forward", "grad_input", "grad_weight")
 PROJECT, TORCH, BASELINE = "minitorch", "torch", "numpy-ref"
+BACK_TO_BACK_CALLS = 20  # calls per measurement of a GPU's back-to-back throughput
 # largest max|a - b| / max|b| accepted between two float32 implementations of one pass
 REL_TOL = 1e-3
 
@@ -247,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": threads,
         "versions": common.package_versions(
             ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "matplotlib", "torch",
-             "cupy-cuda12x", "cupy-cuda11x", "cupy"]),
+             "cupy"]),
         "settings": {"batch": plan.batch, "repeats": plan.repeats, "baseline_repeats": plan.baseline_repeats,
                      "settle_s": plan.settle_s, "quick": plan.quick, "rel_tol": REL_TOL,
                      "statistic": "median of interleaved rounds after 1 warm-up"},
@@ -385,6 +386,7 @@ def _bench_shape(
         candidates = [common.Candidate(name, calls[pass_], n) for name, (calls, n) in impls.items()]
         with torch.no_grad() if torch is not None else contextlib.nullcontext():
             stats = common.time_interleaved(candidates, plan.timer, plan.settle_s)
+            b2b = _back_to_back(candidates, plan)
         outputs = {c.name: _host(c.result) for c in candidates}
         check = outputs.get(TORCH, outputs.get(BASELINE))
         for name, s in stats.items():
@@ -396,7 +398,23 @@ def _bench_shape(
                 "max_rel_err": None if check is None or outputs[name] is check else
                 float(np.max(np.abs(outputs[name] - check)) / max(np.max(np.abs(check)), 1e-30)),
             })
+            if name in b2b:
+                rows[-1] |= {
+                    "back_to_back_ms": b2b[name].to_json()["median_ms"],
+                    "back_to_back_roofline_fraction": flops / b2b[name].median / attainable,
+                    "speedup_back_to_back": (b2b[TORCH].median / b2b[name].median
+                                             if TORCH in b2b else None)}
     return record, rows
+
+
+def _back_to_back(candidates: list[common.Candidate], plan: _Plan) -> dict[str, common.Stats]:
+    """On a GPU, each candidate's time per call over BACK_TO_BACK_CALLS calls per measurement:
+    the throughput of the kernels without the host's per-call gaps, beside the latency."""
+    if plan.device != "cuda":
+        return {}
+    again = [common.Candidate(c.name, c.fn, c.repeats, warmup=0) for c in candidates]
+    return common.time_interleaved(again, common.back_to_back(plan.timer, BACK_TO_BACK_CALLS),
+                                   plan.settle_s)
 
 
 def _describe(record: dict[str, Any]) -> str:
@@ -419,10 +437,16 @@ def _targets(
         if r["implementation"] != PROJECT:
             continue
         t = target_for(device, cg[r["shape"]], r["pass"])
+        # judged on back-to-back throughput where it was measured (the kernels, without the
+        # host's per-call gaps), else on per-call latency
+        b2b = "back_to_back_ms" in r
+        speedup = r["speedup_back_to_back"] if b2b else r["speedup_vs_torch"]
+        roofline = r["back_to_back_roofline_fraction"] if b2b else r["roofline_fraction"]
         out.append({"shape": r["shape"], "pass": r["pass"], "target": t.describe(),
                     "min_speedup": t.min_speedup, "min_roofline_fraction": t.min_roofline,
-                    "speedup": r["speedup_vs_torch"], "roofline_fraction": r["roofline_fraction"],
-                    "status": t.status(r["speedup_vs_torch"], r["roofline_fraction"])})
+                    "speedup": speedup, "roofline_fraction": roofline,
+                    "basis": "back-to-back" if b2b else "latency",
+                    "status": t.status(speedup, roofline)})
     return out
 
 
@@ -433,21 +457,26 @@ def _ms(value: float) -> str:
 def _table(results: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
     """One row per (shape, pass, implementation); the target and its status on the project's rows."""
     by_key = {(t["shape"], t["pass"]): t for t in targets}
-    header = ["shape", "pass", "impl", "ms", "IQR ms", "GFLOP/s", "% roof", "vs torch", "target", "status"]
+    b2b = any("back_to_back_ms" in r for r in results)  # GPU: back-to-back time per call too
+    header = ["shape", "pass", "impl", "ms", "IQR ms", "GFLOP/s", "% roof", "vs torch",
+              *(["b2b ms", "b2b vs torch"] if b2b else []), "target", "status"]
     rows, last = [], (None, None)
+
+    def vs_torch(r: dict[str, Any], speedup: float | None) -> str:
+        return "-" if speedup is None or r["implementation"] == TORCH else f"{speedup:.2f}x"
+
     for r in results:
         key = (r["shape"], r["pass"])
         t = by_key[key] if r["implementation"] == PROJECT else None
-        speedup = r["speedup_vs_torch"]
         rows.append([
             r["shape"] if key[0] != last[0] else "", r["pass"] if key != last else "", r["implementation"],
             _ms(r["median_ms"]), f"{_ms(r['q1_ms'])}-{_ms(r['q3_ms'])}", f"{r['gflops']:.3g}",
-            f"{100 * r['roofline_fraction']:.1f}",
-            "-" if speedup is None or r["implementation"] == TORCH else f"{speedup:.2f}x",
+            f"{100 * r['roofline_fraction']:.1f}", vs_torch(r, r["speedup_vs_torch"]),
+            *([_ms(r["back_to_back_ms"]), vs_torch(r, r["speedup_back_to_back"])] if b2b else []),
             t["target"] if t else "", t["status"] if t else "",
         ])
         last = key
-    return common.format_table(header, rows, right=[False] * 3 + [True] * 5 + [False] * 2)
+    return common.format_table(header, rows, right=[False] * 3 + [True] * (5 + 2 * b2b) + [False] * 2)
 
 
 _SHORT = {"forward": "fwd", "grad_input": "grad_in", "grad_weight": "grad_w"}
