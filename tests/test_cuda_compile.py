@@ -241,6 +241,7 @@ EMULATED = [
     _shape(1, 2, 2, 1, (2, 2), (5, 5), 1, 2),  # image smaller than the kernel
     _shape(1, 3, 16, 1, (15, 15), (7, 7), 2, 3),  # stem-like, 3 in / 16 out
     _shape(1, 8, 8, 2, (24, 64), (3, 3), 1, 1),  # rows: blocks of several warps, 2 strips
+    _shape(2, 8, 8, 2, (4, 8), (1, 1)),  # 1x1 direct, rows without zero columns
     _shape(2, 64, 64, 2, (4, 4), (1, 1)),  # gemm: pointwise, im2col layout
     _shape(2, 32, 64, 1, (7, 6), (3, 3), 2, 1),  # gemm: im2col / col2im
     _shape(1, 32, 40, 1, (32, 32), (1, 1)),  # gemm: pointwise, per image

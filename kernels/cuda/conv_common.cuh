@@ -88,10 +88,11 @@ __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 
 // Calls f(i0, i1, i2) for the elements first, first + step, first + 2 * step, ... of a
 // d0 x d1 x d2 grid in row-major order: the thread's share of a grid-stride loop, with the
-// divisions done once per thread instead of once per element.
+// divisions done once per thread instead of once per element. An empty grid calls nothing.
 template <typename F>
 __device__ __forceinline__ void for_each_3d(int d0, int d1, int d2, int first, int step,
                                             F&& f) {
+  if (d0 <= 0 || d1 <= 0 || d2 <= 0) return;
   int i2 = first % d2, i1 = (first / d2) % d1, i0 = first / d2 / d1;
   const int s2 = step % d2, s1 = (step / d2) % d1, s0 = step / d2 / d1;
   while (i0 < d0) {
