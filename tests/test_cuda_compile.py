@@ -215,6 +215,50 @@ def test_plans_fit_a_gpu(g: Conv2dGeometry) -> None:
                     assert plan.block % 32 == 0
 
 
+@pytest.mark.parametrize(("threads", "registers", "shared", "blocks"), [
+    (256, 32, 0, 8),  # 8 warps x 32 lanes x 32 registers = 8192 per block: 8 fill 65536
+    (256, 64, 0, 4),
+    (256, 255, 0, 1),  # 255 is allocated as 256 per thread
+    (224, 111, 0, 2),  # 112 per thread x 32 = 3584 per warp: 4 warps per sub-partition, 7 per block
+    (128, 72, 0, 7),  # 2304 per warp: 7 per sub-partition, 28 warps, 4 per block
+    (256, 32, 48 * 1024, 4),  # (48 + 1 reserved) KiB each of 228 KiB
+    (32, 16, 0, 32),  # block slots
+])
+def test_occupancy_model_on_sm90(threads: int, registers: int, shared: int, blocks: int) -> None:
+    assert blocks_per_sm(HOPPER, threads, registers, shared) == blocks
+
+
+def test_register_budget_of_launch_bounds_on_sm90() -> None:
+    budgets = [register_budget(HOPPER, 256, b) for b in (1, 2, 3, 4, 8)]
+    assert budgets == [255, 128, 80, 64, 32]
+    for b, budget in zip((1, 2, 3, 4, 8), budgets, strict=True):
+        assert blocks_per_sm(HOPPER, 256, budget, 0) >= b > blocks_per_sm(HOPPER, 256, budget + 8, 0)
+
+
+def test_persistent_grids_are_one_wave_of_resident_blocks() -> None:
+    for g in MODEL_SHAPES:
+        for pass_ in ("forward", "grad_input"):
+            if "rows" not in direct.ALGORITHM.space(pass_, g).get("kernel", ()):
+                continue
+            launch = direct.plan(pass_, g, "float", HOPPER, kernel="rows")
+            quads, row_groups, strips = launch.params[:3]
+            items = g.batch * g.groups * strips
+            resident = blocks_per_sm(HOPPER, launch.block, launch.registers, launch.shared)
+            assert launch.grid[0] == min(items, resident * HOPPER.sms), (g, pass_)
+
+
+def test_waves_schedule_sizes_grad_weight_chunks_to_the_sms() -> None:
+    g = _shape(64, 128, 128, 32, (56, 56), (3, 3), 1, 1)  # ResNeXt-50 stage 1, 4 per group
+    fixed = direct.plan("grad_weight", g, "float", HOPPER, schedule="fixed")
+    waves = direct.plan("grad_weight", g, "float", HOPPER, schedule="waves")
+    assert fixed.grid[:2] == (64, 32) and fixed.registers == 255  # 2048 blocks, by shape
+    # 256 threads under a 128-register budget: 2 blocks per SM, 264 slots on 132 SMs, which
+    # hold 8 chunks x 32 groups in one wave; each chunk sums 24 of the 64 x 3 (image, tile)
+    # items (more chunks would take a second wave for as many items per block)
+    assert waves.registers == 128 and waves.block == 256 and waves.params[2:4] == (3, 1)
+    assert waves.grid[:2] == (8, 32)
+
+
 def test_resnext_grouped_convs_run_direct_up_to_16_channels() -> None:
     for g in MODEL_SHAPES:
         for pass_, choice in cuda.conv2d_algorithm(g):
