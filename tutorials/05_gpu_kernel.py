@@ -41,9 +41,10 @@ from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 SOURCE = Path(cuda.__file__).parent / "conv_direct.cu"
 source = SOURCE.read_text()
-kernels = re.findall(r"__global__ void (\w+)\(", source)
+kernels = re.findall(r"__global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(", source)
 print(f"{SOURCE.name}: {', '.join(kernels)}")
-assert kernels == ["conv2d_forward_direct", "conv2d_grad_input_direct", "conv2d_grad_weight_direct"]
+assert kernels == ["conv2d_forward_direct", "conv2d_forward_rows", "conv2d_grad_input_direct",
+                   "conv2d_grad_weight_direct"]
 
 # %% [markdown]
 # ## The plan for ResNeXt-50's grouped 3x3
@@ -274,3 +275,6 @@ else:
 # * The other two kernels (`conv2d_grad_input_direct`, a gather that writes each input
 #   gradient once without atomics, and `conv2d_grad_weight_direct`, a deterministic reduction
 #   by warp shuffles) follow the same plan; read them in `kernels/cuda/conv_direct.cu`.
+# * `conv2d_forward_rows`, chosen with `algorithm=Choice("direct", {"kernel": "rows"}, ...)`,
+#   goes further toward the memory roofline: persistent blocks over full-row strips, with the
+#   next strip's loads in flight (asynchronous copies) while this one is computed.
