@@ -25,6 +25,7 @@ from ..geometry import Conv2dGeometry
 from ..selection import ConvAlgorithm, Pass
 from . import rows
 from .occupancy import HOPPER, Device, blocks_per_sm, ceil_div, register_budget, round_up
+from .rows import channels_per_thread
 from .runtime import (
     ELEMENTWISE_THREADS,
     Kernel,
@@ -34,6 +35,7 @@ from .runtime import (
     elementwise_grid,
     i32,
     itemsize,
+    unit_steps,
 )
 
 MAX_THREADS = 256  # threads per block: 256 x 255 registers fit any kernel's register use
@@ -57,17 +59,6 @@ def geometry_ints(g: Conv2dGeometry) -> tuple[int, ...]:
     """The int arguments every direct kernel takes after its pointers (and image count)."""
     return (g.in_channels, *g.input_hw, g.out_channels, *g.output_hw, g.groups, *g.stride,
             *g.padding, *g.dilation)
-
-
-def _unit(g: Conv2dGeometry) -> bool:
-    """Stride 1 and dilation 1: the kernels' compile-time fast path."""
-    return g.stride == (1, 1) and g.dilation == (1, 1)
-
-
-def _width(channels: int, taps: int = 1, max_acc: int = 8) -> int:
-    """Channels per thread: the largest of 8, 4, 2, 1 that divides `channels` and keeps
-    taps * width accumulators within `max_acc` (1 always qualifies)."""
-    return next(v for v in (8, 4, 2, 1) if channels % v == 0 and (v * taps <= max_acc or v == 1))
 
 
 def _tiling(
@@ -115,7 +106,7 @@ def _tiled(g: Conv2dGeometry, ctype_: str, name: str, rows: int, cols: int, py: 
     slices of `thread_channels` (the channels it computes, a few per thread); shared memory
     holds the group's weights, then `window(tile_w, tile_h)` (rows, cols) of as many of the
     `window_channels` channels it reads as fit."""
-    width = _width(thread_channels)
+    width = channels_per_thread(thread_channels)
     w_elems = round_up(g.out_per_group * g.in_per_group * g.taps, 4)
     budget = SHARED_BYTES // itemsize(ctype_) - w_elems
 
@@ -129,7 +120,7 @@ def _tiled(g: Conv2dGeometry, ctype_: str, name: str, rows: int, cols: int, py: 
         return None
     tile_w, tiles_w, rg, (chunk_c, wh, ww) = tiling
     return Launch(
-        Kernel.template(SOURCE, name, ctype_, *g.kernel_hw, width, py, _unit(g)),
+        Kernel.template(SOURCE, name, ctype_, *g.kernel_hw, width, py, unit_steps(g)),
         (tiles_w * ceil_div(rows, rg * py), g.groups, g.batch),
         tile_w * rg * (thread_channels // width),
         (w_elems + chunk_c * wh * ww) * itemsize(ctype_),
@@ -153,7 +144,7 @@ def plan_grad_input(g: Conv2dGeometry, ctype_: str) -> Launch | None:
     channels, tgh x tgw = the output positions a tile's pixels reach."""
     (kh, kw), (h, w), (sh, sw), (dh, dw) = g.kernel_hw, g.input_hw, g.stride, g.dilation
     py = _rows_per_thread(h)
-    if not _unit(g):  # a tap offset per (row, tap) stays in registers: keep them few
+    if not unit_steps(g):  # a tap offset per (row, tap) stays in registers: keep them few
         py = min(py, max(1, GRAD_INPUT_MAX_OFFSETS // (kh * kw)))
     return _tiled(g, ctype_, "conv2d_grad_input_direct", h, w, py, g.in_per_group,
                   g.out_per_group,
@@ -182,7 +173,7 @@ def plan_grad_weight(g: Conv2dGeometry, ctype_: str, schedule: str = "fixed",
     """
     (kh, kw), (oh, ow), (sh, sw), (dh, dw) = g.kernel_hw, g.output_hw, g.stride, g.dilation
     cg, og = g.in_per_group, g.out_per_group
-    opt = _width(og, kh * kw, GRAD_WEIGHT_MAX_ACC[schedule])
+    opt = channels_per_thread(og, kh * kw, GRAD_WEIGHT_MAX_ACC[schedule])
     acc = opt * kh * kw
     pairs = og // opt * cg
     if pairs > MAX_THREADS:
@@ -214,7 +205,7 @@ def plan_grad_weight(g: Conv2dGeometry, ctype_: str, schedule: str = "fixed",
                 per_sm = blocks_per_sm(device, threads, registers, elems * itemsize(ctype_))
                 chunks = _grad_weight_chunks(g, items, per_sm, device)
             return Launch(
-                Kernel.template(SOURCE, "conv2d_grad_weight_direct", ctype_, kh, kw, opt, _unit(g),
+                Kernel.template(SOURCE, "conv2d_grad_weight_direct", ctype_, kh, kw, opt, unit_steps(g),
                                 min_blocks),
                 (chunks, g.groups, 1),
                 threads,

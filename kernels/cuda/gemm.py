@@ -23,7 +23,15 @@ import numpy as np
 from ..geometry import Conv2dGeometry
 from ..selection import ConvAlgorithm, Pass
 from .occupancy import Device
-from .runtime import ELEMENTWISE_THREADS, Kernel, Runtime, ctype, elementwise_grid, i32
+from .runtime import (
+    ELEMENTWISE_THREADS,
+    Kernel,
+    Runtime,
+    ctype,
+    elementwise_grid,
+    i32,
+    unit_steps,
+)
 
 WORKSPACE_BYTES = 256 << 20  # columns per chunk of images
 MIN_PIXELS_PER_IMAGE = 1024  # output pixels per image from which a pointwise GEMM runs per image
@@ -49,8 +57,7 @@ def _layout_kernel(pass_: Pass, g: Conv2dGeometry, ctype_: str, layout: str) -> 
     name = _LAYOUT_KERNELS[layout][pass_ == "grad_input"]
     if layout == "groups":
         return Kernel.template(SOURCE, name, ctype_)
-    unit = g.stride == (1, 1) and g.dilation == (1, 1)
-    return Kernel.template(SOURCE, name, ctype_, *g.kernel_hw, unit)
+    return Kernel.template(SOURCE, name, ctype_, *g.kernel_hw, unit_steps(g))
 
 
 def kernels(pass_: Pass, g: Conv2dGeometry, ctype_: str, device: Device,

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..geometry import Conv2dGeometry
 from .occupancy import Device, blocks_per_sm, ceil_div, register_budget, round_up
-from .runtime import Kernel, Launch, itemsize
+from .runtime import Kernel, Launch, itemsize, unit_steps
 
 MAX_THREADS = 256  # the kernel's __launch_bounds__ threads
 SHARED_BYTES = 48 * 1024  # dynamic shared memory a block gets without opting in
@@ -39,12 +39,10 @@ LATENCY_WARPS = 16  # resident warps per SM that hide the latency of shared load
 SOURCE = "conv_direct.cu"
 
 
-def _unit(g: Conv2dGeometry) -> bool:
-    return g.stride == (1, 1) and g.dilation == (1, 1)
-
-
-def _channels_per_thread(og: int) -> int:
-    return next(v for v in (8, 4, 2, 1) if og % v == 0)
+def channels_per_thread(channels: int, taps: int = 1, max_acc: int = 8) -> int:
+    """The largest of 8, 4, 2, 1 that divides `channels` and keeps taps * it accumulators
+    within `max_acc` (1 always qualifies)."""
+    return next(v for v in (8, 4, 2, 1) if channels % v == 0 and (v * taps <= max_acc or v == 1))
 
 
 @cache
@@ -63,20 +61,20 @@ def plan(g: Conv2dGeometry, ctype_: str, device: Device) -> Launch | None:
     (kh, kw), (oh, ow), w = g.kernel_hw, g.output_hw, g.input_hw[1]
     (sh, sw), (_, pw), (dh, dw) = g.stride, g.padding, g.dilation
     cg, og = g.in_per_group, g.out_per_group
-    opt = _channels_per_thread(og)
+    opt = channels_per_thread(og)
     slices = og // opt
     py = next(p for p in (4, 2, 1)
               if p * COLUMNS * opt * words <= ACCUMULATOR_REGISTERS and (p <= oh or p == 1))
     quads = ceil_div(ow, COLUMNS)
     col0 = round_up(pw, vec)  # input column 0 sits 16-byte aligned
     shift = col0 - pw
-    segment = ceil_div(shift + COLUMNS + kw - 1, vec) * vec if _unit(g) else 0
-    reach = (COLUMNS * (quads - 1) + segment if _unit(g)
+    segment = ceil_div(shift + COLUMNS + kw - 1, vec) * vec if unit_steps(g) else 0
+    reach = (COLUMNS * (quads - 1) + segment if unit_steps(g)
              else (COLUMNS * quads - 1) * sw + (kw - 1) * dw + shift + 1)
     pitch = round_up(max(reach, col0 + w), vec)
     w_elems = round_up(og * cg * g.taps, vec)
-    wanted = (words * (py * COLUMNS * opt + segment + opt) + REGISTER_OVERHEAD[_unit(g)]
-              + REGISTERS_PER_TAP[_unit(g)] * g.taps)
+    wanted = (words * (py * COLUMNS * opt + segment + opt) + REGISTER_OVERHEAD[unit_steps(g)]
+              + REGISTERS_PER_TAP[unit_steps(g)] * g.taps)
     min_blocks = max(b for b in range(1, 9) if register_budget(device, MAX_THREADS, b) >= wanted
                      or b == 1)
     registers = register_budget(device, MAX_THREADS, min_blocks)
@@ -104,7 +102,7 @@ def plan(g: Conv2dGeometry, ctype_: str, device: Device) -> Launch | None:
         cost = ceil_div(items, grid) * resident * max(memory, compute)
         params = (quads, rg, strips, win_rows, pitch, col0, w_elems, stage, int(w % vec == 0),
                   int(ow % COLUMNS == 0))
-        kernel = Kernel.template(SOURCE, "conv2d_forward_rows", ctype_, kh, kw, opt, py, _unit(g),
+        kernel = Kernel.template(SOURCE, "conv2d_forward_rows", ctype_, kh, kw, opt, py, unit_steps(g),
                                  shift, stages, min_blocks)
         options.append(((cost, -threads), Launch(kernel, (grid, 1, 1), threads,
                                                  stages * stage * size, params, registers)))

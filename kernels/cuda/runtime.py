@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..geometry import Conv2dGeometry
 from .occupancy import HOPPER, Device, ceil_div
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -143,6 +144,12 @@ def ctype(dtype: Any) -> str:
         return _CTYPES[np.dtype(dtype)]
     except KeyError:
         raise TypeError(f"CUDA conv2d supports float32 and float64, not {dtype}") from None
+
+
+def unit_steps(g: Conv2dGeometry) -> bool:
+    """Stride 1 and dilation 1: the template argument (UNIT) of the kernels' compile-time fast
+    path, where the window offsets are constants."""
+    return g.stride == (1, 1) and g.dilation == (1, 1)
 
 
 def itemsize(ctype_: str) -> int:
