@@ -43,7 +43,7 @@ SHARED_BYTES = 48 * 1024  # dynamic shared memory a block gets without opting in
 MAX_CHANNELS = 16  # channels per group, in and out, up to which the direct kernels are planned
 MAX_TAPS = 49  # kernel taps kh * kw up to which the direct kernels are planned
 MAX_GRID_YZ = 65535  # groups and images go on the grid's y and z axes
-MIN_BLOCKS = 512  # forward / grad_input prefer tiles that give at least this many blocks
+MIN_GRID_BLOCKS = 512  # tiled forward / grad_input prefer tiles that give at least this many blocks
 GRAD_WEIGHT_BLOCKS = 2048  # grad_weight blocks with schedule 'fixed': fixed by shape
 # accumulators per thread in grad_weight, and the blocks per SM its launch bounds ask for,
 # by schedule: 'waves' trades longer per-pixel loops for half the registers
@@ -75,7 +75,7 @@ def _tiling(
     threads. Of the row counts whose window fits shared memory (chunk(...) is not None), take
     the one with the fewest rows computed plus halo rows loaded, summed over the tiles of a
     column, then the fewest rows computed, then the tallest, preferring launches of at least
-    MIN_BLOCKS blocks; try narrower tiles when nothing fits.
+    MIN_GRID_BLOCKS blocks; try narrower tiles when nothing fits.
     """
     need = ceil_div(rows, py)
     halo = (g.kernel_hw[0] - 1) * g.dilation[0] / g.stride[0]  # in rows of the tile
@@ -87,7 +87,7 @@ def _tiling(
             c = chunk(tile_w, rg * py)
             if c is not None:
                 tiles_h = ceil_div(need, rg)
-                few = g.batch * g.groups * tiles_w * tiles_h < MIN_BLOCKS
+                few = g.batch * g.groups * tiles_w * tiles_h < MIN_GRID_BLOCKS
                 options.append(((few, tiles_h * (rg * py + halo), tiles_h * rg, -rg), rg, c))
         if options:
             _, rg, c = min(options)
