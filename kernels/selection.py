@@ -199,6 +199,17 @@ def forced(algorithm: ConvAlgorithm, pass_: Pass, geometry: Conv2dGeometry,
     return Choice(algorithm.name, chosen, "asked for by the caller", "forced")
 
 
+def requested(algorithms: Mapping[str, ConvAlgorithm], pass_: Pass, geometry: Conv2dGeometry,
+              algorithm: str | Choice) -> Choice:
+    """What a caller's ``algorithm=`` (a name, or a `Choice` with parameters) runs: `forced`,
+    after checking that `algorithms` has it."""
+    name, params = ((algorithm.algorithm, algorithm.params) if isinstance(algorithm, Choice)
+                    else (algorithm, None))
+    if name not in algorithms:
+        raise ValueError(f"algorithm must be one of {tuple(algorithms)} or None, got {name!r}")
+    return forced(algorithms[name], pass_, geometry, params)
+
+
 def _reason(rule: Rule, geometry: Conv2dGeometry) -> str:
     channels = (f"{geometry.in_per_group} input / {geometry.out_per_group} output channels "
                 "per group")

@@ -19,9 +19,15 @@ settings.register_profile("thorough", parent=settings.get_profile("default"), ma
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-@pytest.fixture(scope="session", params=["cpu", "cuda"])
+# MINITORCH_REQUIRE_GPU=1 (set by scripts/gpu_check.py on a GPU machine) turns the skips of
+# tests that need a GPU into failures, so that a broken CuPy install cannot pass as "skipped".
+REQUIRE_GPU = os.environ.get("MINITORCH_REQUIRE_GPU") == "1"
+
+
+@pytest.fixture(scope="session", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def device(request: pytest.FixtureRequest) -> str:
     """A device name; the cuda run is skipped with a reason where no GPU is usable."""
     if request.param == "cuda" and not mr.cuda_is_available():
-        pytest.skip("cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)")
+        (pytest.fail if REQUIRE_GPU else pytest.skip)(
+            "cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)")
     return request.param

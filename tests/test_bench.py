@@ -62,6 +62,43 @@ def test_interleaved_timing_runs_rounds_abab_after_warmup():
     assert a.result == "A" and stats["a"].samples == (0, 2, 3) and stats["b"].samples == (1,)
 
 
+def test_back_to_back_times_many_calls_per_measurement():
+    calls: list[int] = []
+    measured: list[int] = []
+
+    def timer(fn):  # one measurement of 8.0 s, whatever it ran
+        before = len(calls)
+        fn()
+        measured.append(len(calls) - before)
+        return 8.0
+
+    assert common.back_to_back(timer, 4)(lambda: calls.append(1)) == 2.0
+    assert measured == [4]
+
+
+def test_package_versions_names_what_provides_an_import_package():
+    from importlib import metadata
+
+    # scikit-learn (a dependency) is imported as sklearn, as cupy-cuda13x is as cupy
+    assert common.package_versions(["sklearn"]) == {"scikit-learn": metadata.version("scikit-learn")}
+    assert common.package_versions(["no-such-package-here"]) == {}
+
+
+def test_gpu_table_shows_back_to_back_beside_latency():
+    rows = [{"shape": "s", "pass": "forward", "implementation": impl, "median_ms": ms,
+             "q1_ms": ms, "q3_ms": ms, "gflops": 1.0, "roofline_fraction": 0.5,
+             "speedup_vs_torch": 2.0 / ms, "speedup_vs_onnxruntime": None, "back_to_back_ms": ms / 2,
+             "back_to_back_roofline_fraction": 0.5, "speedup_back_to_back": 1.0 / (ms / 2)}
+            for impl, ms in ((conv.PROJECT, 1.0), (conv.TORCH, 2.0))]
+    targets = conv._targets("cuda", [{"name": "s", "channels_per_group": 4}], rows)
+    assert targets[0]["basis"] == "back-to-back" and targets[0]["speedup"] == 2.0
+    header, _, project, _ = conv._table(rows, targets).splitlines()
+    assert "b2b ms" in header and "b2b vs torch" in header
+    cells = project.split()  # vs torch, vs onnxrt (none on a GPU), back-to-back ms and speedup
+    assert cells[cells.index("0.500") - 2 : cells.index("0.500") + 2] == ["2.00x", "-", "0.500",
+                                                                          "2.00x"]
+
+
 def test_stats_median_quartiles_and_min():
     s = common.Stats.of([5.0, 1.0, 3.0, 2.0, 4.0])
     assert (s.median, s.q1, s.q3, s.min) == (3.0, 2.0, 4.0, 1.0)

@@ -14,24 +14,39 @@
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
+import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
+from cuda_tools import (
+    EMULATED_DEVICE,
+    EmulatedRuntime,
+    Emulator,
+    PtxasInfo,
+    nvrtc_compile,
+    ptxas_info,
+)
 
 from minitorch_resnext.backend import cuda_is_available, get_backend
 from minitorch_resnext.kernels import cuda, reference
-from minitorch_resnext.kernels.cuda import ConvShape, Kernel
+from minitorch_resnext.kernels.cuda import direct
+from minitorch_resnext.kernels.cuda.occupancy import HOPPER, blocks_per_sm, register_budget
+from minitorch_resnext.kernels.cuda.runtime import (
+    ELEMENTWISE_MIN_BLOCKS,
+    ELEMENTWISE_THREADS,
+    SOURCE_DIR,
+    Kernel,
+    kernel_source,
+)
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
+from minitorch_resnext.kernels.selection import PASSES, Choice
 
 SM = "sm_90"
 
@@ -46,21 +61,12 @@ def _shape(
     stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] = 0,
     dilation: int | tuple[int, int] = 1,
-) -> ConvShape:
-    def pair(v: int | tuple[int, int]) -> tuple[int, int]:
-        return (v, v) if isinstance(v, int) else v
-
-    return ConvShape.of(
-        (n, c_in, *hw), (c_out, c_in // groups, *k), pair(stride), pair(padding), pair(dilation), groups
-    )
+) -> Conv2dGeometry:
+    return Conv2dGeometry.of((n, c_in, *hw), (c_out, c_in // groups, *k), stride, padding,
+                             dilation, groups)
 
 
-def _geometry(s: ConvShape) -> Conv2dGeometry:
-    return Conv2dGeometry(s.n, s.c_in, (s.h, s.w), s.c_out, (s.kh, s.kw), s.stride, s.padding,
-                          s.dilation, s.groups)
-
-
-def _model_shapes() -> Iterator[ConvShape]:
+def _model_shapes() -> Iterator[Conv2dGeometry]:
     """ResNeXt-50/101 grouped 3x3 convs (32x4d, 32x8d, 64x4d, stride 1 and the stride-2 first
     block of a stage), their 1x1 convs and stem, CIFAR ResNeXt-29, depthwise 3/5/7, and the
     benchmark's shapes, at batch 64."""
@@ -87,116 +93,177 @@ def _model_shapes() -> Iterator[ConvShape]:
 MODEL_SHAPES = list(_model_shapes())
 
 
-def _id(s: ConvShape) -> str:
+def _id(g: Conv2dGeometry) -> str:
     """A test id such as n2_c16-16_g4_8x8_k3x3_s1x1_p1x1_d1x1."""
-    return (
-        f"n{s.n}_c{s.c_in}-{s.c_out}_g{s.groups}_{s.h}x{s.w}_k{s.kh}x{s.kw}"
-        f"_s{s.stride[0]}x{s.stride[1]}_p{s.padding[0]}x{s.padding[1]}"
-        f"_d{s.dilation[0]}x{s.dilation[1]}"
-    )
+    (h, w), (kh, kw), s, p, d = g.input_hw, g.kernel_hw, g.stride, g.padding, g.dilation
+    return (f"n{g.batch}_c{g.in_channels}-{g.out_channels}_g{g.groups}_{h}x{w}_k{kh}x{kw}"
+            f"_s{s[0]}x{s[1]}_p{p[0]}x{p[1]}_d{d[0]}x{d[1]}")
 
 
 CTYPES = {"float": np.float32, "double": np.float64}
 
 
-def _instantiations(shapes: Sequence[ConvShape]) -> dict[str, list[str]]:
-    """Source file -> sorted name expressions the loader launches for these shapes."""
+def _variants(g: Conv2dGeometry) -> list[dict[str, Choice]]:
+    """Per-pass choices that run, between them, every parameter value of every pass of every
+    algorithm that computes all three passes of g."""
+    variants = []
+    for name, algorithm in cuda.ALGORITHMS.items():
+        if not all(algorithm.computes(p, g) for p in PASSES):
+            continue
+        candidates = {p: list(algorithm.candidates(p, g)) for p in PASSES}
+        for k in range(max(map(len, candidates.values()))):
+            variants.append({p: Choice(name, c[min(k, len(c) - 1)], "every candidate")
+                             for p, c in candidates.items()})
+    return variants
+
+
+def _instantiations(shapes: Sequence[Conv2dGeometry]) -> dict[str, list[str]]:
+    """Source file -> sorted name expressions the loader may launch for these shapes."""
     names: dict[str, set[str]] = {}
-    for s in shapes:
+    for g in shapes:
         for ctype in CTYPES:
-            for algorithm in (None, "gemm"):
-                for kernel in cuda.kernels_for(s, ctype, algorithm):
-                    names.setdefault(kernel.source, set()).add(kernel.name)
+            for kernel in cuda.planned_kernels(g, ctype):
+                names.setdefault(kernel.source, set()).add(kernel.name)
     return {source: sorted(n) for source, n in sorted(names.items())}
-
-
-def _instantiating(source: str, names: Sequence[str]) -> str:
-    """The loader's text of `source` plus a table that instantiates each name expression."""
-    table = ",\n  ".join(f"reinterpret_cast<const void*>(&{n})" for n in names)
-    return f"{cuda.kernel_source(source)}\nconst void* mr_instances[] = {{\n  {table}\n}};\n"
 
 
 def test_every_source_has_planned_instantiations() -> None:
     planned = _instantiations(MODEL_SHAPES)
-    assert set(planned) == {p.name for p in cuda.SOURCE_DIR.glob("*.cu")}
+    assert set(planned) == {p.name for p in SOURCE_DIR.glob("*.cu")}
     assert all(names for names in planned.values())
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
-def test_kernels_compile_with_nvcc(tmp_path: Path) -> None:
-    jobs = []
-    parts = max(1, os.cpu_count() or 1)  # ptxas dominates: split the instantiations over cores
-    planned = _instantiations(MODEL_SHAPES)
-    for source, names in planned.items():
-        for part in range(min(parts, len(names))):
-            path = tmp_path / f"{part}_{source}"
-            path.write_text(_instantiating(source, names[part::parts]))
-            cmd = [
-                "nvcc",
-                f"-arch={SM}",
-                *cuda.COMPILE_OPTIONS,
-                "-Werror",
-                "all-warnings",
-                "-Xptxas",
-                "-v",
-                "--cubin",
-                str(path),
-                "-o",
-                str(path.with_suffix(".cubin")),
-            ]
-            jobs.append(
-                (source, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-            )
-    compiled = 0
-    for source, job in jobs:
-        log = job.communicate()[0]
-        assert job.returncode == 0, f"nvcc failed on {source}:\n{log}"
-        spills = re.findall(r"(\d+) bytes spill stores", log)
-        assert all(s == "0" for s in spills), f"register spills in {source}:\n{log}"
-        compiled += len(re.findall(r"Compiling entry function", log))
-    assert compiled == sum(len(names) for names in planned.values())
+@pytest.fixture(scope="module")
+def ptxas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PtxasInfo]:
+    """ptxas -v of every planned instantiation (nvcc, sm_90), cached between runs."""
+    for tool in ("nvcc", "c++filt"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not on PATH")
+    return ptxas_info(_instantiations(MODEL_SHAPES), SM, tmp_path_factory.mktemp("ptxas"))
 
 
-def _nvrtc_available() -> bool:
-    try:
-        cuda.nvrtc_compile("", [])
-    except Exception:  # CuPy or its NVRTC library missing
-        return False
-    return True
+def test_kernels_compile_with_nvcc(ptxas: dict[str, PtxasInfo]) -> None:
+    """Every planned instantiation compiles through ptxas, warnings as errors, without spills."""
+    planned = {name for names in _instantiations(MODEL_SHAPES).values() for name in names}
+    assert set(ptxas) == planned
+    spilled = {name: info for name, info in ptxas.items() if info.spill_bytes}
+    assert not spilled, f"register spills: {spilled}"
 
 
-@pytest.mark.skipif(not _nvrtc_available(), reason="CuPy with an NVRTC library is not importable")
-def test_kernels_compile_with_nvrtc() -> None:
+def test_plans_get_the_occupancy_they_assume(ptxas: dict[str, PtxasInfo]) -> None:
+    """Every planned launch's kernel uses at most the registers its plan budgets (the
+    __launch_bounds__ the plan chose), so it gets at least the blocks per SM the plan
+    assumes; the elementwise kernels, the blocks per SM their launch bounds ask for."""
+    for g in MODEL_SHAPES:
+        for ctype in CTYPES:
+            for pass_ in PASSES:
+                for params in direct.ALGORITHM.candidates(pass_, g):
+                    launch = direct.plan(pass_, g, ctype, HOPPER, **params)
+                    used = ptxas[launch.kernel.name].registers
+                    assert used <= launch.registers, (launch.kernel.name, used, launch.registers)
+                    assumed = blocks_per_sm(HOPPER, launch.block, launch.registers, launch.shared)
+                    got = blocks_per_sm(HOPPER, launch.block, used, launch.shared)
+                    assert got >= assumed >= 1, (launch.kernel.name, got, assumed)
+    budget = register_budget(HOPPER, ELEMENTWISE_THREADS, ELEMENTWISE_MIN_BLOCKS)
     for source, names in _instantiations(MODEL_SHAPES).items():
+        for name in names:
+            if source == "conv_im2col.cu":
+                assert ptxas[name].registers <= budget, (name, ptxas[name].registers, budget)
+
+
+REQUIRE_GPU = os.environ.get("MINITORCH_REQUIRE_GPU") == "1"  # see conftest.py
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("cupy_backends") is None and not REQUIRE_GPU,
+                    reason="CuPy is not installed")
+def test_kernels_compile_with_nvrtc() -> None:
+    """Where CuPy is installed, a missing NVRTC library fails here, not skips. The
+    instantiations are split over threads (NVRTC runs without the GIL)."""
+    parts = max(1, os.cpu_count() or 1)
+    jobs = [(source, names[part::parts]) for source, names in _instantiations(MODEL_SHAPES).items()
+            for part in range(min(parts, len(names)))]
+    with ThreadPoolExecutor(parts) as pool:
+        results = pool.map(lambda job: nvrtc_compile(kernel_source(job[0]), job[1], SM), jobs)
         try:
-            lowered = cuda.nvrtc_compile(cuda.kernel_source(source), names, SM)
+            lowered = {name: symbol for result in results for name, symbol in result.items()}
         except RuntimeError as e:
-            pytest.fail(f"NVRTC failed on {source}: {e}")
-        assert all(lowered.values())
+            pytest.fail(f"NVRTC failed: {e}")
+    assert set(lowered) == {name for _, names in jobs for name in names}
+    assert all(lowered.values())
 
 
 # --- planning at full size ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("s", MODEL_SHAPES, ids=_id)
-def test_plans_fit_a_gpu(s: ConvShape) -> None:
+@pytest.mark.parametrize("g", MODEL_SHAPES, ids=_id)
+def test_plans_fit_a_gpu(g: Conv2dGeometry) -> None:
     """Launch limits the emulator enforces, checked on shapes too large to emulate."""
     for ctype in CTYPES:
-        plans = cuda._direct_plans(s, ctype)
-        if plans is None:
-            assert cuda.conv2d_algorithm(_geometry(s)).forward.algorithm == "gemm"
-            continue
-        for plan in plans:
-            assert 1 <= plan.block <= cuda.MAX_THREADS
-            assert 0 < plan.shared <= cuda.SHARED_BYTES
-            assert plan.grid[0] < 2**31 and plan.grid[1] <= 65535 and plan.grid[2] <= 65535
-        assert plans[2].block % 32 == 0
+        for pass_ in PASSES:
+            if not direct.supports(pass_, g):
+                assert cuda.conv2d_algorithm(g)[pass_].algorithm == "gemm"
+                continue
+            for params in direct.ALGORITHM.candidates(pass_, g):
+                plan = direct.plan(pass_, g, ctype, **params)
+                assert plan is not None, (pass_, params)
+                assert 1 <= plan.block <= direct.MAX_THREADS
+                assert 0 < plan.shared <= direct.SHARED_BYTES
+                assert plan.grid[0] < 2**31 and plan.grid[1] <= 65535 and plan.grid[2] <= 65535
+                assert blocks_per_sm(HOPPER, plan.block, plan.registers, plan.shared) >= 1
+                if pass_ == "grad_weight":
+                    assert plan.block % 32 == 0
+
+
+@pytest.mark.parametrize(("threads", "registers", "shared", "blocks"), [
+    (256, 32, 0, 8),  # 8 warps x 32 lanes x 32 registers = 8192 per block: 8 fill 65536
+    (256, 64, 0, 4),
+    (256, 255, 0, 1),  # 255 is allocated as 256 per thread
+    (224, 111, 0, 2),  # 112 per thread x 32 = 3584 per warp: 4 warps per sub-partition, 7 per block
+    (128, 72, 0, 7),  # 2304 per warp: 7 per sub-partition, 28 warps, 4 per block
+    (256, 32, 48 * 1024, 4),  # (48 + 1 reserved) KiB each of 228 KiB
+    (32, 16, 0, 32),  # block slots
+])
+def test_occupancy_model_on_sm90(threads: int, registers: int, shared: int, blocks: int) -> None:
+    assert blocks_per_sm(HOPPER, threads, registers, shared) == blocks
+
+
+def test_register_budget_of_launch_bounds_on_sm90() -> None:
+    budgets = [register_budget(HOPPER, 256, b) for b in (1, 2, 3, 4, 8)]
+    assert budgets == [255, 128, 80, 64, 32]
+    for b, budget in zip((1, 2, 3, 4, 8), budgets, strict=True):
+        assert blocks_per_sm(HOPPER, 256, budget, 0) >= b > blocks_per_sm(HOPPER, 256, budget + 8, 0)
+
+
+def test_persistent_grids_are_one_wave_of_resident_blocks() -> None:
+    for g in MODEL_SHAPES:
+        for pass_ in ("forward", "grad_input"):
+            if "rows" not in direct.ALGORITHM.space(pass_, g).get("kernel", ()):
+                continue
+            launch = direct.plan(pass_, g, "float", HOPPER, kernel="rows")
+            quads, row_groups, strips = launch.params[:3]
+            items = g.batch * g.groups * strips
+            resident = blocks_per_sm(HOPPER, launch.block, launch.registers, launch.shared)
+            assert launch.grid[0] == min(items, resident * HOPPER.sms), (g, pass_)
+
+
+def test_waves_schedule_sizes_grad_weight_chunks_to_the_sms() -> None:
+    g = _shape(64, 128, 128, 32, (56, 56), (3, 3), 1, 1)  # ResNeXt-50 stage 1, 4 per group
+    fixed = direct.plan("grad_weight", g, "float", HOPPER, schedule="fixed")
+    waves = direct.plan("grad_weight", g, "float", HOPPER, schedule="waves")
+    assert fixed.grid[:2] == (64, 32) and fixed.registers == 255  # 2048 blocks, by shape
+    # 256 threads under a 128-register budget: 2 blocks per SM, 264 slots on 132 SMs, which
+    # hold 8 chunks x 32 groups in one wave; each chunk sums 24 of the 64 x 3 (image, tile)
+    # items (more chunks would take a second wave for as many items per block)
+    assert waves.registers == 128 and waves.block == 256 and waves.params[2:4] == (3, 1)
+    assert waves.grid[:2] == (8, 32)
 
 
 def test_resnext_grouped_convs_run_direct_up_to_16_channels() -> None:
-    for s in MODEL_SHAPES:
-        choice = cuda.conv2d_algorithm(_geometry(s)).forward
-        assert choice.algorithm == ("direct" if max(s.cg, s.og) <= 16 else "gemm"), (s, choice)
+    for g in MODEL_SHAPES:
+        for pass_, choice in cuda.conv2d_algorithm(g):
+            expected = "direct" if g.max_channels <= 16 else "gemm"
+            assert choice.algorithm == expected, (g, pass_, choice)
 
 
 # --- host emulation ----------------------------------------------------------------------------
@@ -217,134 +284,12 @@ EMULATED = [
     _shape(1, 4, 4, 2, (3, 3), (3, 3)),  # 1x1 output
     _shape(1, 2, 2, 1, (2, 2), (5, 5), 1, 2),  # image smaller than the kernel
     _shape(1, 3, 16, 1, (15, 15), (7, 7), 2, 3),  # stem-like, 3 in / 16 out
+    _shape(1, 8, 8, 2, (24, 64), (3, 3), 1, 1),  # rows: blocks of several warps, 2 strips
+    _shape(2, 8, 8, 2, (4, 8), (1, 1)),  # 1x1 direct, rows without zero columns
     _shape(2, 64, 64, 2, (4, 4), (1, 1)),  # gemm: pointwise, im2col layout
     _shape(2, 32, 64, 1, (7, 6), (3, 3), 2, 1),  # gemm: im2col / col2im
     _shape(1, 32, 40, 1, (32, 32), (1, 1)),  # gemm: pointwise, per image
 ]
-
-
-class GuardedArrays:
-    """NumPy, except that `empty` and `zeros` place arrays between guard bytes (0xFF, a NaN in
-    either dtype) and fill `empty` ones with NaN, so that unwritten outputs, reads past an
-    array and writes past an array all show; `check` verifies the guards."""
-
-    GUARD = 256
-
-    def __init__(self) -> None:
-        self._buffers: list[np.ndarray] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-    def empty(self, shape: Any, dtype: Any = np.float64) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        buffer = np.full(size + 2 * self.GUARD, 0xFF, dtype=np.uint8)
-        self._buffers.append(buffer)
-        return buffer[self.GUARD : self.GUARD + size].view(dtype).reshape(shape)
-
-    def zeros(self, shape: Any, dtype: Any = np.float64) -> np.ndarray:
-        array = self.empty(shape, dtype)
-        array[...] = 0
-        return array
-
-    def copy_of(self, array: np.ndarray) -> np.ndarray:
-        out = self.empty(array.shape, array.dtype)
-        out[...] = array
-        return out
-
-    def check(self) -> None:
-        for buffer in self._buffers:
-            assert (buffer[: self.GUARD] == 0xFF).all() and (buffer[-self.GUARD :] == 0xFF).all(), (
-                "a kernel wrote outside an array"
-            )
-
-
-class Emulator:
-    """The kernels compiled as one host shared library, with a C entry per instantiation."""
-
-    def __init__(self, directory: Path, kernels: Sequence[Kernel]) -> None:
-        entries = [
-            f'extern "C" int mr_emu_{i}(const unsigned* g, const unsigned* b, unsigned long long'
-            f" shared, int reverse, void** args, const char* kinds, const int* sizes, char* err,"
-            f" int err_len) {{ return mr_emu::launch(&{k.name}, g, b, shared, reverse, args,"
-            f" kinds, sizes, err, err_len); }}"
-            for i, k in enumerate(kernels)
-        ]
-        sources = "".join(f'#include "{name}"\n' for name in sorted({k.source for k in kernels}))
-        cpp = directory / "emulation.cpp"
-        cpp.write_text('#include "host_emulation.cuh"\n' + sources + "\n".join(entries) + "\n")
-        lib = directory / "emulation.so"
-        subprocess.run(
-            [
-                "g++",
-                "-std=c++17",
-                "-O1",
-                "-fno-strict-aliasing",
-                "-shared",
-                "-fPIC",
-                "-Wall",
-                "-Werror",
-                "-Wno-unknown-pragmas",
-                f"-I{cuda.SOURCE_DIR}",
-                str(cpp),
-                "-o",
-                str(lib),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        self._lib = ctypes.CDLL(str(lib))
-        self._entries = {k: getattr(self._lib, f"mr_emu_{i}") for i, k in enumerate(kernels)}
-
-    def launch(
-        self, kernel: Kernel, grid: Sequence[int], block: int, shared: int, args: Sequence[Any], reverse: bool
-    ) -> None:
-        values: list[Any] = []
-        kinds, sizes = "", []
-        for a in args:
-            if isinstance(a, np.ndarray):
-                assert a.flags.c_contiguous, "kernels take C-contiguous arrays"
-                values.append(ctypes.c_void_p(a.ctypes.data))
-                kinds, size = kinds + "p", ctypes.sizeof(ctypes.c_void_p)
-            elif isinstance(a, np.integer | np.floating):
-                values.append(np.ctypeslib.as_ctypes_type(a.dtype)(a.item()))
-                kinds, size = kinds + ("i" if isinstance(a, np.integer) else "f"), a.dtype.itemsize
-            else:  # CuPy would pass a Python scalar with a type of its own choosing
-                raise TypeError(f"kernel argument {a!r} is not an array or a NumPy scalar")
-            sizes.append(size)
-        argv = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
-        err = ctypes.create_string_buffer(512)
-        rc = self._entries[kernel](
-            (ctypes.c_uint * 3)(*grid),
-            (ctypes.c_uint * 3)(block, 1, 1),
-            ctypes.c_ulonglong(shared),
-            int(reverse),
-            argv,
-            kinds.encode(),
-            (ctypes.c_int * len(sizes))(*sizes),
-            err,
-            len(err),
-        )
-        assert rc == 0, f"{kernel.name}: {err.value.decode()}"
-
-
-class EmulatedRuntime:
-    """A `cuda.Runtime` over guarded NumPy arrays that launches kernels on the emulator."""
-
-    def __init__(self, emulator: Emulator, reverse: bool) -> None:
-        self.xp = GuardedArrays()
-        self._emulator = emulator
-        self._reverse = reverse
-        self.launched: list[str] = []
-
-    def launch(
-        self, kernel: Kernel, grid: tuple[int, int, int], block: int, shared: int, args: Sequence[Any]
-    ) -> None:
-        self._emulator.launch(kernel, grid, block, shared, args, self._reverse)
-        self.xp.check()
-        self.launched.append(kernel.name)
 
 
 @pytest.fixture(scope="module")
@@ -354,14 +299,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
     if not sys.platform.startswith("linux"):
         pytest.skip("the emulator's fibers use glibc's ucontext")
     kernels = sorted(
-        {
-            k
-            for s in EMULATED
-            for ctype in CTYPES
-            for algorithm in cuda.ALGORITHMS
-            if algorithm == "gemm" or cuda._direct_plans(s, ctype)
-            for k in cuda.kernels_for(s, ctype, algorithm)
-        },
+        {k for g in EMULATED for ctype in CTYPES
+         for k in cuda.planned_kernels(g, ctype, EMULATED_DEVICE)},
         key=lambda k: k.name,
     )
     try:
@@ -370,132 +309,139 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
         pytest.fail(f"g++ failed on the emulated kernels:\n{e.stderr}")
 
 
-def _run(
-    rt: EmulatedRuntime, s: ConvShape, arrays: dict[str, np.ndarray], algorithm: str | None
-) -> list[np.ndarray]:
-    x, w, b, gy = (rt.xp.copy_of(arrays[k]) for k in ("x", "w", "b", "gy"))
-    geom = (s.stride, s.padding, s.dilation, s.groups)
+def _arrays(g: Conv2dGeometry, dtype: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = {"x": g.input_shape, "w": g.weight_shape, "b": (g.out_channels,), "gy": g.output_shape}
+    return {k: rng.standard_normal(shape).astype(dtype) for k, shape in shapes.items()}
+
+
+def _expected(g: Conv2dGeometry, a: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [
-        cuda._forward(rt, x, w, b, *geom, algorithm),
-        cuda._forward(rt, x, w, None, *geom, algorithm),
-        cuda._grad_input(rt, gy, w, (s.h, s.w), *geom, algorithm),
-        cuda._grad_weight(rt, x, gy, (s.kh, s.kw), *geom, algorithm),
+        reference.conv2d_forward(a["x"], a["w"], a["b"], g),
+        reference.conv2d_forward(a["x"], a["w"], None, g),
+        reference.conv2d_grad_input(a["gy"], a["w"], g),
+        reference.conv2d_grad_weight(a["x"], a["gy"], g),
     ]
+
+
+def _run(rt: EmulatedRuntime, g: Conv2dGeometry, arrays: dict[str, np.ndarray],
+         choices: dict[str, Choice]) -> list[np.ndarray]:
+    x, w, b, gy = (rt.xp.copy_of(arrays[k]) for k in ("x", "w", "b", "gy"))
+    return [
+        cuda.conv2d_forward(x, w, b, g, choices["forward"], runtime=rt),
+        cuda.conv2d_forward(x, w, None, g, choices["forward"], runtime=rt),
+        cuda.conv2d_grad_input(gy, w, g, choices["grad_input"], runtime=rt),
+        cuda.conv2d_grad_weight(x, gy, g, choices["grad_weight"], runtime=rt),
+    ]
+
+
+def _close(got: Any, want: np.ndarray, rtol: float) -> bool:
+    err = np.linalg.norm((got - want).ravel())
+    return bool(err <= rtol * max(np.linalg.norm(want.ravel()), 1e-30))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("s", EMULATED, ids=_id)
-def test_emulated_kernels_match_reference(emulator: Emulator, s: ConvShape, dtype: Any) -> None:
-    rng = np.random.default_rng(0)
-    oh, ow = s.out_hw
-    arrays = {
-        k: rng.standard_normal(shape).astype(dtype)
-        for k, shape in (
-            ("x", (s.n, s.c_in, s.h, s.w)),
-            ("w", (s.c_out, s.cg, s.kh, s.kw)),
-            ("b", (s.c_out,)),
-            ("gy", (s.n, s.c_out, oh, ow)),
-        )
-    }
-    g = _geometry(s)
-    expected = [
-        reference.conv2d_forward(arrays["x"], arrays["w"], arrays["b"], g),
-        reference.conv2d_forward(arrays["x"], arrays["w"], None, g),
-        reference.conv2d_grad_input(arrays["gy"], arrays["w"], g),
-        reference.conv2d_grad_weight(arrays["x"], arrays["gy"], g),
-    ]
+@pytest.mark.parametrize("g", EMULATED, ids=_id)
+def test_emulated_kernels_match_reference(emulator: Emulator, g: Conv2dGeometry, dtype: Any) -> None:
+    arrays = _arrays(g, dtype)
+    expected = _expected(g, arrays)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
-    direct = cuda._direct_plans(s, cuda._ctype(dtype)) is not None
-    for algorithm in ("direct", "gemm") if direct else ("gemm",):
-        runs = []
-        for reverse in (False, True):
-            rt = EmulatedRuntime(emulator, reverse)
-            runs.append(_run(rt, s, arrays, algorithm))
+    for choices in _variants(g):
+        runs = [_run(EmulatedRuntime(emulator, reverse), g, arrays, choices)
+                for reverse in (False, True)]
         for got, again, want in zip(*runs, expected, strict=True):
             assert got.dtype == want.dtype and got.shape == want.shape
-            err = np.linalg.norm((got - want).ravel())
-            assert err <= rtol * max(np.linalg.norm(want.ravel()), 1e-30), (algorithm, err)
-            assert np.array_equal(got, again), f"{algorithm}: result depends on thread order"
+            assert _close(got, want, rtol), choices
+            assert np.array_equal(got, again), f"{choices}: result depends on thread order"
+
+
+class _Tampering(EmulatedRuntime):
+    """Launches with one int argument passed as a 64-bit integer."""
+
+    def launch(self, kernel: Kernel, grid: Any, block: int, shared: int, args: Sequence[Any]
+               ) -> None:
+        args = list(args)
+        args[5] = np.int64(args[5])
+        super().launch(kernel, grid, block, shared, args)
 
 
 def test_emulated_launch_rejects_wrong_argument_types(emulator: Emulator) -> None:
-    s = EMULATED[2]
-    plan = cuda._plan_forward(s, "double")
-    x = np.zeros((s.n, s.c_in, s.h, s.w))
-    args = [
-        x,
-        np.zeros((s.c_out, s.cg, 3, 3)),
-        x,
-        np.zeros((s.n, s.c_out, *s.out_hw)),
-        *cuda._i32(*s.geometry(), 0, *plan.params),
-    ]
-    args[5] = np.int64(s.h)
+    g = EMULATED[2]
+    a = _arrays(g, np.float64)
     with pytest.raises(AssertionError, match="argument 5 has the wrong type"):
-        emulator.launch(plan.kernel, plan.grid, plan.block, plan.shared, args, False)
+        cuda.conv2d_forward(a["x"], a["w"], None, g, "direct", runtime=_Tampering(emulator, False))
+
+
+class _NumPyRuntime:
+    xp = np
+
+    def launch(self, *args: Any) -> None:
+        raise AssertionError("nothing may be launched")
 
 
 def test_forcing_direct_outside_its_range_is_rejected() -> None:
-    rt = EmulatedRuntime.__new__(EmulatedRuntime)
-    rt.xp = np
     x, w = np.zeros((1, 32, 4, 4)), np.zeros((32, 32, 1, 1))
-    with pytest.raises(ValueError, match="direct CUDA kernels do not handle"):
-        cuda._forward(rt, x, w, None, (1, 1), (0, 0), (1, 1), 1, "direct")
+    g = Conv2dGeometry.of(x.shape, w.shape)
+    with pytest.raises(ValueError, match="algorithm 'direct' needs at most 16 input and output"):
+        cuda.conv2d_forward(x, w, None, g, "direct", runtime=_NumPyRuntime())
     with pytest.raises(ValueError, match="algorithm must be one of"):
-        cuda._forward(rt, x, w, None, (1, 1), (0, 0), (1, 1), 1, "winograd")
+        cuda.conv2d_forward(x, w, None, g, "winograd", runtime=_NumPyRuntime())
+
+
+def test_empty_sums_launch_nothing() -> None:
+    """Without input channels the forward is the bias and the gradients are zero or empty."""
+    rng = np.random.default_rng(0)
+    x, w, b = np.zeros((2, 0, 5, 5)), np.zeros((3, 0, 3, 3)), rng.standard_normal(3)
+    g = Conv2dGeometry.of(x.shape, w.shape, padding=1)
+    gy = rng.standard_normal(g.output_shape)
+    y = cuda.conv2d_forward(x, w, b, g, runtime=_NumPyRuntime())
+    np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, 3, 1, 1), g.output_shape))
+    assert not cuda.conv2d_forward(x, w, None, g, runtime=_NumPyRuntime()).any()
+    assert cuda.conv2d_grad_input(gy, w, g, runtime=_NumPyRuntime()).shape == (2, 0, 5, 5)
+    assert cuda.conv2d_grad_weight(x, gy, g, runtime=_NumPyRuntime()).shape == (3, 0, 3, 3)
 
 
 # --- on a GPU ----------------------------------------------------------------------------------
 
-needs_gpu = pytest.mark.skipif(not cuda_is_available(), reason="no usable GPU (CuPy + NVIDIA)")
+def needs_gpu(test: Any) -> Any:
+    """Marked gpu; skipped where no GPU is usable, unless MINITORCH_REQUIRE_GPU=1."""
+    skip = pytest.mark.skipif(not cuda_is_available() and not REQUIRE_GPU,
+                              reason="no usable GPU (CuPy + NVIDIA)")
+    return pytest.mark.gpu(skip(test))
 
 
-def _on_gpu(s: ConvShape, dtype: Any, algorithm: str | None, seed: int = 0) -> None:
-    """The three passes on the GPU against the reference; grad_weight twice, bitwise equal."""
+def _on_gpu(g: Conv2dGeometry, dtype: Any, choices: dict[str, Choice | None], seed: int = 0
+            ) -> None:
+    """The four calls of `_run` on the GPU against the reference; grad_weight twice, bitwise
+    equal."""
     xp = get_backend("cuda").xp
-    rng = np.random.default_rng(seed)
-    oh, ow = s.out_hw
-    x, w, b, gy = (
-        rng.standard_normal(shape).astype(dtype)
-        for shape in (
-            (s.n, s.c_in, s.h, s.w),
-            (s.c_out, s.cg, s.kh, s.kw),
-            (s.c_out,),
-            (s.n, s.c_out, oh, ow),
-        )
-    )
-    g = _geometry(s)
-    dx, dw, db, dgy = (xp.asarray(a) for a in (x, w, b, gy))
+    arrays = _arrays(g, dtype, seed)
+    x, w, b, gy = (xp.asarray(arrays[k]) for k in ("x", "w", "b", "gy"))
     got = [
-        cuda.conv2d_forward(dx, dw, db, g, algorithm=algorithm),
-        cuda.conv2d_grad_input(dgy, dw, g, algorithm=algorithm),
-        cuda.conv2d_grad_weight(dx, dgy, g, algorithm=algorithm),
-    ]
-    want = [
-        reference.conv2d_forward(x, w, b, g),
-        reference.conv2d_grad_input(gy, w, g),
-        reference.conv2d_grad_weight(x, gy, g),
+        cuda.conv2d_forward(x, w, b, g, choices["forward"]),
+        cuda.conv2d_forward(x, w, None, g, choices["forward"]),
+        cuda.conv2d_grad_input(gy, w, g, choices["grad_input"]),
+        cuda.conv2d_grad_weight(x, gy, g, choices["grad_weight"]),
     ]
     rtol = 1e-12 if dtype == np.float64 else 1e-5
-    for g, want_ in zip(got, want, strict=True):
-        g = xp.asnumpy(g)
-        assert g.dtype == want_.dtype and g.shape == want_.shape
-        err = np.linalg.norm((g - want_).ravel())
-        assert err <= rtol * max(np.linalg.norm(want_.ravel()), 1e-30), (algorithm, err)
-    again = cuda.conv2d_grad_weight(dx, dgy, g, algorithm=algorithm)
-    assert bool((again == got[2]).all()), "grad_weight is not deterministic"
+    for value, want in zip(got, _expected(g, arrays), strict=True):
+        value = xp.asnumpy(value)
+        assert value.dtype == want.dtype and value.shape == want.shape
+        assert _close(value, want, rtol), choices
+    again = cuda.conv2d_grad_weight(x, gy, g, choices["grad_weight"])
+    assert bool((again == got[3]).all()), "grad_weight is not deterministic"
 
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("s", EMULATED, ids=_id)
-def test_gpu_kernels_match_reference(s: ConvShape, dtype: Any) -> None:
-    direct = cuda._direct_plans(s, cuda._ctype(dtype)) is not None
-    for algorithm in ("direct", "gemm") if direct else ("gemm",):
-        _on_gpu(s, dtype, algorithm)
+@pytest.mark.parametrize("g", EMULATED, ids=_id)
+def test_gpu_kernels_match_reference(g: Conv2dGeometry, dtype: Any) -> None:
+    for choices in _variants(g):
+        _on_gpu(g, dtype, choices)
 
 
 @needs_gpu
-@pytest.mark.parametrize("s", [dataclasses.replace(s, n=2) for s in MODEL_SHAPES[:12]], ids=_id)
-def test_gpu_model_shapes_match_reference(s: ConvShape) -> None:
+@pytest.mark.parametrize("g", [g.with_batch(2) for g in MODEL_SHAPES[:12]], ids=_id)
+def test_gpu_model_shapes_match_reference(g: Conv2dGeometry) -> None:
     """Full-size tiles (ResNeXt-50 32x4d's convolutions at batch 2), float32."""
-    _on_gpu(s, np.float32, None)
+    _on_gpu(g, np.float32, dict.fromkeys(PASSES))

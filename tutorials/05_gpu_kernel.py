@@ -16,7 +16,7 @@
 #
 # On the `"cuda"` device the three convolution kernels are CUDA C (`kernels/cuda/*.cu`),
 # compiled at first use by NVRTC through CuPy and launched by a Python planner
-# (`kernels/cuda/__init__.py`) that chooses, for each shape, the algorithm, the size of a
+# (`kernels/cuda/direct.py`) that chooses, for each shape, the algorithm, the size of a
 # thread block's tile and the shared memory it needs. This tutorial reads the direct forward
 # kernel of `conv_direct.cu` — the one that runs ResNeXt's grouped 3x3 convolutions — and
 # checks, with the planner's real numbers and plain Python, the three things that make a GPU
@@ -43,13 +43,15 @@ import numpy as np
 import minitorch_resnext as mr
 from minitorch_resnext import functional as F
 from minitorch_resnext.kernels import cuda
+from minitorch_resnext.kernels.cuda import direct
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 SOURCE = Path(cuda.__file__).parent / "conv_direct.cu"
 source = SOURCE.read_text()
-kernels = re.findall(r"__global__ void (\w+)\(", source)
+kernels = re.findall(r"__global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(", source)
 print(f"{SOURCE.name}: {', '.join(kernels)}")
-assert kernels == ["conv2d_forward_direct", "conv2d_grad_input_direct", "conv2d_grad_weight_direct"]
+assert kernels == ["conv2d_forward_direct", "conv2d_forward_rows", "conv2d_grad_input_direct",
+                   "conv2d_grad_weight_direct"]
 
 # %% [markdown]
 # ## The plan for ResNeXt-50's grouped 3x3
@@ -59,14 +61,13 @@ assert kernels == ["conv2d_forward_direct", "conv2d_grad_input_direct", "conv2d_
 # multiply needs to be efficient, so the planner picks the **direct** kernels:
 
 # %%
-X_SHAPE, W_SHAPE, ONE, GROUPS = (8, 128, 56, 56), (128, 4, 3, 3), (1, 1), 32
+X_SHAPE, W_SHAPE, GROUPS = (8, 128, 56, 56), (128, 4, 3, 3), 32
 geometry = Conv2dGeometry.of(X_SHAPE, W_SHAPE, padding=1, groups=GROUPS)
 choice = cuda.conv2d_algorithm(geometry).forward
 print(choice)
 assert choice.algorithm == "direct"
 
-shape = cuda.ConvShape.of(X_SHAPE, W_SHAPE, ONE, ONE, ONE, GROUPS)
-forward_plan = cuda._direct_plans(shape, "float")[0]  # forward, grad_input, grad_weight
+forward_plan = direct.plan("forward", geometry, "float")
 print(forward_plan)
 # conv2d_forward_direct<T, KH, KW, OPT, PY, UNIT>: OPT and PY are fixed at compile time
 OPT, PY = (int(a) for a in re.search(r"<(.*)>", forward_plan.kernel.name)[1].split(",")[3:5])
@@ -92,7 +93,7 @@ GRID, BLOCK = forward_plan.grid, forward_plan.block
 
 # %%
 c_out, cg = W_SHAPE[0], W_SHAPE[1]
-og, (oh, ow) = c_out // GROUPS, shape.out_hw
+og, (oh, ow) = c_out // GROUPS, geometry.output_hw
 print(f"grid {GRID} x {BLOCK} threads; each thread: {PY} rows x {OPT} channels; "
       f"tile {TILE_W} columns x {ROW_GROUPS * PY} rows")
 
@@ -281,6 +282,9 @@ else:
 # * The other two kernels (`conv2d_grad_input_direct`, a gather that writes each input
 #   gradient once without atomics, and `conv2d_grad_weight_direct`, a deterministic reduction
 #   by warp shuffles) follow the same plan; read them in `kernels/cuda/conv_direct.cu`.
+# * `conv2d_forward_rows`, chosen with `algorithm=Choice("direct", {"kernel": "rows"}, ...)`,
+#   goes further toward the memory roofline: persistent blocks over full-row strips, with the
+#   next strip's loads in flight (asynchronous copies) while this one is computed.
 #
 # ## Exercises
 #

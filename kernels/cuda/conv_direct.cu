@@ -11,10 +11,20 @@
 // unroll; UNIT (stride 1, dilation 1) makes the window offsets constants, which lets the
 // compiler load each input value once for all the taps and rows that reuse it.
 //
-// Launch contract (kernels/cuda/__init__.py plans every launch): 1-D blocks of at most 256
-// threads (no __launch_bounds__: it made ptxas spill; 256 x 255 registers always fit), dynamic
-// shared memory sized and laid out by the launcher, tensors C-contiguous.
+// Two forward kernels: conv2d_forward_direct stages one 2-D tile per block with a blocking
+// loader; conv2d_forward_rows (below) walks a list of full-row strips with persistent blocks
+// and a two-stage asynchronous pipeline. The planner (kernels/cuda/direct.py) chooses between
+// them by a plan parameter, so one run can time both.
+//
+// Launch contract (kernels/cuda/direct.py plans every launch): 1-D blocks of at most 256
+// threads, dynamic shared memory sized and laid out by the launcher, tensors C-contiguous.
+// Kernels with a MIN_BLOCKS parameter are compiled with __launch_bounds__(256, MIN_BLOCKS),
+// the occupancy the planner assumes; the others may use up to 255 registers.
 #include "conv_common.cuh"
+
+namespace mr {
+constexpr int kMaxThreads = 256;
+}
 
 // y = conv(x, w) + bias. Block (tile, group, image); thread (column q, row group rg,
 // channel slice cs) computes rows rg*PY .. rg*PY+PY-1 of column q for output channels
@@ -91,6 +101,177 @@ __global__ void conv2d_forward_direct(
       y[((static_cast<long long>(n) * c_out + o) * oh + oy) * ow + ox] =
           acc[py][u] + (has_bias ? bias[o] : T(0));
     }
+  }
+}
+
+// y = conv(x, w) + bias over full-row strips, for memory-bound shapes: the block walks the
+// items blockIdx.x, blockIdx.x + gridDim.x, ... of a fixed list of (image, group, strip of
+// R = row_groups * PY output rows); the grid is sized to the GPU, so every block runs to the
+// end. Each item's weights and input rows go to one of STAGES shared-memory stages by
+// asynchronous copies (16 bytes where rows are aligned, else one element; rows above or below
+// the image are zero-filled by the copy), issued by every thread without a division per
+// element; with two stages the next item's copies are in flight while this one is computed.
+// A stage holds weights [cg][KH][KW][og], then cg x win_rows rows of `pitch` elements; input
+// column ix sits at column col0 + ix (col0 = the padding rounded up to a 16-byte boundary) and
+// the columns around the image stay zero, written once. Thread (quad q, row group rg, slice
+// cs) computes PY rows x 4 columns (4q .. 4q+3) x OPT output channels in registers and stores
+// each row's 4 columns with one vector store. With UNIT (stride 1, dilation 1) it loads each
+// input row segment once, as aligned vectors starting SHIFT = col0 - pw elements before the
+// first column it reads, for all the taps and rows that use it.
+template <typename T, int KH, int KW, int OPT, int PY, bool UNIT, int SHIFT, int STAGES,
+          int MIN_BLOCKS>
+__global__ void __launch_bounds__(mr::kMaxThreads, MIN_BLOCKS) conv2d_forward_rows(
+    const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+    T* __restrict__ y, int n_img, int c_in, int h, int wd, int c_out, int oh, int ow,
+    int groups, int sh, int sw, int ph, int pw, int dh, int dw, int has_bias, int quads,
+    int row_groups, int strips, int win_rows, int pitch, int col0, int w_elems,
+    int stage_elems, int vec_in, int vec_out) {
+  static_assert(STAGES == 1 || STAGES == 2, "one or two stages");
+  constexpr int VEC = 16 / sizeof(T);  // elements per 16-byte copy or load
+  constexpr int SEG = 4 + KW - 1;      // input columns a row of 4 outputs reads (UNIT)
+  constexpr int NV = (SHIFT + SEG + VEC - 1) / VEC;
+  const int s_h = UNIT ? 1 : sh, s_w = UNIT ? 1 : sw;
+  const int d_h = UNIT ? 1 : dh, d_w = UNIT ? 1 : dw;
+  const int cg = c_in / groups, og = c_out / groups;
+  const int t = threadIdx.x, nt = blockDim.x;
+  const int q = t % quads, rg = (t / quads) % row_groups, cs = t / (quads * row_groups);
+  const int items = n_img * groups * strips;
+  const int rows_in = cg * win_rows;
+  const bool copy16 = vec_in && reinterpret_cast<unsigned long long>(x) % 16 == 0;
+  const bool store16 = vec_out && reinterpret_cast<unsigned long long>(y) % 16 == 0;
+
+  MR_DYNAMIC_SHARED(T, smem);
+  // the zero columns left and right of the image, in every row of every stage
+  mr::for_each_3d(STAGES, rows_in, pitch - wd, t, nt, [&](int stage, int row, int m) {
+    smem[stage * stage_elems + w_elems + row * pitch + (m < col0 ? m : m + wd)] = T(0);
+  });
+
+  // Starts the copies of an item's weights and input rows into a stage.
+  auto issue = [&](int item, T* stage) {
+    const int ng = item / strips, strip = item - ng * strips;
+    const int n = ng / groups, g = ng - n * groups;
+    const T* wg = w + static_cast<long long>(g) * og * cg * KH * KW;
+    mr::for_each_2d(og, cg * KH * KW, t, nt, [&](int o, int ck) {
+      mr::cp_async<sizeof(T)>(stage + ck * og + o, wg + o * cg * KH * KW + ck, true);
+    });
+    const T* xg = x + (static_cast<long long>(n) * c_in + g * cg) * h * wd;
+    const int iy0 = strip * row_groups * PY * s_h - ph;
+    T* xs = stage + w_elems + col0;
+    if (copy16) {
+      mr::for_each_3d(cg, win_rows, wd / VEC, t, nt, [&](int c, int r, int k) {
+        const int iy = iy0 + r;
+        const bool inside = iy >= 0 && iy < h;
+        mr::cp_async<16>(xs + (c * win_rows + r) * pitch + k * VEC,
+                         xg + (c * h + (inside ? iy : 0)) * wd + k * VEC, inside);
+      });
+    } else {
+      mr::for_each_3d(cg, win_rows, wd, t, nt, [&](int c, int r, int k) {
+        const int iy = iy0 + r;
+        const bool inside = iy >= 0 && iy < h;
+        mr::cp_async<sizeof(T)>(xs + (c * win_rows + r) * pitch + k,
+                                xg + (c * h + (inside ? iy : 0)) * wd + k, inside);
+      });
+    }
+    mr::cp_async_commit();
+  };
+
+  int item = blockIdx.x;
+  if (item < items) issue(item, smem);
+  for (int k = 0; item < items; ++k, item += gridDim.x) {
+    const int next = item + gridDim.x;
+    T* stage = smem + (STAGES == 2 ? k % 2 : 0) * stage_elems;
+    if (STAGES == 2) {
+      if (next < items) {
+        issue(next, smem + (k + 1) % 2 * stage_elems);
+      } else {
+        mr::cp_async_commit();  // an empty group: the wait below always leaves one
+      }
+      mr::cp_async_wait<1>();  // this item's copies have landed
+    } else {
+      mr::cp_async_wait<0>();
+    }
+    __syncthreads();  // ... everyone's, and the zero columns
+
+    T acc[PY][4][OPT];
+#pragma unroll
+    for (int py = 0; py < PY; ++py)
+#pragma unroll
+      for (int cx = 0; cx < 4; ++cx)
+#pragma unroll
+        for (int u = 0; u < OPT; ++u) acc[py][cx][u] = T(0);
+    const T* ws = stage + cs * OPT;
+    const T* xrow = stage + w_elems + rg * PY * s_h * pitch + 4 * q * s_w;
+    for (int c = 0; c < cg; ++c) {
+      const T* xc = xrow + c * win_rows * pitch;
+      const T* wc = ws + c * KH * KW * og;
+      if (UNIT) {
+#pragma unroll
+        for (int r = 0; r < PY + KH - 1; ++r) {
+          T seg[NV * VEC];
+#pragma unroll
+          for (int v = 0; v < NV; ++v) {
+            const mr::Vec<T, VEC> part = mr::load_vec<T, VEC>(xc + r * pitch + v * VEC);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) seg[v * VEC + e] = part.v[e];
+          }
+#pragma unroll
+          for (int i = 0; i < KH; ++i) {
+            const int py = r - i;
+            if (py < 0 || py >= PY) continue;
+#pragma unroll
+            for (int j = 0; j < KW; ++j) {
+              const mr::Vec<T, OPT> wv = mr::load_vec<T, OPT>(wc + (i * KW + j) * og);
+#pragma unroll
+              for (int cx = 0; cx < 4; ++cx)
+#pragma unroll
+                for (int u = 0; u < OPT; ++u) acc[py][cx][u] += seg[SHIFT + cx + j] * wv.v[u];
+            }
+          }
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < KH; ++i)
+#pragma unroll
+          for (int j = 0; j < KW; ++j) {
+            const mr::Vec<T, OPT> wv = mr::load_vec<T, OPT>(wc + (i * KW + j) * og);
+#pragma unroll
+            for (int py = 0; py < PY; ++py)
+#pragma unroll
+              for (int cx = 0; cx < 4; ++cx) {
+                const T xv = xc[(py * s_h + i * d_h) * pitch + cx * s_w + j * d_w + SHIFT];
+#pragma unroll
+                for (int u = 0; u < OPT; ++u) acc[py][cx][u] += xv * wv.v[u];
+              }
+          }
+      }
+    }
+
+    const int ng = item / strips, strip = item - ng * strips;
+    const int n = ng / groups, g = ng - n * groups;
+    const int ox = 4 * q;
+#pragma unroll
+    for (int py = 0; py < PY; ++py) {
+      const int oy = (strip * row_groups + rg) * PY + py;
+      if (oy >= oh) break;
+#pragma unroll
+      for (int u = 0; u < OPT; ++u) {
+        const int o = g * og + cs * OPT + u;
+        const T b = has_bias ? bias[o] : T(0);
+        T* yr = y + ((static_cast<long long>(n) * c_out + o) * oh + oy) * ow + ox;
+        if (store16 && ox + 4 <= ow) {
+          mr::Vec<T, 4> out;
+#pragma unroll
+          for (int cx = 0; cx < 4; ++cx) out.v[cx] = acc[py][cx][u] + b;
+          mr::store_vec<T, 4>(yr, out);
+        } else {
+#pragma unroll
+          for (int cx = 0; cx < 4; ++cx)
+            if (ox + cx < ow) yr[cx] = acc[py][cx][u] + b;
+        }
+      }
+    }
+    __syncthreads();  // the stage is free for the item after next
+    if (STAGES == 1 && next < items) issue(next, smem);
   }
 }
 
@@ -203,8 +384,8 @@ __global__ void conv2d_grad_input_direct(
 // warps through shared memory. Shared memory: the input window [cg][tih][x_pitch] (channel
 // pitch x_cpitch) at 0 and the grad_y tile [og][tile_h * tile_w] (channel pitch gy_cpitch)
 // at gy_off; after the last tile, the cross-warp buffer at 0.
-template <typename T, int KH, int KW, int OPT, bool UNIT>
-__global__ void conv2d_grad_weight_direct(
+template <typename T, int KH, int KW, int OPT, bool UNIT, int MIN_BLOCKS>
+__global__ void __launch_bounds__(mr::kMaxThreads, MIN_BLOCKS) conv2d_grad_weight_direct(
     const T* __restrict__ x, const T* __restrict__ gy, T* __restrict__ partial, int n_img,
     int c_in, int h, int wd, int c_out, int oh, int ow, int groups, int sh, int sw, int ph,
     int pw, int dh, int dw, int tile_h, int tile_w, int tiles_h, int tiles_w, int pairs,
@@ -230,6 +411,10 @@ __global__ void conv2d_grad_weight_direct(
   const long long items = static_cast<long long>(n_img) * tiles_h * tiles_w;
   const long long first = items * chunk / chunks, last = items * (chunk + 1) / chunks;
   const int pixels = tile_h * tile_w;
+  // the lane's first pixel (row r0, column col0) and its step of npt pixels (dr rows, dc
+  // columns): the pixel loop advances both without a division
+  const int r0 = pt / tile_w, col0 = pt - r0 * tile_w;
+  const int dr = npt / tile_w, dc = npt - dr * tile_w;
   for (long long item = first; item < last; ++item) {
     const int n = static_cast<int>(item / (tiles_h * tiles_w));
     const int tile = static_cast<int>(item % (tiles_h * tiles_w));
@@ -243,8 +428,7 @@ __global__ void conv2d_grad_weight_direct(
     if (!active) continue;
     const T* xc = x_s + c * x_cpitch;
     const T* gs = g_s + s * OPT * gy_cpitch;
-    for (int e = pt; e < pixels; e += npt) {
-      const int r = e / tile_w, col = e - r * tile_w;
+    for (int e = pt, r = r0, col = col0; e < pixels; e += npt) {
       const T* xp = xc + r * s_h * x_pitch + col * s_w;
       T gv[OPT];
 #pragma unroll
@@ -257,6 +441,12 @@ __global__ void conv2d_grad_weight_direct(
 #pragma unroll
           for (int u = 0; u < OPT; ++u) acc[(u * KH + i) * KW + j] += gv[u] * xv;
         }
+      r += dr;
+      col += dc;
+      if (col >= tile_w) {
+        col -= tile_w;
+        ++r;
+      }
     }
   }
 

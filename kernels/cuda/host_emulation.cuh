@@ -9,16 +9,26 @@
 // result that changes with the order reveals a race. __shfl_xor_sync waits for all 32 lanes
 // of its warp, as a full-mask shuffle must.
 //
+// Asynchronous copies (cp_async) land at some unknown time between their issue and the wait
+// for their group (cp_async_wait). The emulator takes the two extremes: with threads in
+// forward order a copy lands at the wait, so a read of its destination before the wait sees
+// what was there before (NaN, or the previous tile); in reverse order it lands at once, so a
+// copy into a buffer that other warps still read shows. Either way the result must be the
+// reference's, and the same.
+//
 // The emulator fails a launch when threads wait at different barriers or shuffles, when some
 // exit while others wait at a barrier, when a shuffle is not reached by a whole warp, on a
-// misaligned vector load, when a block writes outside its dynamic shared memory, when an
-// argument's type differs from the kernel's parameter, or when a launch exceeds a GPU's
-// limits (1024 threads, 48 KiB of dynamic shared memory, 65535 blocks in y and z). Shared
-// memory starts as NaN bytes, so reading it before writing it poisons the result.
+// misaligned vector load or store or asynchronous copy, when a block writes outside its
+// dynamic shared memory (an asynchronous copy's destination is checked when it is issued),
+// when a thread exits with copies still in flight, when an argument's type differs from the
+// kernel's parameter, or when a launch exceeds a GPU's limits (1024 threads, 48 KiB of dynamic
+// shared memory, 65535 blocks in y and z). Shared memory starts as NaN bytes, so reading it
+// before writing it poisons the result.
 #pragma once
 
 #include <ucontext.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -46,6 +56,7 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __syncthreads() mr_emu::barrier(__LINE__)
 #define __shfl_xor_sync(mask, value, lane_mask) mr_emu::shfl_xor(value, lane_mask, __LINE__)
 #define MR_ALIGNED(pointer, alignment) mr_emu::aligned(pointer, alignment)
+#define MR_HOST_EMULATION
 
 namespace mr_emu {
 
@@ -55,12 +66,21 @@ constexpr std::size_t kMaxShared = 48 * 1024;
 
 enum class Wait { kNone, kBlock, kWarp };
 
+// One asynchronous copy in flight: its destination and the bytes it will write there.
+struct Copy {
+  unsigned char* dst;
+  std::array<unsigned char, 16> bytes;
+  int size;
+};
+
 struct Fiber {
   ucontext_t ctx;
   std::vector<char> stack = std::vector<char>(kStack);
   bool done = false;
   Wait wait = Wait::kNone;
-  int line = 0;  // source line of the barrier or shuffle it waits at
+  int line = 0;                            // source line of the barrier or shuffle it waits at
+  std::vector<Copy> open;                  // copies issued since the last commit
+  std::vector<std::vector<Copy>> groups;   // committed groups, oldest first
 };
 
 struct State {
@@ -70,6 +90,8 @@ struct State {
   std::function<void()> body;
   std::vector<unsigned char> shared_buf;
   unsigned char* smem = nullptr;
+  std::size_t smem_size = 0;
+  bool eager = false;  // asynchronous copies land when issued (else at the wait)
   std::vector<std::uint64_t> slots;  // shuffle exchange, one per thread
   std::string error;                 // found inside a fiber, raised by the scheduler
 };
@@ -89,14 +111,59 @@ inline void wait(Wait kind, int line) {
 
 inline void barrier(int line) { wait(Wait::kBlock, line); }
 
-// A GPU faults on a misaligned vector load: record it, and load from the aligned address
-// below instead (the host's aligned vector instructions would fault too).
-template <typename T>
-const T* aligned(const T* p, std::size_t alignment) {
+// A GPU faults on a misaligned vector access: record it, and use the aligned address below
+// instead (the host's aligned vector instructions would fault too).
+template <typename P>
+P aligned(P p, std::size_t alignment) {
   const std::uintptr_t address = reinterpret_cast<std::uintptr_t>(p);
   if (address % alignment == 0) return p;
-  state().error = "misaligned vector load of " + std::to_string(alignment) + " bytes";
-  return reinterpret_cast<const T*>(address - address % alignment);
+  state().error = "misaligned vector access of " + std::to_string(alignment) + " bytes";
+  return reinterpret_cast<P>(address - address % alignment);
+}
+
+template <int BYTES>
+void cp_async(void* smem, const void* gmem, bool valid) {
+  static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+  State& s = state();
+  unsigned char* dst = static_cast<unsigned char*>(smem);
+  if (dst < s.smem || dst + BYTES > s.smem + s.smem_size) {
+    s.error = "asynchronous copy outside dynamic shared memory";
+    return;
+  }
+  if (reinterpret_cast<std::uintptr_t>(dst) % BYTES ||
+      (valid && reinterpret_cast<std::uintptr_t>(gmem) % BYTES)) {
+    s.error = "misaligned asynchronous copy of " + std::to_string(BYTES) + " bytes";
+    return;
+  }
+  Copy copy{dst, {}, BYTES};
+  if (valid) std::memcpy(copy.bytes.data(), gmem, BYTES);
+  if (s.eager) {  // lands now; the wait still has to come
+    std::memcpy(dst, copy.bytes.data(), BYTES);
+    copy.size = 0;
+  }
+  s.fibers[s.current].open.push_back(copy);
+}
+
+inline void cp_async_commit() {
+  Fiber& f = state().fibers[state().current];
+  f.groups.push_back(std::move(f.open));
+  f.open.clear();
+}
+
+template <int N>
+void cp_async_wait() {
+  Fiber& f = state().fibers[state().current];
+  while (f.groups.size() > static_cast<std::size_t>(N)) {
+    for (const Copy& c : f.groups.front()) std::memcpy(c.dst, c.bytes.data(), c.size);
+    f.groups.erase(f.groups.begin());
+  }
+}
+
+inline bool copies_in_flight(const Fiber& f) {
+  if (!f.open.empty()) return true;
+  for (const auto& group : f.groups)
+    if (!group.empty()) return true;
+  return false;
 }
 
 // Every lane publishes its value, the warp meets, every lane reads its partner's, the warp
@@ -117,7 +184,9 @@ T shfl_xor(T value, int lane_mask, int line) {
 inline void fiber_entry() {
   State& s = state();
   s.body();
-  s.fibers[s.current].done = true;  // returning resumes the scheduler through uc_link
+  Fiber& f = s.fibers[s.current];
+  if (copies_in_flight(f)) s.error = "a thread exited with asynchronous copies in flight";
+  f.done = true;  // returning resumes the scheduler through uc_link
 }
 
 // Runs one block of n threads to completion. Between two block barriers, warps run one after
@@ -136,6 +205,8 @@ inline void run_block(int n, bool reverse) {
     makecontext(&f.ctx, fiber_entry, 0);
     f.done = false;
     f.wait = Wait::kNone;
+    f.open.clear();
+    f.groups.clear();
   }
   const unsigned bx = blockDim.x, by = blockDim.y;
   const int warps = (n + 31) / 32;
@@ -202,6 +273,8 @@ void launch_impl(void (*kernel)(A...), dim3 grid, dim3 block, std::size_t shared
   State& s = state();
   s.shared_buf.assign(shared + 2 * kRedZone, 0xFF);
   s.smem = s.shared_buf.data() + kRedZone;
+  s.smem_size = shared;
+  s.eager = reverse;
   s.body = [&] { kernel(std::get<I>(values)...); };
   gridDim = grid;
   blockDim = block;
@@ -234,3 +307,9 @@ int launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block,
 }
 
 }  // namespace mr_emu
+
+namespace mr {
+using mr_emu::cp_async;
+using mr_emu::cp_async_commit;
+using mr_emu::cp_async_wait;
+}  // namespace mr

@@ -215,12 +215,28 @@ def machine_info() -> dict[str, Any]:
 
 
 def package_versions(names: Sequence[str]) -> dict[str, str]:
-    """Installed versions of the named distributions (absent ones are left out); imports nothing."""
+    """Installed versions of the named distributions, or of those that provide a named import
+    package (e.g. "cupy" -> cupy-cuda13x, whichever CUDA build is installed); absent ones are
+    left out. Imports nothing."""
     found = {}
     for name in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
+        try:
             found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            for distribution in metadata.packages_distributions().get(name, ()):
+                found[distribution] = metadata.version(distribution)
     return found
+
+
+def back_to_back(timer: Timer, calls: int) -> Timer:
+    """A timer of `calls` calls in a row within one measurement, per call: on a GPU the calls
+    queue behind each other, so this is the device's throughput without the host's per-call
+    planning and launch gaps, which a single call's latency includes."""
+
+    def timed(fn: Callable[[], Any]) -> float:
+        return timer(lambda: [fn() for _ in range(calls)]) / calls
+
+    return timed
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "command": LAUNCH, "communicator": comm.describe(), "world_size": comm.world_size,
             "machine": common.machine_info() | {"load_average_1_5_15": os.getloadavg()},
             "versions": common.package_versions(["minitorch-resnext", "numpy", "numba",
-                                                 "mpi4py", "mpich", "cupy-cuda12x"]),
+                                                 "mpi4py", "mpich", "cupy"]),
             "settings": {"repeats": repeats, "steps": steps, "bucket_mb": args.bucket_mb,
                          "statistic": "median on rank 0, each call started after a barrier"},
             "allreduce": rows, "step": step,

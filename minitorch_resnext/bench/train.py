@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         "load_average_at_start": load,
         "threads": threads,
         "versions": common.package_versions(
-            ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy-cuda12x"]),
+            ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy"]),
         "settings": {"batch": args.batch, "repeats": repeats, "warmup": args.warmup,
                      "step": "forward + cross_entropy + backward + SGD(momentum 0.9, wd 5e-4)",
                      "statistic": f"median of steps timed in turns of {TURN - 1} after one "
