@@ -1,4 +1,5 @@
-"""Numba CPU kernels: grouped convolution forward, grad_input and grad_weight.
+"""Numba CPU kernels: grouped convolution forward, grad_input and grad_weight, and the fused
+kernels around it (batch norm, ReLU, residual add, pooling, cross-entropy, SGD).
 
 Pure array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
 `conv2d_algorithm` says which implementation (direct, tiled, implicit GEMM or im2col + GEMM)
@@ -14,6 +15,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import notice  # noqa: E402, F401
+from .activation import add_relu, relu_backward, relu_forward  # noqa: E402
+from .batchnorm import batch_norm_backward, batch_norm_forward  # noqa: E402
 from .conv import (  # noqa: E402
     ALGORITHMS,
     GEMM_MIN_CHANNELS,
@@ -23,15 +26,36 @@ from .conv import (  # noqa: E402
     conv2d_grad_input,
     conv2d_grad_weight,
 )
+from .loss import cross_entropy_backward, cross_entropy_forward  # noqa: E402
+from .pooling import (  # noqa: E402
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
+from .sgd import sgd_plan, sgd_update  # noqa: E402
 from .tiled import peak_probe  # noqa: E402
 
 __all__ = [
     "ALGORITHMS",
+    "add_relu",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
+    "batch_norm_backward",
+    "batch_norm_forward",
     "GEMM_MIN_CHANNELS",
     "POINTWISE_GEMM_MIN_CHANNELS",
     "conv2d_algorithm",
     "conv2d_forward",
     "conv2d_grad_input",
     "conv2d_grad_weight",
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
     "peak_probe",
+    "relu_backward",
+    "relu_forward",
+    "sgd_plan",
+    "sgd_update",
 ]

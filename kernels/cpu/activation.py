@@ -1,0 +1,81 @@
+"""ReLU forward and backward, and the residual add followed by ReLU, as parallel passes.
+
+Each is one pass over contiguous memory, split into a few large chunks per thread: NumPy
+runs `maximum(x, 0)` on one core, and its backward `g * (y > 0)` as two passes (a boolean
+mask, then the product); here each is one pass over all cores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Elements per parallel task: large enough that a task's start-up is noise, small enough to
+# spread a 64x16x16x16 activation over two cores.
+_CHUNK = 1 << 15
+
+Flat = np.ndarray  # a C-contiguous array viewed as 1-D
+
+
+@njit(cache=True, parallel=True)
+def _relu(x: Flat, y: Flat) -> None:
+    n = x.size
+    for t in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
+            v = x[i]
+            y[i] = v if not v < 0 else 0
+
+
+@njit(cache=True, parallel=True)
+def _relu_backward(g: Flat, y: Flat, dx: Flat) -> None:
+    n = g.size
+    for t in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
+            dx[i] = g[i] if y[i] > 0 else 0
+
+
+@njit(cache=True, parallel=True)
+def _add_relu(a: Flat, b: Flat, y: Flat) -> None:
+    n = a.size
+    for t in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
+            v = a[i] + b[i]
+            y[i] = v if not v < 0 else 0
+
+
+def _flat(a: np.ndarray, dtype: np.dtype) -> Flat:
+    return np.ascontiguousarray(a, dtype).reshape(-1)
+
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) as a new array (NaN stays NaN, like `numpy.maximum`).
+
+    Args:
+        x: float32 or float64 array of any shape.
+    """
+    y = np.empty(x.shape, x.dtype)
+    _relu(_flat(x, x.dtype), y.reshape(-1))
+    return y
+
+
+def relu_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """g where the ReLU's output y is positive, else 0, as a new array of y's dtype.
+
+    Args:
+        g: gradient with respect to the output, y's shape.
+        y: the output of `relu_forward`, float32 or float64.
+    """
+    dx = np.empty(y.shape, y.dtype)
+    _relu_backward(_flat(g, y.dtype), _flat(y, y.dtype), dx.reshape(-1))
+    return dx
+
+
+def add_relu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """max(a + b, 0) as a new array, in one pass (the residual connection of a ResNet block).
+
+    Args:
+        a, b: float32 or float64 arrays of the same shape and dtype.
+    """
+    y = np.empty(a.shape, a.dtype)
+    _add_relu(_flat(a, a.dtype), _flat(b, a.dtype), y.reshape(-1))
+    return y
