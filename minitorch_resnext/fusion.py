@@ -8,7 +8,7 @@ composition (`ctx.xp`) when it returns None: on devices without the kernel, or i
 A fusion across ops is announced where it happens: `F.relu` of a batch norm's output becomes
 one node whose backward is the batch norm's with the ReLU mask applied in the same pass
 (the mask is recomputed from the batch norm's input, so the ReLU saves nothing), and it calls
-`announce("batch_norm+relu", ...)`. Listeners (the profiler) record the sites.
+`announce("batch_norm+relu", source, fused)`. Listeners (the profiler) record the sites.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from .backend import Backend
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _composed = False
-_listeners: list[Callable[[str, Any], None]] = []
+# listener(kind, source, fused): the Context of the op whose output was fused into, and the
+# fused node's
+_listeners: list[Callable[[str, Any, Any], None]] = []
 
 
 def kernel(backend: Backend, name: str, dtype: Any) -> Callable[..., Any] | None:
@@ -50,15 +52,16 @@ def composed() -> Iterator[None]:
         _composed = previous
 
 
-def announce(kind: str, detail: Any) -> None:
-    """Tell the listeners that a fusion of `kind` (e.g. 'batch_norm+relu') happened."""
+def announce(kind: str, source: Any, fused: Any) -> None:
+    """Tell the listeners that a fusion of `kind` (e.g. 'batch_norm+relu') happened: the
+    output of the op with Context `source` became part of the node with Context `fused`."""
     for listener in _listeners:
-        listener(kind, detail)
+        listener(kind, source, fused)
 
 
 @contextlib.contextmanager
-def listening(listener: Callable[[str, Any], None]) -> Iterator[None]:
-    """Call `listener(kind, detail)` for every fusion announced inside the block."""
+def listening(listener: Callable[[str, Any, Any], None]) -> Iterator[None]:
+    """Call `listener(kind, source, fused)` for every fusion announced inside the block."""
     _listeners.append(listener)
     try:
         yield

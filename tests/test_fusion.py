@@ -54,12 +54,12 @@ def bn_input(rng):
 def test_relu_of_a_batch_norm_is_one_announced_node():
     x, w, b = bn_input(np.random.default_rng(0))
     sites = []
-    with fusion.listening(lambda kind, _: sites.append(kind)):
+    with fusion.listening(lambda kind, *_: sites.append(kind)):
         y = F.batch_norm(x, None, None, w, b, training=True)
         z = F.relu(y)
     assert z.grad_fn.name == "BatchNormReLU" and sites == ["batch_norm+relu"]
     assert z.grad_fn.parents == y.grad_fn.parents  # the ReLU node is gone from the graph
-    with fusion.composed(), fusion.listening(lambda kind, _: sites.append(kind)):
+    with fusion.composed(), fusion.listening(lambda kind, *_: sites.append(kind)):
         z = F.relu(F.batch_norm(x, None, None, w, b, training=True))
     assert z.grad_fn.name == "ReLU" and sites == ["batch_norm+relu"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 
@@ -51,6 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--resume", action="store_true",
         help="continue the run saved in --out-dir (its recipe is used; --device may change)")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add("--profile", action="store_true",
+        help="time every op of the training steps and print where a step's time goes")
     add("--distributed", action="store_true",
         help="data-parallel over the ranks of mpiexec (MPI on cpu, NCCL on cuda; --batch-size "
              "is the global batch): mpiexec -n N python -m mpi4py -m minitorch_resnext train "
@@ -59,6 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import CheckpointError
+    from ..profile import Profiler
     from ..train import TrainConfig, TrainingDiverged, train
 
     comm = None
@@ -71,12 +75,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"train: {e}", file=sys.stderr)
             return 1
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    profiler = Profiler(args.device) if args.profile else None
     try:
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-        result = train(config, resume=args.resume, progress=args.progress, comm=comm)
+        with profiler or contextlib.nullcontext():
+            result = train(config, resume=args.resume, progress=args.progress, comm=comm)
     except (TrainingDiverged, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 1
+    if profiler is not None and (comm is None or comm.is_main):
+        print(profiler.report(f"{config.model} on {config.dataset}, batch {config.batch_size}"))
     if result.interrupted:
         return 130
     best = max(result.history, key=lambda r: r["test_acc"]) if result.history else None

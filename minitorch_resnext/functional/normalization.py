@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import fusion
-from ..autograd import Context, Function, Node
+from ..autograd import Context, Function, Node, profiled
 from ..tensor import Tensor
 
 
@@ -147,8 +147,8 @@ class BatchNorm(Function):
         ctx = Context(node.ctx.backend, node.ctx.needs_input_grad)
         ctx.__dict__.update(node.ctx.__dict__)
         ctx.relu = True
-        fusion.announce("batch_norm+relu", ctx)
-        z = y.backend.relu_forward(y.data)
+        fusion.announce("batch_norm+relu", node.ctx, ctx)
+        z = profiled(BatchNormReLU, ctx, lambda: y.backend.relu_forward(y.data))
         return Tensor._wrap(z, y.backend, grad_fn=Node(BatchNormReLU, ctx, node.parents,
                                                        node.shapes))
 
