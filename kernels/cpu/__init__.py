@@ -4,7 +4,8 @@ kernels around it (batch norm, ReLU, residual add, pooling, cross-entropy, SGD).
 Pure array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
 `conv2d_algorithm` says which implementation (direct, tiled, implicit GEMM or im2col + GEMM)
 runs for a shape and why. The first use of a kernel on a machine compiles it, which `notice`
-announces.
+announces and `compiling` follows kernel by kernel (it also keys the cache on the whole
+package's sources).
 """
 
 import os
@@ -14,7 +15,7 @@ import os
 # the small models on a 2-core machine. It must be set before Numba starts OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import notice  # noqa: E402, F401
+from . import compiling  # noqa: E402, F401
 from .activation import add_relu, relu_backward, relu_forward  # noqa: E402
 from .batchnorm import batch_norm_backward, batch_norm_forward  # noqa: E402
 from .conv import (  # noqa: E402
