@@ -19,28 +19,33 @@ Flat = np.ndarray  # a C-contiguous array viewed as 1-D
 
 @njit(cache=True, parallel=True)
 def _relu(x: Flat, y: Flat) -> None:
-    n = x.size
-    for t in prange((n + _CHUNK - 1) // _CHUNK):
-        for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
-            v = x[i]
-            y[i] = v if not v < 0 else 0
+    zero = y.dtype.type(0)
+    for t in prange((x.size + _CHUNK - 1) // _CHUNK):
+        # a chunk as views indexed from 0: LLVM vectorises this loop, not one over [lo, hi)
+        xs, ys = x[t * _CHUNK:(t + 1) * _CHUNK], y[t * _CHUNK:(t + 1) * _CHUNK]
+        for i in range(xs.size):
+            ys[i] = zero if xs[i] < zero else xs[i]
 
 
 @njit(cache=True, parallel=True)
 def _relu_backward(g: Flat, y: Flat, dx: Flat) -> None:
-    n = g.size
-    for t in prange((n + _CHUNK - 1) // _CHUNK):
-        for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
-            dx[i] = g[i] if y[i] > 0 else 0
+    zero = dx.dtype.type(0)
+    for t in prange((g.size + _CHUNK - 1) // _CHUNK):
+        gs, ys = g[t * _CHUNK:(t + 1) * _CHUNK], y[t * _CHUNK:(t + 1) * _CHUNK]
+        ds = dx[t * _CHUNK:(t + 1) * _CHUNK]
+        for i in range(gs.size):
+            ds[i] = gs[i] if ys[i] > zero else zero
 
 
 @njit(cache=True, parallel=True)
 def _add_relu(a: Flat, b: Flat, y: Flat) -> None:
-    n = a.size
-    for t in prange((n + _CHUNK - 1) // _CHUNK):
-        for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
-            v = a[i] + b[i]
-            y[i] = v if not v < 0 else 0
+    zero = y.dtype.type(0)
+    for t in prange((a.size + _CHUNK - 1) // _CHUNK):
+        as_, bs = a[t * _CHUNK:(t + 1) * _CHUNK], b[t * _CHUNK:(t + 1) * _CHUNK]
+        ys = y[t * _CHUNK:(t + 1) * _CHUNK]
+        for i in range(as_.size):
+            v = as_[i] + bs[i]
+            ys[i] = zero if v < zero else v
 
 
 def _flat(a: np.ndarray, dtype: np.dtype) -> Flat:
