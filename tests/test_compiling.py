@@ -3,6 +3,8 @@ the cache while the package's sources are unchanged, and compiles again when the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -36,16 +38,23 @@ def test_kernels_are_cached_under_the_package_hash(cache_dir, monkeypatch, capfd
     call(fresh_kernel())  # same sources: loaded, not compiled
     assert len(compiling.COMPILED) == before + 1
 
-    monkeypatch.setattr(compiling, "_STAMP", "another version of the package")
-    call(fresh_kernel())  # any source of the package changed: compiled again
+    monkeypatch.setattr(compiling, "source_stamp", lambda path: "another version")
+    call(fresh_kernel())  # its sources changed: compiled again
     assert len(compiling.COMPILED) == before + 2
 
 
-def test_only_the_packages_files_get_the_package_stamp(cache_dir):
+def test_a_kernel_is_stamped_with_the_files_it_imports_from(cache_dir):
+    sources = Path(loss.__file__).resolve().parent
+    gemm = {p.name for p in compiling.imported_files(sources / "gemm.py")}
+    implicit = {p.name for p in compiling.imported_files(sources / "implicit.py")}
+    assert gemm == {"gemm.py", "direct.py"}
+    assert implicit == {"implicit.py", "direct.py", "intrinsics.py", "tiled.py"}
+    assert {p.name for p in compiling.imported_files(sources / "loss.py")} == {"loss.py"}
     locator = compiling.PackageStamp.from_function(loss._backward.py_func, loss.__file__)
-    assert locator is not None and locator.get_source_stamp() == compiling.package_hash()
-    assert compiling.PackageStamp.from_function(test_only_the_packages_files_get_the_package_stamp,
-                                                __file__) is None
+    assert locator.get_source_stamp() == compiling.source_stamp(sources / "loss.py")
+    assert compiling.source_stamp(sources / "gemm.py") != compiling.source_stamp(
+        sources / "direct.py")
+    assert compiling.PackageStamp.from_function(fresh_kernel, __file__) is None
 
 
 def test_bench_compile_table_sums_by_kernel():

@@ -8,15 +8,18 @@ is shown: the helpers a kernel inlines are part of its time.
 
 Cache: Numba keys a cached kernel on the hash of its own source file. The kernels here inline
 helpers from their neighbours (`gemm.py` and `intrinsics.py` use `direct.py`'s), so a change
-to one file can leave another's cached code stale. `PackageStamp` keys every kernel of this
-package on the hash of all the package's sources instead: any change recompiles them all,
-an unchanged package (a reinstall, another checkout of the same version) loads them all. The
-cache stays where Numba puts it (NUMBA_CACHE_DIR, else `__pycache__` beside the sources, else
-the user's cache folder).
+to one file could leave another's cached code stale. `PackageStamp` keys a kernel on the
+hash of its file and of every file of this package that it imports from, directly or not:
+a change recompiles exactly the kernels that may have used it, and an unchanged source (a
+reinstall, another checkout of the same version) loads from the cache. The cache stays where
+Numba puts it (NUMBA_CACHE_DIR, else `__pycache__` beside the sources, else the user's cache
+folder).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import sys
 import time
@@ -80,19 +83,38 @@ def _dtypes(ev: event.Event) -> str:
     return next((str(a.dtype) for a in args if hasattr(a, "ndim")), "scalars")
 
 
-def package_hash() -> str:
-    """sha256 of every Python source of this package, in name order."""
+def imported_files(path: Path) -> set[Path]:
+    """`path` and the files of this package it imports from (`from .x import`, `from . import
+    x`), directly or through them."""
+    found, todo = set(), [path.resolve()]
+    while todo:
+        current = todo.pop()
+        if current in found or not current.exists():
+            continue
+        found.add(current)
+        for node in ast.walk(ast.parse(current.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                todo += [_SOURCES / f"{name}.py" for name in names]
+    return found
+
+
+@functools.cache
+def source_stamp(path: Path) -> str:
+    """sha256 of `imported_files(path)`, in name order: the cache key of its kernels."""
     digest = hashlib.sha256()
-    for path in sorted(_SOURCES.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for source in sorted(imported_files(path)):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()
 
 
 class PackageStamp(caching._CacheLocator):
-    """Numba's own locator for a kernel of this package, stamped with `package_hash()`."""
+    """Numba's own locator for a kernel of this package, stamped with `source_stamp` of its
+    file."""
 
-    def __init__(self, inner: caching._CacheLocator) -> None:
+    def __init__(self, inner: caching._CacheLocator, path: Path) -> None:
         self._inner = inner
+        self._path = path
 
     def ensure_cache_path(self) -> None:
         self._inner.ensure_cache_path()
@@ -104,20 +126,20 @@ class PackageStamp(caching._CacheLocator):
         return self._inner.get_disambiguator()
 
     def get_source_stamp(self) -> Any:
-        return _STAMP
+        return source_stamp(self._path)
 
     @classmethod
     def from_function(cls, py_func: Any, py_file: str) -> PackageStamp | None:
-        if Path(py_file).resolve().parent != _SOURCES:
+        path = Path(py_file).resolve()
+        if path.parent != _SOURCES:
             return None
         for locator in caching.CacheImpl._locator_classes:
             inner = None if locator is cls else locator.from_function(py_func, py_file)
             if inner is not None:
-                return cls(inner)
+                return cls(inner, path)
         return None
 
 
-_STAMP = package_hash()
 event.register("numba:compile", _Progress())
 if PackageStamp not in getattr(caching.CacheImpl, "_locator_classes", [PackageStamp]):
     caching.CacheImpl._locator_classes.insert(0, PackageStamp)
