@@ -1,9 +1,8 @@
 """Naive NumPy versions of the kernels around the convolutions: the oracle for their tests.
 
-Batch norm (with ReLU), ReLU, the residual add + ReLU, max and average pooling,
-cross-entropy and the SGD update, each written the way a textbook states it, one formula
-per line, in float64 (results are cast back to the input's dtype), with plain loops where a
-window or a row is involved. Slow and obviously correct; `kernels/reference.py` is the same
+Batch norm (with ReLU), ReLU, max and average pooling, cross-entropy and the SGD update, each
+written the way a textbook states it, one formula per line, in float64 (results are cast
+back to the input's dtype), with plain loops where a window or a row is involved. Slow and obviously correct; `kernels/reference.py` is the same
 for the convolutions.
 """
 
@@ -65,11 +64,6 @@ def relu(x: np.ndarray) -> np.ndarray:
 def relu_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     """g where the ReLU's output is positive, else 0."""
     return np.where(y > 0, g, np.zeros_like(g)).astype(y.dtype)
-
-
-def add_relu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """max(a + b, 0)."""
-    return relu(a + b)
 
 
 def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],

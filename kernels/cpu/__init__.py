@@ -1,5 +1,5 @@
 """Numba CPU kernels: grouped convolution forward, grad_input and grad_weight, and the fused
-kernels around it (batch norm, ReLU, residual add, pooling, cross-entropy, SGD).
+kernels around it (batch norm, ReLU, pooling, cross-entropy, SGD).
 
 Pure array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
 `conv2d_algorithm` says which implementation (direct, tiled, implicit GEMM or im2col + GEMM)
@@ -16,7 +16,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import compiling  # noqa: E402, F401
-from .activation import add_relu, relu_backward, relu_forward  # noqa: E402
+from .activation import relu_backward, relu_forward  # noqa: E402
 from .batchnorm import batch_norm_backward, batch_norm_forward  # noqa: E402
 from .conv import (  # noqa: E402
     ALGORITHMS,
@@ -39,7 +39,6 @@ from .tiled import peak_probe  # noqa: E402
 
 __all__ = [
     "ALGORITHMS",
-    "add_relu",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "batch_norm_backward",

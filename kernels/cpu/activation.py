@@ -1,4 +1,4 @@
-"""ReLU forward and backward, and the residual add followed by ReLU, as parallel passes.
+"""ReLU forward and backward as parallel passes.
 
 Each is one pass over contiguous memory, split into a few large chunks per thread: NumPy
 runs `maximum(x, 0)` on one core, and its backward `g * (y > 0)` as two passes (a boolean
@@ -37,17 +37,6 @@ def _relu_backward(g: Flat, y: Flat, dx: Flat) -> None:
             ds[i] = gs[i] if ys[i] > zero else zero
 
 
-@njit(cache=True, parallel=True)
-def _add_relu(a: Flat, b: Flat, y: Flat) -> None:
-    zero = y.dtype.type(0)
-    for t in prange((a.size + _CHUNK - 1) // _CHUNK):
-        as_, bs = a[t * _CHUNK:(t + 1) * _CHUNK], b[t * _CHUNK:(t + 1) * _CHUNK]
-        ys = y[t * _CHUNK:(t + 1) * _CHUNK]
-        for i in range(as_.size):
-            v = as_[i] + bs[i]
-            ys[i] = zero if v < zero else v
-
-
 def _flat(a: np.ndarray, dtype: np.dtype) -> Flat:
     return np.ascontiguousarray(a, dtype).reshape(-1)
 
@@ -73,14 +62,3 @@ def relu_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     dx = np.empty(y.shape, y.dtype)
     _relu_backward(_flat(g, y.dtype), _flat(y, y.dtype), dx.reshape(-1))
     return dx
-
-
-def add_relu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """max(a + b, 0) as a new array, in one pass (the residual connection of a ResNet block).
-
-    Args:
-        a, b: float32 or float64 arrays of the same shape and dtype.
-    """
-    y = np.empty(a.shape, a.dtype)
-    _add_relu(_flat(a, a.dtype), _flat(b, a.dtype), y.reshape(-1))
-    return y
