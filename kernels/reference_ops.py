@@ -2,8 +2,8 @@
 
 Batch norm (with ReLU), ReLU, max and average pooling, cross-entropy and the SGD update, each
 written the way a textbook states it, one formula per line, in float64 (results are cast
-back to the input's dtype), with plain loops where a window or a row is involved. Slow and obviously correct; `kernels/reference.py` is the same
-for the convolutions.
+back to the input's dtype), with plain loops where a window or a row is involved. Slow and
+obviously correct; `kernels/reference.py` is the same for the convolutions.
 """
 
 from __future__ import annotations
