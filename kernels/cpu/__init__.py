@@ -15,6 +15,10 @@ import os
 # the small models on a 2-core machine. It must be set before Numba starts OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import memory  # noqa: E402
+
+memory.keep_freed_memory()  # a step's large arrays reuse the last step's pages
+
 from . import compiling  # noqa: E402, F401
 from .activation import relu_backward, relu_forward  # noqa: E402
 from .batchnorm import batch_norm_backward, batch_norm_forward  # noqa: E402
