@@ -130,7 +130,8 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
 
     Args:
         x: (N, C, ...) input, float32 or float64, at least one value per channel.
-        weight, bias: (C,) affine parameters, or None (ones, zeros).
+        weight: (C,) scale, or None (ones).
+        bias: (C,) shift, or None (zeros).
         moments: (C, 2) float64 (mean, biased variance) per channel: written in training
             (the batch's statistics), read otherwise (the running statistics).
         eps: added to the variance.
@@ -153,8 +154,13 @@ def batch_norm_backward(g: np.ndarray, x: np.ndarray, weight: np.ndarray | None,
 
     Args:
         g: (N, C, ...) gradient of the loss with respect to the output.
-        x, weight, bias, moments, eps, training, relu: as given to (or left by)
-            `batch_norm_forward`.
+        x: the input given to `batch_norm_forward`.
+        weight: its weight.
+        bias: its bias.
+        moments: the moments it used (and in training, wrote).
+        eps: its eps.
+        training: whether it normalised with the batch's statistics.
+        relu: whether it applied ReLU (the mask is recomputed from x).
         need_dx: compute dx (else None is returned in its place).
     """
     c = x.shape[1]

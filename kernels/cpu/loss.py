@@ -69,7 +69,9 @@ def cross_entropy_backward(logits: np.ndarray, target: np.ndarray, label_smoothi
     """d loss / d logits (N, C), logits' dtype, given d total / d loss of each row.
 
     Args:
-        logits, target, label_smoothing: as given to `cross_entropy_forward`.
+        logits: the logits given to `cross_entropy_forward`.
+        target: its targets.
+        label_smoothing: its label smoothing.
         lse: the log-sum-exp it returned.
         grad_rows: (N,) gradient of the reduced loss with respect to each row's loss.
     """

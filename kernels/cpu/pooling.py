@@ -108,7 +108,9 @@ def max_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
 
     Args:
         x: (N, C, H, W) float32 or float64.
-        kernel, stride, padding: (h, w) pairs, already checked (padding <= kernel // 2).
+        kernel: (h, w) window size.
+        stride: (h, w) step between windows.
+        padding: (h, w) implicit -inf border, at most kernel // 2 (checked by the caller).
         out_hw: (H_out, W_out) = (H + 2p - k) // s + 1.
     """
     n, c = x.shape[:2]
@@ -125,7 +127,10 @@ def max_pool2d_backward(g: np.ndarray, arg: np.ndarray, input_hw: Pair, kernel: 
     Args:
         g: (N, C, H_out, W_out) gradient of the output.
         arg: the winning taps from `max_pool2d_forward`.
-        input_hw, kernel, stride, padding: the forward's geometry.
+        input_hw: (H, W) of its input.
+        kernel: its window size.
+        stride: its stride.
+        padding: its padding.
     """
     dx = np.empty((*g.shape[:2], *input_hw), g.dtype)
     _max_backward(_planes(g), _planes(arg), kernel[1], *stride, *padding, _planes(dx))
@@ -138,7 +143,10 @@ def avg_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
 
     Args:
         x: (N, C, H, W) float32 or float64.
-        kernel, stride, padding, out_hw: as for `max_pool2d_forward`.
+        kernel: (h, w) window size.
+        stride: (h, w) step between windows.
+        padding: (h, w) implicit zero border, at most kernel // 2.
+        out_hw: (H_out, W_out) = (H + 2p - k) // s + 1.
         count_include_pad: divide by the window's size (True) or its taps inside x (False).
     """
     y = np.empty((*x.shape[:2], *out_hw), x.dtype)
@@ -153,7 +161,11 @@ def avg_pool2d_backward(g: np.ndarray, input_hw: Pair, kernel: Pair, stride: Pai
 
     Args:
         g: (N, C, H_out, W_out) gradient of the output.
-        input_hw, kernel, stride, padding, count_include_pad: the forward's arguments.
+        input_hw: (H, W) of the forward's input.
+        kernel: its window size.
+        stride: its stride.
+        padding: its padding.
+        count_include_pad: its divisor rule.
     """
     dx = np.empty((*g.shape[:2], *input_hw), g.dtype)
     planes = _planes(g)

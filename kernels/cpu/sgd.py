@@ -114,7 +114,11 @@ def sgd_update(plan: SGDPlan, grads: list[np.ndarray], lr: float, momentum: floa
     Args:
         plan: from `sgd_plan` (with buffers exactly when momentum is not 0).
         grads: the parameters' gradients, same shapes, cast to their dtype.
-        lr, momentum, dampening, weight_decay, nesterov: torch.optim.SGD's hyper-parameters.
+        lr: learning rate.
+        momentum: momentum factor (0: no buffers).
+        dampening: dampening of the momentum.
+        weight_decay: L2 penalty added to the gradient.
+        nesterov: use Nesterov momentum.
         first: the buffers are new: b = g instead of the momentum update.
     """
     flat = np.concatenate([g.reshape(-1) for g in grads], dtype=plan.params[0].dtype)
