@@ -122,17 +122,19 @@ def _first_step(model_name: str, threads: int) -> dict[str, Any]:
 
 
 def _time_train(threads: int) -> dict[str, Any]:
-    """Wall time of `python -m minitorch_resnext train --no-progress` with an empty cache."""
+    """Wall time of `python -m minitorch_resnext train --no-progress` with an empty cache, on
+    `threads` threads (Numba's, OpenMP's and BLAS's)."""
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads))
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, **{
+            f"{pool}_NUM_THREADS": str(threads) for pool in ("NUMBA", "OMP", "OPENBLAS", "MKL")})
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "minitorch_resnext", "train",
                                "--no-progress", "--out-dir", out], env=env,
                               capture_output=True, text=True)
         wall = time.perf_counter() - start
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return {"wall_s": wall, "returncode": done.returncode,
-            "last_line": lines[-1] if lines else "", "output": lines}
+    out = done.stdout.strip().splitlines()
+    return {"wall_s": wall, "returncode": done.returncode, "last_line": out[-1] if out else "",
+            "output": out + done.stderr.strip().splitlines()}
 
 
 def _table(compiled: list[dict[str, Any]]) -> str:

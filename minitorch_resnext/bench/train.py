@@ -28,6 +28,7 @@ import datetime
 import importlib
 import multiprocessing
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -91,7 +92,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also print where this package's step goes, op by op")
     parser.add_argument("--recipe", action="store_true",
-                        help="also run the default training recipe end to end in both engines")
+                        help="also run the default training recipe end to end in both engines "
+                             "(on the largest --threads)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="directory for the JSON result (default: bench-results)")
 
@@ -134,9 +136,13 @@ def run(args: argparse.Namespace) -> int:
                 if report:
                     profiles[f"{case.name}, {threads} thread(s)"] = report
     if args.recipe:
-        recipe = _bench_recipe(args.device, engines, all_threads)
+        recipe = _bench_recipe(args.device, engines, max(thread_counts))
     print()
     print(_table(results, "ms/step"))
+    print()
+    print("peak resident memory of each engine's process (imports included), and its growth "
+          "over the steps")
+    print(_memory_table(results))
     print()
     print("batch norm alone: forward + backward of all the model's batch norm layers, "
           "at their shapes in the step")
@@ -269,20 +275,34 @@ class _Worker:
 def _serve(conn: Any, engine: str, case: str, subject: str, batch: int, device: str,
            threads: int) -> None:
     """Worker loop: "logits" -> the logits before any update, an int n -> the seconds of each
-    of n consecutive steps, ("profile", n) -> the profile of n steps as text."""
+    of n consecutive steps, ("profile", n) -> the profile of n steps as text, "memory" -> the
+    process's peak resident set and its resident set before the first step (MB)."""
     try:
         with common.blas_threads(threads):
             step, logits, params = _engine(engine, case, subject, batch, device, threads)
+            before = _resident_mb()
             conn.send(("ok", params))
             for command in iter(conn.recv, "stop"):
                 if command == "logits":
                     conn.send(("ok", logits()))
+                elif command == "memory":
+                    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+                    conn.send(("ok", {"peak_rss_mb": peak, "rss_before_steps_mb": before}))
                 elif isinstance(command, tuple):
                     conn.send(("ok", _profile(step, command[1])))
                 else:
                     conn.send(("ok", _time_steps(step, command)))
     except Exception as e:  # reported to the parent, which raises it
         conn.send(("error", f"{engine} worker: {type(e).__name__}: {e}"))
+
+
+def _resident_mb() -> float:
+    """The process's resident set now, in MB (from /proc; 0 where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _time_steps(step: Callable[[], None], n: int) -> list[float]:
@@ -432,6 +452,7 @@ def _bench_case(case: ModelCase, subject: str, args: argparse.Namespace, repeats
         while len(samples[PROJECT]) < repeats:
             for w in workers:  # a turn of TURN steps; its first re-warms after the other engine
                 samples[w.engine] += w.ask(TURN)[1:repeats - len(samples[w.engine]) + 1]
+        memory = [w.ask("memory") if subject == STEP else {} for w in workers]
         if args.profile and subject == STEP:
             report = workers[0].ask(("profile", repeats))
     finally:
@@ -443,12 +464,33 @@ def _bench_case(case: ModelCase, subject: str, args: argparse.Namespace, repeats
     base = {"model": case.name, "description": case.description, "params": workers[0].params,
             "input": list(case.image_shape), "batch": args.batch, "threads": threads}
     rows = []
-    for engine, times in samples.items():
+    for (engine, times), used in zip(samples.items(), memory):
         stats = common.Stats.of(times)
         rows.append(base | {"engine": engine, "images_per_s": args.batch / stats.median,
                             "max_rel_err": max_rel_err if engine == PROJECT else None}
-                    | stats.to_json())
+                    | used | stats.to_json())
     return rows, report
+
+
+def _memory_table(results: list[dict[str, Any]]) -> str:
+    """Peak resident set of each engine's process over its steps, and its growth from before
+    the first step (the activations, gradients and buffers of a step)."""
+    by_model: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by_model.setdefault((r["model"], r["threads"]), {})[r["engine"]] = r
+    rows = []
+    for (name, threads), engines in by_model.items():
+        cells = [name, str(threads)]
+        for engine in (PROJECT, TORCH):
+            r = engines.get(engine)
+            cells += ([f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] - r['rss_before_steps_mb']:.0f}"]
+                      if r else ["-", "-"])
+        ours, theirs = engines[PROJECT], engines.get(TORCH)
+        cells.append(f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x" if theirs else "-")
+        rows.append(cells)
+    header = ["model", "threads", "peak RSS MB", "of which steps", "torch peak RSS MB",
+              "of which steps", "ours / torch"]
+    return common.format_table(header, rows, right=[False] + [True] * 6)
 
 
 def _table(results: list[dict[str, Any]], unit: str) -> str:
@@ -475,7 +517,7 @@ def _bench_recipe(device: str, engines: list[str], threads: int) -> dict[str, An
     from ..train import TrainConfig
 
     out: dict[str, Any] = {"config": dataclasses.asdict(TrainConfig(device=device)) | {
-        "out_dir": None}}
+        "out_dir": None}, "threads": threads}
     ctx = multiprocessing.get_context("spawn")
     for engine in engines:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
@@ -549,7 +591,8 @@ def _recipe_table(recipe: dict[str, Any]) -> str:
     c = recipe["config"]
     rows = [[engine, f"{r['wall_s']:.1f}", f"{100 * r['test_acc']:.2f}%"]
             for engine, r in recipe.items() if engine in (PROJECT, TORCH)]
-    title = (f"default recipe: {c['model']} on {c['dataset']}, {c['epochs']} epochs, batch "
+    title = (f"default recipe on {recipe['threads']} thread(s): {c['model']} on {c['dataset']}, "
+             f"{c['epochs']} epochs, batch "
              f"{c['batch_size']}, lr {c['lr']} ({c['warmup_epochs']:g} warm-up epoch(s), then "
              f"{c['schedule']}), label smoothing {c['label_smoothing']}\n")
     return title + common.format_table(["engine", "wall s", "test acc"], rows, [False, True, True])
