@@ -83,19 +83,27 @@ def _dtypes(ev: event.Event) -> str:
     return next((str(a.dtype) for a in args if hasattr(a, "ndim")), "scalars")
 
 
+@functools.cache
+def _imports(path: Path) -> tuple[Path, ...]:
+    """The files of this package that `path` imports from directly."""
+    found: list[Path] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module] if node.module else [a.name for a in node.names]
+            found += [_SOURCES / f"{name}.py" for name in names]
+    return tuple(p for p in found if p.exists())
+
+
 def imported_files(path: Path) -> set[Path]:
     """`path` and the files of this package it imports from (`from .x import`, `from . import
     x`), directly or through them."""
-    found, todo = set(), [path.resolve()]
+    found: set[Path] = set()
+    todo = [path.resolve()]
     while todo:
         current = todo.pop()
-        if current in found or not current.exists():
-            continue
-        found.add(current)
-        for node in ast.walk(ast.parse(current.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names = [node.module] if node.module else [a.name for a in node.names]
-                todo += [_SOURCES / f"{name}.py" for name in names]
+        if current not in found:
+            found.add(current)
+            todo += _imports(current)
     return found
 
 
