@@ -4,8 +4,8 @@ kernels around it (batch norm, ReLU, pooling, cross-entropy, SGD).
 Pure array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference`;
 `conv2d_algorithm` says which implementation (direct, tiled, implicit GEMM or im2col + GEMM)
 runs for a shape and why. The first use of a kernel on a machine compiles it, which `notice`
-announces and `compiling` follows kernel by kernel (it also keys the cache on the whole
-package's sources).
+announces and `compiling` follows kernel by kernel (it also stamps each kernel's cache with
+its file and the files it imports from).
 """
 
 import os
