@@ -150,7 +150,8 @@ def test_bench_conv_times_onnxruntime_on_the_forward_pass(tmp_path, capsys, monk
     assert {p for p, i in results if i == "onnxruntime"} == {"forward"}
     ort, ours = results[("forward", "onnxruntime")], results[("forward", "minitorch")]
     assert ort["max_rel_err"] < 1e-5  # checked against the NumPy reference
-    assert ours["speedup_vs_onnxruntime"] == pytest.approx(ort["median_ms"] / ours["median_ms"], rel=1e-5)
+    # the JSON's times are rounded to the nanosecond, a 1e-4 part of a 10-microsecond call
+    assert ours["speedup_vs_onnxruntime"] == pytest.approx(ort["median_ms"] / ours["median_ms"], rel=1e-3)
     targets = {t["pass"]: t for t in data["targets"]}
     assert targets["forward"]["baseline"] == "onnxruntime" and targets["grad_input"]["baseline"] is None
     assert targets["forward"]["speedup"] == ours["speedup_vs_onnxruntime"]

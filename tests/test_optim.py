@@ -9,6 +9,7 @@ import pytest
 
 import minitorch_resnext as mr
 from minitorch_resnext import optim
+from minitorch_resnext.kernels import reference_ops
 from minitorch_resnext.optim import lr_scheduler as S
 
 OPTIONS = [
@@ -25,11 +26,8 @@ def sgd_by_hand(w, grads, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nes
     """torch.optim.SGD's documented algorithm, in float64."""
     w, buf = w.astype(np.float64), None
     for g in grads:
-        g = g + weight_decay * w
-        if momentum:
-            buf = g.copy() if buf is None else momentum * buf + (1 - dampening) * g
-            g = g + momentum * buf if nesterov else buf
-        w = w - lr * g
+        w, buf = reference_ops.sgd_step(w, g, buf, lr, momentum, dampening, weight_decay,
+                                        nesterov)
     return w
 
 

@@ -178,12 +178,18 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
 
 def test_bench_train_times_a_step_and_writes_json(tmp_path, capsys):
     args = ["bench", "train", "--models", "resnext_small", "--batch", "2", "--repeats", "1",
-            "--warmup", "0", "--out", str(tmp_path)]
+            "--warmup", "0", "--threads", "1", "--profile", "--out", str(tmp_path)]
     assert cli.main(args) == 0
-    assert "resnext_small" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resnext_small" in out and "batch norm alone" in out and "peak RSS MB" in out
+    assert "resnext_small, 1 thread(s): mean of 1 training steps" in out  # the profile
     record = json.loads((tmp_path / "train-cpu.json").read_text())
+    assert record["machine"]["isa"] and record["threads"] == [1]
     ours = [r for r in record["results"] if r["engine"] == "minitorch"]
     assert len(ours) == 1 and ours[0]["images_per_s"] > 0 and ours[0]["params"] == 137_322
+    assert ours[0]["peak_rss_mb"] >= ours[0]["rss_before_steps_mb"] > 0
+    norms = [r for r in record["batch_norm"] if r["engine"] == "minitorch"]
+    assert len(norms) == 1 and norms[0]["median_ms"] > 0
 
 
 def test_torch_twin_computes_the_same_function():

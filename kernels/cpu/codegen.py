@@ -14,6 +14,7 @@ exactly what runs::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -62,8 +63,8 @@ def slp_vectorized() -> Iterator[None]:
 
 def main(argv: list[str]) -> int:
     """List the generated tiles, or print one's source (`python -m ...codegen [name]`)."""
-    from . import implicit, tiled  # noqa: F401  (importing them generates their tiles)
-
+    for module in ("implicit", "tiled"):  # importing them generates their tiles
+        importlib.import_module(f"{__package__}.{module}")
     if not argv:
         print("\n".join(sorted(SOURCES)))
         return 0

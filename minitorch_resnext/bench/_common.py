@@ -207,9 +207,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def compiled_isa() -> str:
+    """The CPU LLVM compiles the Numba kernels for (the host's, unless NUMBA_CPU_NAME says
+    otherwise) and its widest vector instructions, e.g. 'znver4, AVX-512'."""
+    import numba
+    from llvmlite import binding
+
+    features = binding.get_host_cpu_features()
+    widest = next((isa for flag, isa in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
+                                          ("avx", "AVX"), ("sse4.2", "SSE4.2"))
+                   if features.get(flag)), "scalar")
+    return f"{numba.config.CPU_NAME or binding.get_host_cpu_name()}, {widest}"
+
+
 def machine_info() -> dict[str, Any]:
     """Host facts for the JSON record, with the load average (other work skews timings)."""
     return {"hostname": platform.node(), "os": platform.platform(), "cpu": cpu_model(),
+            "isa": compiled_isa(),
             "logical_cpus": os.cpu_count(), "python": platform.python_version(),
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 

@@ -9,11 +9,15 @@ summarised by their median (rounds of `TURN` steps per engine, the first of each
 The PyTorch model is a twin built from this package's model,
 module by module, with the same weights (checked: both give the same logits on the
 benchmark batch). Models: the default small ResNeXt on 16x16 digits, and
-the paper's CIFAR ResNeXt-29 8x64d at a quarter of its width on 32x32 images.
+the paper's CIFAR ResNeXt-29 8x64d at a quarter of its width on 32x32 images. Each model is
+timed at every thread count of `--threads` (default: 1 and all cores), and so is its batch
+norm alone: forward and backward of every batch norm layer of the model, at the shapes the
+step gives them.
 
-`--recipe` also runs the default training recipe (`minitorch-resnext train`) end to end in
-both engines, from the same initial weights and the same data pipeline, and reports wall
-time and test accuracy.
+`--profile` prints where this package's step goes (`minitorch_resnext.profile`) beside the
+step totals. `--recipe` also runs the default training recipe (`minitorch-resnext train`)
+end to end in both engines, from the same initial weights and the same data pipeline, and
+reports wall time and test accuracy.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ REL_TOL = 1e-3  # largest max|a - b| / max|b| accepted between the two engines' 
 # Steps per turn of an engine; the first of each turn is not timed: after the other engine's
 # turn, caches are cold and OpenMP threads asleep, which costs PyTorch up to 2x on 2 cores.
 TURN = 6
+STEP, BATCH_NORM = "step", "batch norm"  # what a worker times
 
 
 @dataclass(frozen=True)
@@ -81,17 +86,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int,
                         help="timed steps per engine (default: 10 on cpu, 30 on cuda)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for Numba, BLAS and PyTorch (default: numba.get_num_threads())")
+    parser.add_argument("--threads", type=int, nargs="+", metavar="N",
+                        help="CPU threads for Numba, BLAS and PyTorch, one run each (default: 1 "
+                             "and numba.get_num_threads())")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where this package's step goes, op by op")
     parser.add_argument("--recipe", action="store_true",
-                        help="also run the default training recipe end to end in both engines")
+                        help="also run the default training recipe end to end in both engines "
+                             "(on the largest --threads)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="directory for the JSON result (default: bench-results)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `bench train`: time training steps against PyTorch and write the results; returns the exit
-    status."""
+    """Run `bench train`: time training steps against PyTorch, print the table, write JSON."""
+    import numba
+
     from ..backend import get_backend
 
     try:
@@ -101,25 +111,46 @@ def run(args: argparse.Namespace) -> int:
     repeats = args.repeats if args.repeats is not None else (10 if args.device == "cpu" else 30)
     if min(repeats, args.batch) < 1 or args.warmup < 0:
         raise SystemExit("bench train: --repeats and --batch must be positive, --warmup >= 0")
-    threads = common.set_threads(args.threads, "bench train")
-    torch, torch_info = common.load_torch(args.device, threads)
+    all_threads = common.set_threads(None, "bench train")
+    thread_counts = sorted(set(args.threads or [1, all_threads]))
+    for n in thread_counts:
+        common.set_threads(n, "bench train")
+    torch, torch_info = common.load_torch(args.device, all_threads)
     if "note" in torch_info:
         print(f"note: {torch_info['note']}")
     engines = [PROJECT] + ([TORCH] if torch is not None else [])
+    machine = common.machine_info()
     load = os.getloadavg()[0]  # other work on the machine skews both engines, multi-threaded most
-    print(f"bench train on {args.device}: batch {args.batch}, median of {repeats} steps after "
-          f"{args.warmup} warm-up steps, {threads} thread(s), load average {load:.1f}")
+    print(f"bench train on {args.device} ({machine['cpu']}, {machine['isa']}; "
+          f"{numba.config.NUMBA_NUM_THREADS} cores): batch {args.batch}, median of {repeats} "
+          f"steps after {args.warmup} warm-up steps, {' and '.join(map(str, thread_counts))} "
+          f"thread(s), load average {load:.1f}")
 
-    results, recipe = [], None
+    results, norms, profiles, recipe = [], [], {}, None
     for case in (c for c in _cases() if c.name in args.models):
-        rows = _bench_case(case, args, repeats, engines, threads)
-        print(f"  {case.name}: " + ", ".join(f"{r['engine']} {r['images_per_s']:.1f} img/s"
-                                             for r in rows), flush=True)
-        results += rows
+        for threads in thread_counts:
+            for subject, into in ((STEP, results), (BATCH_NORM, norms)):
+                rows, report = _bench_case(case, subject, args, repeats, engines, threads)
+                print(f"  {case.name} {subject}, {threads} thread(s): " + ", ".join(
+                    f"{r['engine']} {r['median_ms']:.1f} ms" for r in rows), flush=True)
+                into += rows
+                if report:
+                    profiles[f"{case.name}, {threads} thread(s)"] = report
     if args.recipe:
-        recipe = _bench_recipe(args.device, engines, threads)
+        recipe = _bench_recipe(args.device, engines, max(thread_counts))
     print()
-    print(_table(results))
+    print(_table(results, "ms/step"))
+    print()
+    print("peak resident memory of each engine's process (imports included), and its growth "
+          "over the steps")
+    print(_memory_table(results))
+    print()
+    print("batch norm alone: forward + backward of all the model's batch norm layers, "
+          "at their shapes in the step")
+    print(_table(norms, "ms"))
+    for title, report in profiles.items():
+        print()
+        print(report.replace("profile of the step", title, 1))
     if recipe is not None:
         print()
         print(_recipe_table(recipe))
@@ -133,17 +164,21 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "train",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": args.device,
-        "machine": common.machine_info(),
+        "machine": machine,
         "load_average_at_start": load,
-        "threads": threads,
+        "threads": thread_counts,
         "versions": common.package_versions(
-            ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy"]),
+            ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "cupy-cuda12x"]),
         "settings": {"batch": args.batch, "repeats": repeats, "warmup": args.warmup,
                      "step": "forward + cross_entropy + backward + SGD(momentum 0.9, wd 5e-4)",
+                     "batch_norm": "F.batch_norm forward (training) + backward through autograd "
+                                   "for each batch norm layer's input shape",
                      "statistic": f"median of steps timed in turns of {TURN - 1} after one "
                                   "untimed step, engines alternating, one process each"},
         "torch": torch_info,
         "results": results,
+        "batch_norm": norms,
+        "profiles": profiles,
         "recipe": recipe,
     })
     print(f"wrote {path}")
@@ -207,10 +242,11 @@ def torch_twin(model: Any, torch: ModuleType) -> Any:
     return twin.train(model.training)
 
 
-def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
+def _engine(engine: str, case_name: str, subject: str, batch: int, device: str, threads: int
             ) -> tuple[Callable[[], None], Callable[[], np.ndarray], int]:
-    """(one training step, logits of the batch, parameter count) of `case_name` in `engine`,
-    from seed-0 weights and a seed-0 random batch, so both engines start identical."""
+    """(one step, logits of the batch, parameter count) of `case_name` in `engine`, from
+    seed-0 weights and a seed-0 random batch, so both engines start identical. The step is a
+    training step, or for `subject` BATCH_NORM the batch norm layers alone."""
     import minitorch_resnext as mr
 
     case = next(c for c in _cases() if c.name == case_name)
@@ -240,9 +276,13 @@ def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
             with mr.no_grad():
                 return model(x).numpy()
 
+        if subject == BATCH_NORM:
+            step = _batch_norm_step(_batch_norm_inputs(model, x),
+                                    lambda a: mr.tensor(a, device=device), F.batch_norm)
         return step, logits, params
 
     torch, _ = common.load_torch(device, threads)
+    shapes = _batch_norm_inputs(model, mr.tensor(x_np)) if subject == BATCH_NORM else []
     twin = torch_twin(model, torch).to(device)
     tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
     topt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -258,51 +298,125 @@ def _engine(engine: str, case_name: str, batch: int, device: str, threads: int
         with torch.no_grad():
             return twin(tx).cpu().numpy()
 
+    if subject == BATCH_NORM:
+        torch_step = _batch_norm_step(shapes, lambda a: torch.from_numpy(a).to(device),
+                                      torch.nn.functional.batch_norm)
     return torch_step, torch_logits, params
 
 
-def _bench_case(case: ModelCase, args: argparse.Namespace, repeats: int, engines: list[str],
-                threads: int) -> list[dict[str, Any]]:
-    workers = [Worker(e, _engine, (e, case.name, args.batch, args.device, threads), threads)
-               for e in engines]
+def _batch_norm_inputs(model: Any, x: Any) -> list[tuple[int, ...]]:
+    """The input shape of every batch norm layer in one forward of `model` on `x`."""
+    from .. import nn
+    from ..autograd import no_grad
+
+    shapes: list[tuple[int, ...]] = []
+    forward = nn.BatchNorm2d.forward
+
+    def record(bn: Any, t: Any) -> Any:
+        shapes.append(t.shape)
+        return forward(bn, t)
+
+    nn.BatchNorm2d.forward = record  # type: ignore[method-assign]
+    try:
+        with no_grad():
+            model(x)
+    finally:
+        nn.BatchNorm2d.forward = forward  # type: ignore[method-assign]
+    return shapes
+
+
+def _batch_norm_step(shapes: list[tuple[int, ...]], as_tensor: Callable[[np.ndarray], Any],
+                     batch_norm: Callable[..., Any]) -> Callable[[], None]:
+    """Forward (training) and backward of batch norm at each of `shapes`, in one engine:
+    `as_tensor` makes its tensors from float32 arrays, `batch_norm` is its functional form."""
+    layers = []
+    for seed, shape in enumerate(shapes):
+        rng = np.random.default_rng(seed)
+        c = shape[1]
+        x, g = (as_tensor(rng.standard_normal(shape, dtype=np.float32)) for _ in range(2))
+        w = as_tensor(rng.uniform(0.5, 2.0, c).astype(np.float32))
+        b = as_tensor(rng.standard_normal(c, dtype=np.float32))
+        stats = (as_tensor(np.zeros(c, np.float32)), as_tensor(np.ones(c, np.float32)))
+        layers.append((x.requires_grad_(), g, w.requires_grad_(), b.requires_grad_(), stats))
+
+    def step() -> None:
+        for x, g, w, b, (mean, var) in layers:
+            x.grad = w.grad = b.grad = None
+            batch_norm(x, mean, var, w, b, training=True).backward(g)
+        float(layers[-1][0].grad.sum())  # the device has finished
+
+    return step
+
+
+def _bench_case(case: ModelCase, subject: str, args: argparse.Namespace, repeats: int,
+                engines: list[str], threads: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of the timing of `subject` (a training step or the batch norm layers), and for a
+    step with `--profile`, this package's profile."""
+    workers = [Worker(e, _engine, (e, case.name, subject, args.batch, args.device, threads),
+                      threads) for e in engines]
+    report = None
     try:
         logits = [w.ask("output") for w in workers]  # same weights, before any update
         for w in workers:
             w.ask(args.warmup)
         samples = interleave(workers, repeats, TURN)
+        memory = [w.ask("memory") if subject == STEP else {} for w in workers]
+        if args.profile and subject == STEP:
+            report = workers[0].ask(("profile", repeats))
     finally:
         for w in workers:
             w.close()
     max_rel_err = None
-    if len(logits) == 2:
+    if len(logits) == 2 and subject == STEP:
         max_rel_err = float(np.abs(logits[0] - logits[1]).max() / np.abs(logits[1]).max())
     base = {"model": case.name, "description": case.description, "params": workers[0].info,
-            "input": list(case.image_shape), "batch": args.batch}
+            "input": list(case.image_shape), "batch": args.batch, "threads": threads}
     rows = []
-    for engine, times in samples.items():
+    for (engine, times), used in zip(samples.items(), memory):
         stats = common.Stats.of(times)
         rows.append(base | {"engine": engine, "images_per_s": args.batch / stats.median,
                             "max_rel_err": max_rel_err if engine == PROJECT else None}
-                    | stats.to_json())
-    return rows
+                    | used | stats.to_json())
+    return rows, report
 
 
-def _table(results: list[dict[str, Any]]) -> str:
-    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+def _memory_table(results: list[dict[str, Any]]) -> str:
+    """Peak resident set of each engine's process over its steps, and its growth from before
+    the first step (the activations, gradients and buffers of a step)."""
+    by_model: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     for r in results:
-        by_model.setdefault(r["model"], {})[r["engine"]] = r
+        by_model.setdefault((r["model"], r["threads"]), {})[r["engine"]] = r
     rows = []
-    for name, engines in by_model.items():
+    for (name, threads), engines in by_model.items():
+        cells = [name, str(threads)]
+        for engine in (PROJECT, TORCH):
+            r = engines.get(engine)
+            cells += ([f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] - r['rss_before_steps_mb']:.0f}"]
+                      if r else ["-", "-"])
+        ours, theirs = engines[PROJECT], engines.get(TORCH)
+        cells.append(f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x" if theirs else "-")
+        rows.append(cells)
+    header = ["model", "threads", "peak RSS MB", "of which steps", "torch peak RSS MB",
+              "of which steps", "ours / torch"]
+    return common.format_table(header, rows, right=[False] + [True] * 6)
+
+
+def _table(results: list[dict[str, Any]], unit: str) -> str:
+    by_model: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by_model.setdefault((r["model"], r["threads"]), {})[r["engine"]] = r
+    rows = []
+    for (name, threads), engines in by_model.items():
         ours, theirs = engines[PROJECT], engines.get(TORCH)
         shape = "x".join(map(str, ours["input"]))
-        rows.append([name, f"{ours['params']:,}", shape, str(ours["batch"]),
+        rows.append([name, f"{ours['params']:,}", shape, str(ours["batch"]), str(threads),
                      f"{ours['median_ms']:.1f}", f"{ours['images_per_s']:.1f}",
                      f"{theirs['median_ms']:.1f}" if theirs else "-",
                      f"{theirs['images_per_s']:.1f}" if theirs else "-",
-                     f"{theirs['images_per_s'] / ours['images_per_s']:.2f}x" if theirs else "-"])
-    header = ["model", "params", "input", "batch", "ms/step", "img/s", "torch ms/step",
+                     f"{theirs['median_ms'] / ours['median_ms']:.2f}x" if theirs else "-"])
+    header = ["model", "params", "input", "batch", "threads", unit, "img/s", f"torch {unit}",
               "torch img/s", "torch / ours"]
-    return common.format_table(header, rows, right=[False, True, False] + [True] * 6)
+    return common.format_table(header, rows, right=[False, True, False] + [True] * 7)
 
 
 def _bench_recipe(device: str, engines: list[str], threads: int) -> dict[str, Any]:
@@ -311,7 +425,7 @@ def _bench_recipe(device: str, engines: list[str], threads: int) -> dict[str, An
     from ..train import TrainConfig
 
     out: dict[str, Any] = {"config": dataclasses.asdict(TrainConfig(device=device)) | {
-        "out_dir": None}}
+        "out_dir": None}, "threads": threads}
     ctx = multiprocessing.get_context("spawn")
     for engine in engines:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
@@ -385,7 +499,8 @@ def _recipe_table(recipe: dict[str, Any]) -> str:
     c = recipe["config"]
     rows = [[engine, f"{r['wall_s']:.1f}", f"{100 * r['test_acc']:.2f}%"]
             for engine, r in recipe.items() if engine in (PROJECT, TORCH)]
-    title = (f"default recipe: {c['model']} on {c['dataset']}, {c['epochs']} epochs, batch "
+    title = (f"default recipe on {recipe['threads']} thread(s): {c['model']} on {c['dataset']}, "
+             f"{c['epochs']} epochs, batch "
              f"{c['batch_size']}, lr {c['lr']} ({c['warmup_epochs']:g} warm-up epoch(s), then "
              f"{c['schedule']}), label smoothing {c['label_smoothing']}\n")
     return title + common.format_table(["engine", "wall s", "test acc"], rows, [False, True, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 
@@ -64,6 +65,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="replace the earlier run in --out-dir: its checkpoints and metrics "
                             "are deleted instead of moved aside")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add("--profile", action="store_true",
+        help="time every op of the training steps and print where a step's time goes")
     add("--distributed", action="store_true",
         help="data-parallel over the ranks of mpiexec (MPI on cpu, NCCL on cuda; --batch-size "
              f"is the global batch): {LAUNCH}")
@@ -71,6 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train with the recipe given on the command line; returns the exit status (130 if interrupted)."""
+    from ..profile import Profiler
     from ..train import TrainConfig, train
 
     require_device(args.device)
@@ -88,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
             print("train: note: --distributed, but MPI connects this process alone (it was "
                   "not started by mpiexec -n 2 or more): it trains as a world of one rank. To "
                   f"train on N ranks: {LAUNCH}", file=sys.stderr)
-    result = train(config, resume=args.resume, overwrite=args.overwrite,
-                   progress=args.progress, comm=comm)
+    profiler = Profiler(args.device) if args.profile else None
+    with profiler or contextlib.nullcontext():
+        result = train(config, resume=args.resume, overwrite=args.overwrite,
+                       progress=args.progress, comm=comm)
+    if profiler is not None and (comm is None or comm.is_main):
+        print(profiler.report(f"{config.model} on {config.dataset}, batch {config.batch_size}"))
     if result.interrupted:
         return 130
     best = max(result.history, key=lambda r: r["test_acc"]) if result.history else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .. import fusion
 from ..autograd import Context, Function
 from ..tensor import Tensor
 from .registry import op
@@ -188,14 +189,16 @@ class ReLU(Function):
     """max(a, 0), elementwise; the gradient passes where the output is positive."""
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
-        out = ctx.xp.maximum(a, 0)
+        kernel = fusion.kernel(ctx.backend, "relu_forward", a.dtype)
+        out = kernel(a) if kernel is not None else ctx.xp.maximum(a, 0)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx: Context, g: Any) -> Any:
         (out,) = ctx.saved_tensors
-        return g * (out > 0)
+        kernel = fusion.kernel(ctx.backend, "relu_backward", out.dtype)
+        return kernel(g, out) if kernel is not None else g * (out > 0)
 
 
 class Clip(Function):
@@ -332,8 +335,11 @@ def maximum(a: Tensor, b: Tensor | float) -> Tensor:
 
 @op(method=True)
 def relu(a: Tensor) -> Tensor:
-    """max(a, 0), elementwise."""
-    return ReLU.apply(a)
+    """max(a, 0), elementwise. Of an op's output that can absorb it (`fuse_relu`, e.g. batch
+    norm's), one fused node."""
+    fuse = getattr(a.grad_fn.fn, "fuse_relu", None) if a.grad_fn is not None else None
+    fused = fuse(a) if fuse is not None else None
+    return fused if fused is not None else ReLU.apply(a)
 
 
 @op(method=True, aliases=("clamp",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import fusion
 from ..autograd import Context, Function
 from ..tensor import Tensor
 from .activation import log_softmax
@@ -27,6 +28,31 @@ class PickNegative(Function):
         out = ctx.xp.zeros(ctx.shape, dtype=g.dtype)
         out[ctx.index] = -g
         return out
+
+
+class CrossEntropy(Function):
+    """Softmax cross-entropy with label smoothing and its reduction as one node, on the
+    device's fused kernel (`cross_entropy_forward`); `cross_entropy` composes the same from
+    `log_softmax` and `PickNegative` where there is none."""
+
+    @staticmethod
+    def forward(ctx: Context, logits: Any, target: Any = None, label_smoothing: float = 0.0,
+                reduction: str = "mean") -> Any:
+        losses, lse = ctx.backend.cross_entropy_forward(logits, target, label_smoothing)
+        ctx.save_for_backward(logits, lse)
+        ctx.target, ctx.label_smoothing, ctx.reduction = target, label_smoothing, reduction
+        out = losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" \
+            else losses
+        return ctx.xp.asarray(out, dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx: Context, g: Any) -> Any:
+        logits, lse = ctx.saved_tensors
+        n = logits.shape[0]
+        rows = g if ctx.reduction == "none" else ctx.xp.full(
+            n, g / n if ctx.reduction == "mean" else g)
+        return ctx.backend.cross_entropy_backward(logits, ctx.target, ctx.label_smoothing, lse,
+                                                  rows)
 
 
 def _check_target(op: str, input: Tensor, target: Tensor) -> None:
@@ -66,13 +92,20 @@ def cross_entropy(input: Tensor, target: Tensor, *, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy of logits (N, C) against class indices (N,), like PyTorch.
 
-    Computed through a max-shifted `log_softmax`, so large logits do not overflow. With
+    Computed from max-shifted logits, so large logits do not overflow (one fused node on
+    devices with the kernel, else `log_softmax` and a pick). With
     label smoothing e the target is (1 - e) one-hot + e / C uniform. The options are
     keyword-only (PyTorch's third positional argument is a class weight, not supported).
     """
     _check_target("cross_entropy", input, target)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got "
+                         f"{reduction!r}")
+    if fusion.kernel(input.backend, "cross_entropy_forward", input.dtype) is not None:
+        return CrossEntropy.apply(input, target=target.data, label_smoothing=label_smoothing,
+                                  reduction=reduction)
     logp = log_softmax(input, dim=1)
     losses = PickNegative.apply(logp, target=target.data)
     if label_smoothing:

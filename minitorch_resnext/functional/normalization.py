@@ -9,13 +9,22 @@ y = (x - mean) * w / sqrt(var + eps) + b. With xc = x - mean and s = w / sqrt(va
 so the backward is two channel reductions and one elementwise pass. Running statistics are
 updated in place like PyTorch: r = (1 - momentum) r + momentum * batch value, with the
 unbiased (M / (M - 1)) variance. Eval mode uses them: y = x * s + (b - running_mean * s).
+
+On a device with the fused kernels (`fusion.kernel`; the CPU's: `kernels/cpu/batchnorm.py`)
+the forward is one pass for the statistics and one to normalise, per channel while it is in
+cache, and the backward one pass for the two sums and one for dx; the composition of array
+ops below runs elsewhere. A ReLU applied to the output joins the node (`fuse_relu`): its
+mask is applied inside the batch norm's backward passes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..autograd import Context, Function
+import numpy as np
+
+from .. import fusion
+from ..autograd import Context, Function, Node, profiled
 from ..tensor import Tensor
 from .registry import op
 
@@ -61,18 +70,34 @@ def training_grad_input(g: Any, xc: Any, invstd: Any, scale: Any, dbias: Any, dw
 
 
 class BatchNorm(Function):
-    """Batch normalization over all axes but the channels (axis 1); in training mode it normalizes with
-    the batch's statistics and updates the running ones."""
+    """Batch normalization over all axes but the channels (axis 1): in training with the batch's
+    statistics (updating the running ones), else with the running ones; with a fused kernel
+    (`fusion.kernel`) one pass for the statistics and one to normalise, else the composition of
+    array ops below."""
+
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, running_mean: Any = None,
                 running_var: Any = None, training: bool = False, momentum: float = 0.1,
                 eps: float = 1e-5) -> Any:
         xp = ctx.xp
         m = x.size // x.shape[1]
+        if training and m <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                             f"training, got input of shape {tuple(x.shape)}")
+        ctx.training, ctx.m, ctx.eps, ctx.relu = training, m, eps, False
+        kernel = fusion.kernel(ctx.backend, "batch_norm_forward", x.dtype)
+        ctx.fused = kernel is not None
+        if ctx.fused:
+            moments = np.empty((x.shape[1], 2))  # float64 (mean, biased variance)
+            if not training:
+                moments[:, 0], moments[:, 1] = running_mean, running_var
+            y = kernel(x, weight, bias, moments, eps, training, False)
+            if training:
+                update_running_stats(running_mean, running_var, moments[:, 0], moments[:, 1],
+                                     m, momentum)
+            ctx.save_for_backward(x, weight, bias, moments)
+            return y
         if training:
-            if m <= 1:
-                raise ValueError(f"batch_norm: expected more than 1 value per channel when "
-                                 f"training, got input of shape {tuple(x.shape)}")
             mean = _channel_sum(xp, x) / m
             xc = x - _per_channel(mean, x.ndim)
             var = _channel_dot(xp, xc, xc) / m
@@ -92,13 +117,18 @@ class BatchNorm(Function):
             if bias is not None:
                 y += _per_channel(bias, x.ndim)
         ctx.save_for_backward(xc, invstd, scale)
-        ctx.training, ctx.m = training, m
         return y
 
     @staticmethod
     def backward(ctx: Context, g: Any) -> tuple[Any, Any, Any]:
-        xc, invstd, scale = ctx.saved_tensors
         xp, need = ctx.xp, ctx.needs_input_grad
+        if ctx.fused:
+            x, weight, bias, moments = ctx.saved_tensors
+            dx, dw, db = ctx.backend.batch_norm_backward(g, x, weight, bias, moments, ctx.eps,
+                                                         ctx.training, ctx.relu, need[0])
+            return (dx, dw.astype(x.dtype) if need[1] else None,
+                    db.astype(x.dtype) if need[2] else None)
+        xc, invstd, scale = ctx.saved_tensors
         db = _channel_sum(xp, g) if ctx.training or need[2] else None
         dw = _channel_dot(xp, g, xc) * invstd if ctx.training or need[1] else None
         dx = None
@@ -108,6 +138,27 @@ class BatchNorm(Function):
             else:
                 dx = g * _per_channel(scale, g.ndim)
         return dx, dw if need[1] else None, db if need[2] else None
+
+    @staticmethod
+    def fuse_relu(y: Tensor) -> Tensor | None:
+        """relu(y) for y = this op's output, as one node: the backward is the batch norm's
+        with the ReLU mask applied in its passes (recomputed from x: nothing more is saved).
+        None when the forward ran without the fused kernel."""
+        node = y.grad_fn
+        if not (node.ctx.fused and fusion.fused()):
+            return None
+        ctx = Context(node.ctx.backend, node.ctx.needs_input_grad)
+        ctx.__dict__.update(node.ctx.__dict__)
+        ctx.relu = True
+        fusion.announce("batch_norm+relu", node.ctx, ctx)
+        z = profiled(BatchNormReLU, ctx, lambda: y.backend.relu_forward(y.data))
+        return Tensor._wrap(z, y.backend, grad_fn=Node(BatchNormReLU, ctx, node.parents,
+                                                       node.shapes))
+
+
+class BatchNormReLU(BatchNorm):
+    """relu(batch_norm(x)): the node `BatchNorm.fuse_relu` makes (its backward is
+    `BatchNorm.backward`, with the mask)."""
 
 
 @op

@@ -3,7 +3,9 @@
 Pooling is a loop over the kernel's taps: for tap (i, j) the input pixels it reads form one
 strided view of the padded input, `xpad[:, :, i::sH, j::sW]` cut to the output size, so each
 tap is one vectorised pass over an output-sized array (no copies into windows), the same on
-NumPy and CuPy. The backward adds each tap's share of the gradient into the same view.
+NumPy and CuPy. The backward adds each tap's share of the gradient into the same view. Where
+the device has fused kernels (`fusion.kernel`: the CPU's visit each window once, in parallel
+over planes) max and average pooling use them instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import fusion
 from ..autograd import Context, Function
 from ..kernels.geometry import IntPair, pair
 from ..tensor import Tensor
@@ -73,6 +76,13 @@ class MaxPool2d(Function):
         _check_input("max_pool2d", x)
         xp = ctx.xp
         out_hw = pool_output_size("max_pool2d", x.shape[2:], kernel, stride, padding)
+        kernel_fn = fusion.kernel(ctx.backend, "max_pool2d_forward", x.dtype)
+        ctx.fused = kernel_fn is not None
+        if ctx.fused:
+            out, arg = kernel_fn(x, kernel, stride, padding, out_hw)
+            ctx.save_for_backward(arg)
+            ctx.geometry = (x.shape[2:], kernel, stride, padding)
+            return out
         xpad = _padded(xp, x, padding, -np.inf)
         taps = _taps(kernel, stride, out_hw)
         out = xpad[taps[0]].copy()
@@ -89,6 +99,8 @@ class MaxPool2d(Function):
     @staticmethod
     def backward(ctx: Context, g: Any) -> Any:
         (arg,) = ctx.saved_tensors
+        if ctx.fused:
+            return ctx.backend.max_pool2d_backward(g, arg, *ctx.geometry)
         shape, padded_shape, taps, padding = ctx.geometry
         gpad = ctx.xp.zeros(padded_shape, dtype=g.dtype)
         for t, tap in enumerate(taps):
@@ -106,6 +118,11 @@ class AvgPool2d(Function):
         _check_input("avg_pool2d", x)
         xp = ctx.xp
         out_hw = pool_output_size("avg_pool2d", x.shape[2:], kernel, stride, padding)
+        kernel_fn = fusion.kernel(ctx.backend, "avg_pool2d_forward", x.dtype)
+        ctx.fused = kernel_fn is not None
+        if ctx.fused:
+            ctx.geometry = (x.shape[2:], kernel, stride, padding, count_include_pad)
+            return kernel_fn(x, kernel, stride, padding, out_hw, count_include_pad)
         xpad = _padded(xp, x, padding, 0.0)
         taps = _taps(kernel, stride, out_hw)
         out = xpad[taps[0]].copy()
@@ -123,6 +140,8 @@ class AvgPool2d(Function):
 
     @staticmethod
     def backward(ctx: Context, g: Any) -> Any:
+        if ctx.fused:
+            return ctx.backend.avg_pool2d_backward(g, *ctx.geometry)
         shape, padded_shape, taps, padding, scale = ctx.geometry
         share = g * scale
         gpad = ctx.xp.zeros(padded_shape, dtype=g.dtype)
@@ -161,7 +180,11 @@ class AdaptiveAvgPool2d(Function):
                              f"{output_size}")
         if (oh, ow) == (1, 1):
             ctx.mats = None
-            return x.mean(axis=(2, 3), keepdims=True)
+            # einsum sums the short rows of all channels in one loop, where a mean over two
+            # axes starts a reduction per row
+            n, c = x.shape[:2]
+            total = xp.einsum("nci->nc", x.reshape(n, c, h * w))
+            return (total / (h * w)).astype(x.dtype, copy=False).reshape(n, c, 1, 1)
         ah = xp.asarray(_bin_matrix(h, oh, x.dtype))
         aw = xp.asarray(_bin_matrix(w, ow, x.dtype))
         ctx.mats = (ah, aw)

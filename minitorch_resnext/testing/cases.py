@@ -330,6 +330,22 @@ def _np_batch_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.nd
     return (x - mean) / np.sqrt(var + 1e-5) * weight[:, None, None] + bias[:, None, None]
 
 
+def _batch_norm_relu(draw: st.DrawFn) -> Any:
+    """`_batch_norm` inputs with each channel's bias moved so that no output is near 0, the
+    ReLU's kink: zero goes into the middle of the widest gap between a channel's outputs."""
+    (x, weight, bias), kwargs = _batch_norm(draw)
+    y = _np_batch_norm(x, weight, np.zeros_like(bias))
+    for c in range(x.shape[1]):
+        values = np.sort(np.concatenate([y[:, c].ravel(), [-3.0, 3.0]]))
+        widest = int(np.argmax(np.diff(values)))
+        bias[c] = -(values[widest] + values[widest + 1]) / 2
+    return [x, weight, bias], kwargs
+
+
+def _np_batch_norm_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return np.maximum(_np_batch_norm(x, weight, bias), 0.0)
+
+
 def _pool(draw: st.DrawFn) -> Any:
     k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
@@ -393,6 +409,9 @@ for _case in [
     OpCase("conv2d", _conv2d, lambda x, w, b, **kw: F.conv2d(x, w, b, **kw), _np_conv2d),
     OpCase("batch_norm", _batch_norm,
            lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), _np_batch_norm),
+    OpCase("batch_norm_relu", _batch_norm_relu,
+           lambda x, w, b: F.relu(F.batch_norm(x, None, None, w, b, training=True)),
+           _np_batch_norm_relu),
     OpCase("max_pool2d", _pool, F.max_pool2d,
            lambda x, **kw: _np_pool(x, **kw, reduce=np.max, fill=-np.inf)),
     OpCase("avg_pool2d", _pool, F.avg_pool2d,
