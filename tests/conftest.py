@@ -19,9 +19,21 @@ settings.register_profile("thorough", parent=settings.get_profile("default"), ma
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+NO_GPU = "cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)"
+
+
 @pytest.fixture(scope="session", params=["cpu", "cuda"])
 def device(request: pytest.FixtureRequest) -> str:
     """A device name; the cuda run is skipped with a reason where no GPU is usable."""
     if request.param == "cuda" and not mr.cuda_is_available():
-        pytest.skip("cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)")
+        pytest.skip(NO_GPU)
+    return request.param
+
+
+@pytest.fixture(scope="session", params=["cuda"])
+def gpu(request: pytest.FixtureRequest) -> str:
+    """A device other than the CPU, for tests that compare it with the CPU; skipped with a
+    reason where none is usable."""
+    if not mr.cuda_is_available():
+        pytest.skip(NO_GPU)
     return request.param
