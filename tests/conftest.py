@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 import minitorch_resnext as mr
 
@@ -16,6 +16,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=300)
+# scripts/mutation_check.py: the same examples on every run, and a failure reported as found
+# (shrinking a failing kernel case can take longer than finding it)
+settings.register_profile("mutation", parent=settings.get_profile("default"), derandomize=True,
+                          database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
