@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 import minitorch_resnext as mr
 
@@ -16,18 +16,35 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=300)
+# scripts/mutation_check.py: the same examples on every run, and a failure reported as found
+# (shrinking a failing kernel case can take longer than finding it)
+settings.register_profile("mutation", parent=settings.get_profile("default"), derandomize=True,
+                          database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 # MINITORCH_REQUIRE_GPU=1 (set by scripts/gpu_check.py on a GPU machine) turns the skips of
 # tests that need a GPU into failures, so that a broken CuPy install cannot pass as "skipped".
 REQUIRE_GPU = os.environ.get("MINITORCH_REQUIRE_GPU") == "1"
+NO_GPU = "cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)"
+
+
+def _skip_without_gpu() -> None:
+    if not mr.cuda_is_available():
+        (pytest.fail if REQUIRE_GPU else pytest.skip)(NO_GPU)
 
 
 @pytest.fixture(scope="session", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def device(request: pytest.FixtureRequest) -> str:
     """A device name; the cuda run is skipped with a reason where no GPU is usable."""
-    if request.param == "cuda" and not mr.cuda_is_available():
-        (pytest.fail if REQUIRE_GPU else pytest.skip)(
-            "cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)")
+    if request.param == "cuda":
+        _skip_without_gpu()
+    return request.param
+
+
+@pytest.fixture(scope="session", params=[pytest.param("cuda", marks=pytest.mark.gpu)])
+def gpu(request: pytest.FixtureRequest) -> str:
+    """A device other than the CPU, for tests that compare it with the CPU; skipped with a
+    reason where none is usable."""
+    _skip_without_gpu()
     return request.param

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import minitorch_resnext as mr
 from minitorch_resnext.functional.conv import conv2d, conv2d_algorithm
+from minitorch_resnext.kernels import cpu as cpu_kernels
 from minitorch_resnext.kernels import reference
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.testing import gradcheck
@@ -181,6 +182,50 @@ def test_gradients_match_finite_differences(device, call):
     tensors = [mr.Tensor(a, requires_grad=True, device=device) for a in (x, w, b) if a is not None]
     report = gradcheck(lambda *ts: conv2d(*ts, **kwargs), tensors)
     assert report.ok, str(report)
+
+
+# One call per algorithm and pass the CPU's default choice runs, and the bottom / right padding
+# of 'same' with an even kernel: (input shape, weight shape, arguments).
+ROUTES = [
+    ((2, 6, 7, 6), (10, 3, 3, 3), {"stride": 2, "padding": 1, "groups": 2}),
+    ((2, 16, 17, 17), (16, 8, 3, 3), {"padding": 1, "groups": 2}),
+    ((1, 20, 17, 17), (20, 10, 3, 3), {"padding": (1, 2), "dilation": (1, 2), "groups": 2}),
+    ((2, 64, 5, 5), (64, 32, 3, 3), {"padding": 1, "groups": 2}),
+    ((2, 24, 5, 7), (24, 12, 3, 3), {"padding": 1, "groups": 2}),
+    ((2, 16, 5, 5), (8, 8, 1, 1), {"groups": 2}),
+    ((2, 16, 9, 8), (8, 8, 1, 1), {"stride": 2, "groups": 2}),
+    ((1, 96, 4, 4), (96, 96, 3, 3), {"padding": 1}),
+    ((1, 64, 7, 7), (64, 32, 2, 2), {"padding": "same", "groups": 2}),
+]
+
+
+def test_routes_reach_every_algorithm_and_pass():
+    runs = [conv2d_algorithm(t(x), t(w), **kwargs) for x, w, kwargs in ROUTES]
+    algorithms = cpu_kernels.ALGORITHMS.values()
+    for pass_ in ("forward", "grad_input", "grad_weight"):
+        assert {c[pass_].algorithm for c in runs} == {
+            a.name for a in algorithms if pass_ in a.kernels}, pass_
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", ROUTES)
+def test_gradients_along_random_directions(x_shape, w_shape, kwargs):
+    """d/ds <g, conv(x + s dx, w, b)> at 0 against a central difference, and likewise for w and
+    b, through whatever algorithm each pass runs. conv is linear in each argument, so the
+    difference (f(1) - f(-1)) / 2 is exact but for rounding: a wrong element of any gradient
+    shows at once."""
+    rng = np.random.default_rng(len(ROUTES) + sum(x_shape))
+    args = [rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1])]
+    tensors = [mr.Tensor(a, requires_grad=True) for a in args]
+    y = conv2d(*tensors, **kwargs)
+    g = rng.standard_normal(y.shape)
+    (y * mr.Tensor(g)).sum().backward()
+    for i, tensor in enumerate(tensors):
+        d = rng.standard_normal(args[i].shape)
+        ends = [conv2d(*(mr.Tensor(a + s * d if j == i else a) for j, a in enumerate(args)),
+                       **kwargs).numpy() for s in (1.0, -1.0)]
+        numeric = (np.vdot(g, ends[0]) - np.vdot(g, ends[1])) / 2
+        scale = np.linalg.norm(g) * sum(np.linalg.norm(e) for e in ends)
+        assert abs(np.vdot(tensor.grad.numpy(), d) - numeric) <= 1e-12 * scale, i
 
 
 def test_depthwise_strided_dilated_gradients(device):

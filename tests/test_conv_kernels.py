@@ -1,158 +1,32 @@
 """Grouped-convolution kernels: the NumPy reference against independent computations, and the
-Numba CPU kernels (every algorithm) against the reference on random configurations."""
+Numba CPU kernels (every algorithm) against the reference on random configurations drawn from
+each algorithm's regime. Fixed cases of each regime, ResNeXt's own shapes and determinism are
+in test_conv_regimes.py; the choice among the algorithms in test_conv_selection.py."""
 
 from __future__ import annotations
 
 import itertools
 from unittest import mock
 
-import numba
 import numpy as np
 import pytest
+from conv_checks import (
+    DTYPES,
+    check_all_kernels,
+    config,
+    conv_configs,
+    conv_problems,
+    geometry_of,
+    out_hw,
+    random_problem,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
 from minitorch_resnext.kernels import cpu, reference
-from minitorch_resnext.kernels.cpu import implicit, rules, tiled
+from minitorch_resnext.kernels.cpu import gemm, implicit, tiled
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.kernels.selection import Choice
-from minitorch_resnext.testing.strategies import arrays
-
-RTOL = {"float32": 1e-5, "float64": 1e-12}
-UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
-
-
-def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: str, slack: float = 0.0) -> None:
-    """Same shape and dtype, and ||actual - expected|| <= rtol * ||expected|| + slack (norm-wise).
-    `slack` is for sums that cancel (see `check_all_kernels`)."""
-    assert actual.shape == expected.shape
-    assert actual.dtype == np.dtype(dtype)
-    err = np.linalg.norm((actual - expected).ravel())
-    assert err <= RTOL[dtype] * max(np.linalg.norm(expected.ravel()), 1e-30) + slack, err
-
-
-def geometry_of(cfg: dict) -> Conv2dGeometry:
-    return Conv2dGeometry.of((cfg["n"], cfg["c_in"], *cfg["hw"]),
-                             (cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"]),
-                             cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
-
-
-def out_hw(x_hw, k_hw, stride, padding, dilation):
-    """PyTorch's output size, written out here rather than taken from the code under test."""
-    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
-                 for n, k, s, p, d in zip(x_hw, k_hw, stride, padding, dilation))
-
-
-def computes(algorithm: str | None, pass_: str, g: Conv2dGeometry) -> bool:
-    """Whether a forced algorithm must compute this pass: tiled has no grad_weight and needs a
-    transposable convolution (stride 1, padding within the kernel's extent); implicit needs one
-    for grad_input."""
-    transposable = g.stride == (1, 1) and all(
-        p <= d * (k - 1) for p, d, k in zip(g.padding, g.dilation, g.kernel_hw))
-    if algorithm == "tiled":
-        return pass_ != "grad_weight" and transposable
-    if algorithm == "implicit" and pass_ == "grad_input":
-        return transposable
-    return True
-
-
-@st.composite
-def conv_configs(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False) -> dict:
-    """A random conv: groups, channels per group, kernel up to 7x7 (non-square), per-axis
-    stride / dilation, padding up to beyond the kernel, odd sizes, output size down to 1.
-    `tiled`: what the tiled kernel computes (stride 1, padding within the kernel's extent),
-    with channels per group on both sides of its tile sizes (8 and 32)."""
-    if depthwise:
-        groups, cg, og = draw(st.integers(1, 6)), 1, draw(st.integers(1, 5))
-    elif tiled:
-        groups, cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 40)), draw(st.integers(1, 20))
-    else:
-        groups, cg, og = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    cfg = {
-        "n": draw(st.integers(1, 3)),
-        "groups": groups,
-        "c_in": groups * cg,
-        "c_out": groups * og,
-        "k": [],
-        "stride": [],
-        "padding": [],
-        "dilation": [],
-        "hw": [],
-    }
-    for _ in range(2):
-        k, s, d = draw(st.integers(1, 7)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-        s = 1 if tiled else s
-        p = draw(st.integers(0, d * (k - 1) + (0 if tiled else 2)))  # up to past the extent
-        smallest = max(1, d * (k - 1) + 1 - 2 * p)  # input size giving a 1-pixel output
-        for key, v in zip(("k", "stride", "padding", "dilation"), (k, s, p, d), strict=True):
-            cfg[key].append(v)
-        cfg["hw"].append(draw(st.integers(smallest, smallest + 9)))
-    for key in ("k", "stride", "padding", "dilation", "hw"):
-        cfg[key] = tuple(cfg[key])
-    return cfg
-
-
-@st.composite
-def row_tile_configs(draw: st.DrawFn) -> dict:
-    """A conv the implicit kernel's row tiles compute (3x3, stride 1, padding 1, an image width
-    they are made for, up to their lane count of output channels), with channels per group on
-    both sides of the lane count for grad_input (whose output channels are the input's)."""
-    groups = draw(st.integers(1, 3))
-    cg, og = draw(st.integers(1, 20)), draw(st.integers(1, implicit.ROW_LANES))
-    return {
-        "n": draw(st.integers(1, 3)), "groups": groups, "c_in": groups * cg,
-        "c_out": groups * og, "k": (3, 3), "stride": (1, 1), "padding": (1, 1),
-        "dilation": (1, 1),
-        "hw": (draw(st.integers(1, 16)), draw(st.sampled_from(implicit.ROW_WIDTHS))),
-    }
-
-
-@st.composite
-def conv_problems(draw: st.DrawFn, depthwise: bool = False, tiled: bool = False,
-                  rows: bool = False) -> tuple:
-    """(cfg, dtype, x, w, bias, grad_out) with possibly non-contiguous arrays."""
-    cfg = draw(row_tile_configs() if rows else conv_configs(depthwise=depthwise, tiled=tiled))
-    dtype = draw(st.sampled_from(["float32", "float64"]))
-    oh, ow = out_hw(cfg["hw"], cfg["k"], cfg["stride"], cfg["padding"], cfg["dilation"])
-    x = draw(arrays((cfg["n"], cfg["c_in"], *cfg["hw"]), dtype))
-    w = draw(arrays((cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["k"]), dtype))
-    bias = draw(st.none() | arrays((cfg["c_out"],), dtype))
-    grad_out = draw(arrays((cfg["n"], cfg["c_out"], oh, ow), dtype))
-    return cfg, dtype, x, w, bias, grad_out
-
-
-def check_all_kernels(problem: tuple, algorithm: str | None) -> None:
-    cfg, dtype, x, w, bias, gy = problem
-    g = geometry_of(cfg)
-    # Each output is a sum of `terms` products, rounded in `dtype` in some order: when the sum
-    # cancels, no order is within rtol of the exact result, so the check also allows the
-    # textbook bound for a sum of n products, n * u * sum |products| (Higham, Accuracy and
-    # Stability, 3.1), against the reference evaluated in float64 (its |operands| give the
-    # sum of |products|). A wrong tap or channel is off by a whole product, far above it.
-    n_pix, (oh, ow) = cfg["n"], gy.shape[2:]
-    kernel_terms = w.shape[2] * w.shape[3]
-    passes = (
-        ("forward", lambda: cpu.conv2d_forward(x, w, bias, g, algorithm),
-         lambda a, b, c: reference.conv2d_forward(a, b, c, g), (x, w, bias),
-         w.shape[1] * kernel_terms + 1),
-        ("grad_input", lambda: cpu.conv2d_grad_input(gy, w, g, algorithm),
-         lambda a, b: reference.conv2d_grad_input(a, b, g), (gy, w),
-         w.shape[0] // cfg["groups"] * kernel_terms),
-        ("grad_weight", lambda: cpu.conv2d_grad_weight(x, gy, g, algorithm),
-         lambda a, b: reference.conv2d_grad_weight(a, b, g), (x, gy),
-         n_pix * oh * ow),
-    )
-    for pass_, run, ref, operands, terms in passes:
-        if not computes(algorithm, pass_, g):
-            with pytest.raises(ValueError, match=f"algorithm '{algorithm}' (needs|has no)"):
-                run()
-            continue
-        actual = run()
-        exact = ref(*(None if a is None else a.astype(np.float64) for a in operands))
-        size = ref(*(None if a is None else np.abs(a.astype(np.float64)) for a in operands))
-        slack = terms * UNIT_ROUNDOFF[dtype] * np.linalg.norm(size.ravel())
-        assert_close(actual, exact.astype(dtype), dtype, slack)
-
 
 # --- the reference against independent computations ----------------------------------------
 
@@ -217,33 +91,49 @@ def test_cpu_kernels_match_reference(problem, algorithm):
     check_all_kernels(problem, algorithm)
 
 
-@given(conv_problems(depthwise=True), st.sampled_from([None, *cpu.ALGORITHMS]))
+@given(conv_problems("depthwise"), st.sampled_from([None, *cpu.ALGORITHMS]))
 def test_cpu_kernels_match_reference_depthwise(problem, algorithm):
     check_all_kernels(problem, algorithm)
 
 
-@given(conv_problems(tiled=True), st.sampled_from([tiled._BLOCK_COLUMNS, 8, 40]))
+@given(conv_problems("direct"))
+def test_direct_kernels_match_reference(problem):
+    """Channels per group on both sides of the direct kernel's blocks of four."""
+    check_all_kernels(problem, "direct")
+
+
+@given(conv_problems("tiled"), st.sampled_from([tiled._BLOCK_COLUMNS, 8, 40]))
 def test_tiled_kernels_match_reference(problem, block_columns):
-    """Every configuration the tiled kernel takes, with blocks of several images, of one
-    image and of a band of rows (small `block_columns`)."""
+    """Every configuration the tiled kernel takes, channels per group on both sides of its
+    tile sizes, with blocks of several images, of one image and of a band of rows (small
+    `block_columns`)."""
     with mock.patch.object(tiled, "_BLOCK_COLUMNS", block_columns):
         check_all_kernels(problem, "tiled")
 
 
-@given(conv_problems(tiled=True), st.sampled_from([implicit._IMAGES, 2, 1]))
+@given(conv_problems("implicit"), st.sampled_from([implicit._IMAGES, 2, 1]))
 def test_implicit_kernels_match_reference(problem, images):
-    """Every configuration the implicit-GEMM kernel takes, in blocks of up to 8, 2 and 1 images
-    (a smaller last block has its own plan)."""
+    """Every configuration the implicit-GEMM kernel takes, channels per group on both sides of
+    one and two lane tiles, in blocks of up to 8, 2 and 1 images (a smaller last block has
+    its own plan)."""
     with mock.patch.object(implicit, "_IMAGES", images):
         check_all_kernels(problem, "implicit")
 
 
-@given(conv_problems(rows=True))
+@given(conv_problems("rows"))
 def test_implicit_row_tiles_match_reference(problem):
     g = geometry_of(problem[0])
     assert implicit.rows_fit(g) and cpu.ALGORITHMS["implicit"].defaults("forward", g) == {
         "tiles": "rows"}
     check_all_kernels(problem, "implicit")  # forced, it runs row tiles wherever they fit
+
+
+@given(conv_problems("gemm"), st.sampled_from([gemm._GEMM_COLUMNS, 16]))
+def test_gemm_kernels_match_reference(problem, gemm_columns):
+    """1x1 convolutions half of the time (one batched GEMM, strided or not), in chunks of
+    images sized for 1024 and for 16 columns."""
+    with mock.patch.object(gemm, "_GEMM_COLUMNS", gemm_columns):
+        check_all_kernels(problem, "gemm")
 
 
 def test_forced_parameters_are_checked():
@@ -270,26 +160,13 @@ def test_forced_parameters_are_checked():
 def test_cpu_kernels_explicit_cases(
     algorithm, dtype, c_in, c_out, groups, stride, padding, dilation
 ):
-    rng = np.random.default_rng(2)
-    cfg = {
-        "n": 2,
-        "groups": groups,
-        "c_in": c_in,
-        "c_out": c_out,
-        "k": (3, 3),
-        "hw": (11, 9),
-        "stride": stride,
-        "padding": padding,
-        "dilation": dilation,
-    }
-    oh, ow = out_hw(cfg["hw"], cfg["k"], stride, padding, dilation)
-    x = rng.standard_normal((2, c_in, 11, 9)).astype(dtype)
-    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
-    gy = rng.standard_normal((2, c_out, oh, ow)).astype(dtype)
-    check_all_kernels((cfg, dtype, x, w, rng.standard_normal(c_out).astype(dtype), gy), algorithm)
+    cfg = config(2, groups, c_in // groups, c_out // groups, (3, 3), (11, 9), stride, padding,
+                 dilation)
+    check_all_kernels(random_problem(cfg, dtype, seed=2), algorithm)
 
 
 @pytest.mark.parametrize("algorithm", cpu.ALGORITHMS)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "n, c_in, c_out, groups, kernel, stride, padding, hw",
     [
@@ -304,127 +181,10 @@ def test_cpu_kernels_explicit_cases(
     ],
 )
 def test_cpu_kernels_channel_leftovers_and_gemm_chunking(
-    algorithm, n, c_in, c_out, groups, kernel, stride, padding, hw
+    algorithm, dtype, n, c_in, c_out, groups, kernel, stride, padding, hw
 ):
-    rng = np.random.default_rng(4)
-    cfg = {
-        "n": n,
-        "groups": groups,
-        "c_in": c_in,
-        "c_out": c_out,
-        "k": kernel,
-        "hw": hw,
-        "stride": stride,
-        "padding": padding,
-        "dilation": (1, 1),
-    }
-    oh, ow = out_hw(hw, kernel, stride, padding, (1, 1))
-    x = rng.standard_normal((n, c_in, *hw))
-    w = rng.standard_normal((c_out, c_in // groups, *kernel))
-    gy = rng.standard_normal((n, c_out, oh, ow))
-    check_all_kernels((cfg, "float64", x, w, rng.standard_normal(c_out), gy), algorithm)
-
-
-def test_grad_weight_is_deterministic_across_thread_counts():
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((5, 8, 13, 13)).astype("float32")
-    gy = rng.standard_normal((5, 8, 13, 13)).astype("float32")
-    g = Conv2dGeometry.of(x.shape, (8, 4, 3, 3), 1, 1, 1, 2)
-    threads = numba.get_num_threads()
-    try:
-        results = []
-        for n in sorted({1, threads}):
-            numba.set_num_threads(n)
-            results += [cpu.conv2d_grad_weight(x, gy, g) for _ in range(2)]
-    finally:
-        numba.set_num_threads(threads)
-    assert all(np.array_equal(results[0], r) for r in results[1:])
-    assert_close(results[0], reference.conv2d_grad_weight(x, gy, g), "float32")
-
-
-# --- algorithm selection ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "c_in, c_out, groups, kernel, expected",
-    [
-        (128, 128, 32, 3, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
-        (256, 256, 32, 3, "tiled"),  # ResNeXt-50 stage 2: 8 channels per group
-        (1024, 1024, 32, 3, "implicit"),  # ResNeXt-50 stage 4: 32 channels per group
-        (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images
-        (512, 512, 32, 3, "tiled"),  # ResNeXt-50 stage 3: 16 channels per group
-        (144, 144, 144, 3, "direct"),  # depthwise
-        (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
-        (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
-        (128, 128, 1, 3, "gemm"),  # dense
-        (256, 128, 1, 1, "gemm"),  # pointwise
-        (64, 64, 16, 1, "direct"),  # pointwise with 4 channels per group
-    ],
-)
-def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
-    g = Conv2dGeometry.of((8, c_in, 16, 16), (c_out, c_in // groups, kernel, kernel),
-                          padding=kernel // 2, groups=groups)
-    choice = cpu.conv2d_algorithm(g).forward
-    assert choice.algorithm == expected and choice.source == "rule"
-    assert isinstance(choice.reason, str) and len(choice.reason) > 20
-
-
-@pytest.mark.parametrize(
-    "cg, hw, expected",
-    [(16, 14, "implicit"), (16, 7, "implicit"), (rules.ROW_MIN_CHANNELS, 14, "implicit"),
-     (8, 14, "tiled"), (16, 16, "tiled"), (16, 28, "tiled")],
-)
-def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, expected):
-    """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images."""
-    g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
-    for choice in (cpu.conv2d_algorithm(g).forward, cpu.conv2d_algorithm(g).grad_input):
-        assert choice.algorithm == expected
-        assert (choice.params.get("tiles") == "rows") == (expected == "implicit")
-        assert ("row tiles" in choice.reason) == (expected == "implicit")
-
-
-def test_tiled_is_chosen_for_stride_1_only():
-    x_shape, w_shape = (8, 256, 16, 16), (256, 8, 3, 3)
-    choose = lambda s, p: cpu.conv2d_algorithm(  # noqa: E731
-        Conv2dGeometry.of(x_shape, w_shape, s, p, 1, 32)).forward.algorithm
-    assert choose(1, 1) == "tiled"
-    assert choose(2, 1) == "direct"
-    assert choose(1, 3) == "direct"
-    g = Conv2dGeometry.of(x_shape, w_shape, 2, 1, 1, 32)
-    with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1"):
-        cpu.conv2d_forward(np.ones(x_shape), np.ones(w_shape), None, g, algorithm="tiled")
-    with pytest.raises(ValueError, match="algorithm 'tiled' has no grad_weight kernel"):
-        cpu.conv2d_grad_weight(np.ones(x_shape), np.ones(g.output_shape),
-                               Conv2dGeometry.of(x_shape, w_shape, 1, 1, 1, 32), "tiled")
-
-
-@pytest.mark.parametrize(
-    "c_in, groups", [(8, 4), (64, 2), (32, 2), (16, 2), (18, 2), (2 * rules.GEMM_MIN_CHANNELS, 1)]
-)
-def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
-    ran = []
-    for name, algorithm in cpu.ALGORITHMS.items():
-        for pass_, kernel in algorithm.kernels.items():
-
-            def spy(*args, _name=name, _kernel=kernel, **params):
-                ran.append(_name)
-                return _kernel(*args, **params)
-
-            monkeypatch.setitem(algorithm.kernels, pass_, spy)
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((1, c_in, 5, 5))
-    w = rng.standard_normal((c_in, c_in // groups, 3, 3))
-    g = Conv2dGeometry.of(x.shape, w.shape, 1, 1, 1, groups)
-    choices = cpu.conv2d_algorithm(g)
-    y = cpu.conv2d_forward(x, w, None, g)
-    gx = cpu.conv2d_grad_input(y, w, g)
-    gw = cpu.conv2d_grad_weight(x, y, g)
-    assert ran == [choices.forward.algorithm, choices.grad_input.algorithm,
-                   choices.grad_weight.algorithm]
-    for got, want in ((y, reference.conv2d_forward(x, w, None, g)),
-                      (gx, reference.conv2d_grad_input(y, w, g)),
-                      (gw, reference.conv2d_grad_weight(x, y, g))):
-        assert_close(got, want, "float64")
+    cfg = config(n, groups, c_in // groups, c_out // groups, kernel, hw, stride, padding)
+    check_all_kernels(random_problem(cfg, dtype, seed=4), algorithm)
 
 
 def test_unknown_algorithm_is_rejected():

@@ -154,12 +154,57 @@ def test_convert_sync_batchnorm_keeps_order_and_shares_tensors():
     assert isinstance(lone, dist.SyncBatchNorm) and not lone.training
 
 
-def test_sync_batch_norm_alone_is_batch_norm():
+def test_sync_batch_norm_alone_follows_batch_norms_formula():
+    """World size 1: y = (x - mean) / sqrt(var + eps) * w + b over the local batch, and the
+    running statistics follow PyTorch's rule (unbiased variance), written out here."""
     x, _, _ = _bn_inputs()
-    sync, plain = dist.SyncBatchNorm(2).double(), nn.BatchNorm2d(2).double()
-    for _ in range(2):
-        np.testing.assert_array_equal(sync(x).numpy(), plain(x).numpy())
-    np.testing.assert_array_equal(sync.running_var.numpy(), plain.running_var.numpy())
+    sync = dist.SyncBatchNorm(2, momentum=0.3, comm=dist.LocalComm()).double()
+    sync.weight.data[...], sync.bias.data[...] = [0.5, 2.0], [1.0, -1.0]
+    data = x.numpy()
+    mean, var = data.mean(axis=(0, 2, 3)), data.var(axis=(0, 2, 3))
+    want = ((data - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5)
+            * np.array([0.5, 2.0])[:, None, None] + np.array([1.0, -1.0])[:, None, None])
+    np.testing.assert_allclose(sync(x).numpy(), want, rtol=1e-12, atol=1e-12)
+    m = data.size // 2
+    np.testing.assert_allclose(sync.running_mean.numpy(), 0.3 * mean, rtol=1e-12)
+    np.testing.assert_allclose(sync.running_var.numpy(), 0.7 + 0.3 * var * m / (m - 1),
+                               rtol=1e-12)
+
+
+class Mirror(dist.LocalComm):
+    """Rank 0 of two whose other rank holds the same values: a sum over the ranks is twice the
+    local one."""
+
+    world_size = 2
+
+    def iallreduce(self, array, op="sum"):
+        if op == "sum":
+            array *= 2
+        return super().iallreduce(array, op)
+
+
+def test_sync_batch_norm_is_batch_norm_over_the_global_batch():
+    """With a second rank holding the same batch, SyncBatchNorm's output, running statistics
+    and input gradient are BatchNorm2d's on both batches together (statistics of 2N values);
+    its weight and bias gradients are this rank's share, half of them."""
+    x, w, b = _bn_inputs(3)
+    sync = dist.SyncBatchNorm(2, momentum=0.3, comm=Mirror()).double()
+    plain = nn.BatchNorm2d(2, momentum=0.3).double()
+    for module in (sync, plain):
+        module.weight.data[...], module.bias.data[...] = w.numpy(), b.numpy()
+    g = np.random.default_rng(4).standard_normal(x.shape)
+    both = mr.tensor(np.concatenate([x.numpy()] * 2), requires_grad=True, dtype="float64")
+    y_sync, y_plain = sync(x), plain(both)
+    y_sync.backward(mr.tensor(g, dtype="float64"))
+    y_plain.backward(mr.tensor(np.concatenate([g, g]), dtype="float64"))
+    np.testing.assert_allclose(y_sync.numpy(), y_plain.numpy()[:3], rtol=1e-12, atol=1e-12)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(sync, name).numpy(), getattr(plain, name).numpy(),
+                                   rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), both.grad.numpy()[:3], rtol=1e-10, atol=1e-12)
+    for name in ("weight", "bias"):
+        np.testing.assert_allclose(getattr(sync, name).grad.numpy(),
+                                   getattr(plain, name).grad.numpy() / 2, rtol=1e-12)
 
 
 # ----- DistributedDataParallel ----------------------------------------------------------

@@ -1,0 +1,357 @@
+"""Mutation check: does the test suite catch plausible bugs in the convolution kernels?
+
+Each mutant is a small source edit of one module (a dropped remainder, an off-by-one, a wrong
+offset, a moved threshold, ...). The script copies the package and the tests into a work
+directory (the checkout is never edited), applies one mutant at a time there, runs the tests
+that should catch it, and reports which mutants the tests catch: a table, and JSON.
+
+    .venv/bin/python scripts/mutation_check.py                  # every mutant (long: see below)
+    .venv/bin/python scripts/mutation_check.py --only implicit  # the mutants whose name has it
+    .venv/bin/python scripts/mutation_check.py --list
+
+First the unmutated copy must pass the tests of every mutant. A mutant is "caught" when its
+tests fail (or crash), "missed" when they pass, "timeout" when they run past --timeout, and
+"stale" when an edit no longer matches the source (update the mutant). Tests stop at the first
+failure (-x), and hypothesis runs derandomized without shrinking (the "mutation" profile of
+tests/conftest.py), so a caught mutant costs little; a mutated kernel module is compiled
+again, which dominates the time. Numba keeps its cache in the work directory: the cache of the
+unmutated sources is made once and copied for each mutant. The table of the last run is in
+docs/architecture.md ("What the tests catch").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REGIMES = "tests/test_conv_regimes.py"
+SELECTION = "tests/test_conv_selection.py"
+KERNELS = "tests/test_conv_kernels.py"
+BOUNDS = f"{REGIMES}::test_kernels_stay_in_bounds"
+DETERMINISM = f"{REGIMES}::test_grad_weight_is_deterministic_across_thread_counts"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """`edits` (old, new) of the module at `path` (each old text occurs there exactly once);
+    `tests`: the pytest arguments that select the tests expected to catch it."""
+
+    name: str
+    path: str
+    edits: tuple[tuple[str, str], ...]
+    tests: tuple[str, ...]
+
+
+def regimes(algorithm: str) -> tuple[str, ...]:
+    """An algorithm's fixed float32 cases first, then its hypothesis test."""
+    return (f"{REGIMES}::test_kernel_regimes", f"{KERNELS}::test_cpu_kernels_explicit_cases",
+            f"{KERNELS}::test_cpu_kernels_channel_leftovers_and_gemm_chunking",
+            f"{KERNELS}::test_{algorithm}_kernels_match_reference",
+            "-k", f"{algorithm} and float32 or {algorithm}_kernels_match")
+
+
+def threshold(name: str, old: str, new: str) -> Mutant:
+    return Mutant(f"rules: {name} {old} -> {new}", "kernels/cpu/rules.py",
+                  ((f"\n{name} = {old}", f"\n{name} = {new}"),), (SELECTION,))
+
+
+MUTANTS = [
+    # --- direct.py
+    Mutant("direct: forward's task split drops the remainder", "kernels/cpu/direct.py",
+           (("        for unit in range(t * units // tasks, (t + 1) * units // tasks):\n"
+             "            g, first = unit % groups, unit // groups * segs\n"
+             "            last = min(items, first + segs)\n            size = _load_block(",
+             "        for unit in range(t * (units // tasks), (t + 1) * (units // tasks)):\n"
+             "            g, first = unit % groups, unit // groups * segs\n"
+             "            last = min(items, first + segs)\n            size = _load_block("),),
+           regimes("direct")),
+    Mutant("direct: grad_input's task split drops the remainder", "kernels/cpu/direct.py",
+           (("        for unit in range(t * units // tasks, (t + 1) * units // tasks):\n"
+             "            g, first = unit % groups, unit // groups * segs\n"
+             "            last = min(items, first + segs)\n            size = 0\n",
+             "        for unit in range(t * (units // tasks), (t + 1) * (units // tasks)):\n"
+             "            g, first = unit % groups, unit // groups * segs\n"
+             "            last = min(items, first + segs)\n            size = 0\n"),),
+           regimes("direct")),
+    Mutant("direct: grad_weight's chunks drop the remainder", "kernels/cpu/direct.py",
+           (("for blk in range(k * blocks // chunks, (k + 1) * blocks // chunks):",
+             "for blk in range(k * (blocks // chunks), (k + 1) * (blocks // chunks)):"),),
+           regimes("direct")),
+    Mutant("direct: forward reads the group's input at the output's offset",
+           "kernels/cpu/direct.py",
+           (("            last = min(items, first + segs)\n"
+             "            size = _load_block(xf, x.shape, g * cg, cg,",
+             "            last = min(items, first + segs)\n"
+             "            size = _load_block(xf, x.shape, g * og, cg,"),),
+           regimes("direct")),
+    Mutant("direct: grad_weight leaves stale rows between stacked images",
+           "kernels/cpu/direct.py",
+           (("rows = min(seg_rows, out_h - r0) + (oi_max if item < last - 1 else 0)",
+             "rows = min(seg_rows, out_h - r0)"),),
+           regimes("direct")),
+    Mutant("direct: the leftover taps of a block of four outputs skip one",
+           "kernels/cpu/direct.py",
+           (("        for r in range(t, t1):\n            for q in range(p, p + 4):",
+             "        for r in range(t, t1 - 1):\n            for q in range(p, p + 4):"),),
+           regimes("direct")),
+    Mutant("direct: grad_weight's partial sums follow the thread count",
+           "kernels/cpu/direct.py",
+           (("from numba import njit, prange\n", "import numba\nfrom numba import njit, prange\n"),
+            ("max(1, _GRAD_WEIGHT_TASKS // groups)",
+             "max(1, 8 * numba.get_num_threads() // groups)")),
+           (DETERMINISM,)),
+    # --- tiled.py
+    Mutant("tiled: a band of rows misses its last input row", "kernels/cpu/tiled.py",
+           (("for ih in range(max(0, r0 - ph), min(h, r0 + nr + reach)):",
+             "for ih in range(max(0, r0 - ph), min(h, r0 + nr + reach - 1)):"),),
+           regimes("tiled")),
+    Mutant("tiled: a block writes one output row too few", "kernels/cpu/tiled.py",
+           (("m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)",
+             "m, nr = min(m_img, n_img - n0), min(rows, out_h - r0 - 1)"),),
+           regimes("tiled")),
+    Mutant("tiled: grad_input's weights flipped in one axis only", "kernels/cpu/tiled.py",
+           (("[:, :, :, ::-1, ::-1]", "[:, :, :, ::-1, :]"),),
+           regimes("tiled")),
+    # --- implicit.py
+    Mutant("implicit: the bias offset of the second lane tile dropped",
+           "kernels/cpu/implicit.py",
+           (("(g * jts + jt) * lanes\n", "g * jts * lanes\n"),),
+           regimes("implicit")),
+    Mutant("implicit: the bias read past its end again (unpadded)", "kernels/cpu/implicit.py",
+           (("b = _pad_bias(bias, geometry.out_channels, groups, lanes, y.dtype)",
+             "b = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias"),
+            ("(g * jts + jt) * lanes\n", "g * og + jt * lanes\n"),
+            ("(g * jts + jt) * nr, max(0, 1 - r)", "g * og + jt * nr, max(0, 1 - r)")),
+           (BOUNDS,)),
+    Mutant("implicit: the last, smaller block of images skipped", "kernels/cpu/implicit.py",
+           (("for blocks in (Blocks(0, n_img // m, m), Blocks(full, 1, tail)):",
+             "for blocks in (Blocks(0, n_img // m, m),):"),),
+           regimes("implicit")),
+    Mutant("implicit: row tiles stop a kernel row early at the bottom",
+           "kernels/cpu/implicit.py",
+           (("max(0, 1 - r), min(kh, h + 1 - r)", "max(0, 1 - r), min(kh, h - r)"),),
+           regimes("implicit")),
+    Mutant("implicit: taps inside the image checked against the height for columns",
+           "kernels/cpu/implicit.py",
+           (("((iw >= 0) & (iw < wd))", "((iw >= 0) & (iw < h))"),),
+           regimes("implicit")),
+    Mutant("implicit: grad_input's weights not flipped", "kernels/cpu/implicit.py",
+           (("wg = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)",
+             "wg = wg.transpose(0, 2, 1, 3, 4)"),),
+           regimes("implicit")),
+    Mutant("implicit: grad_weight's slices of output channels leave some out",
+           "kernels/cpu/implicit.py",
+           (("per_part = -(-og // parts)", "per_part = og // parts"),),
+           regimes("implicit")),
+    # --- gemm.py
+    Mutant("gemm: the last chunk of images dropped", "kernels/cpu/gemm.py",
+           (("for n0 in range(0, self.n_img, self.step)]",
+             "for n0 in range(0, self.n_img - 1, self.step)]"),),
+           regimes("gemm")),
+    Mutant("gemm: strided 1x1 subsamples columns by the row stride", "kernels/cpu/gemm.py",
+           ((":: self.stride[0], :: self.stride[1]]", ":: self.stride[0], :: self.stride[0]]"),),
+           regimes("gemm")),
+    Mutant("gemm: im2col dilates columns by the row dilation", "kernels/cpu/gemm.py",
+           (("s = plane + ih * wd + lo * sw + j * dw - pw",
+             "s = plane + ih * wd + lo * sw + j * dh - pw"),),
+           regimes("gemm")),
+    # --- rules.py and the conditions of selection.py
+    threshold("POINTWISE_GEMM_MIN_CHANNELS", "8", "16"),
+    threshold("GEMM_MIN_CHANNELS", "96", "128"),
+    threshold("TILED_MIN_CHANNELS", "8", "6"),
+    threshold("IMPLICIT_MIN_CHANNELS", "32", "24"),
+    threshold("IMPLICIT_MAX_PIXELS", "16 * 16", "14 * 14"),
+    threshold("ROW_MIN_CHANNELS", "12", "11"),
+    threshold("IMPLICIT_WEIGHT_MIN_CHANNELS", "10", "16"),
+    Mutant("selection: 'at least n channels' compares with >", "kernels/selection.py",
+           (("lambda g: g.min_channels >= n", "lambda g: g.min_channels > n"),), (SELECTION,)),
+    Mutant("rules: the row tiles' shape condition dropped", "kernels/cpu/rules.py",
+           (("(TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS),",
+             "(TRANSPOSABLE, channels_at_least(ROW_MIN_CHANNELS),"),), (SELECTION,)),
+]
+
+
+def _staged(path: str) -> str:
+    """Where a repository path lies in the work directory's copy of the package."""
+    if path.startswith("kernels/"):
+        return f"src/minitorch_resnext/{path}"
+    return f"src/{path}" if path.startswith("minitorch_resnext/") else path
+
+
+def stage(work: Path) -> None:
+    """Copy the package (kernels/ at its installed place), the tests and what they read into
+    `work`, keeping modification times (Numba's cache is valid for unchanged files)."""
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("src", "tests", "docs"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    shutil.copytree(ROOT / "minitorch_resnext", work / "src/minitorch_resnext", ignore=skip)
+    shutil.copytree(ROOT / "kernels", work / "src/minitorch_resnext/kernels", ignore=skip)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=skip)
+    (work / "docs").mkdir()
+    shutil.copy2(ROOT / "docs/benchmarks.md", work / "docs/benchmarks.md")
+    shutil.copy2(ROOT / "pyproject.toml", work / "pyproject.toml")
+
+
+def seed_cache(work: Path, base: Path) -> None:
+    """Start the unmutated copy's Numba cache from the checkout's, where it has one: the copy's
+    sources are the same files with the same times, so the compiled kernels are valid for it
+    (Numba compiles again what is not)."""
+    from numba.core.caching import _CacheLocator  # where Numba puts a source file's cache
+
+    source = ROOT / "kernels" / "cpu"
+    checkout = (Path(os.environ["NUMBA_CACHE_DIR"]) / _CacheLocator.get_suitable_cache_subpath(
+        str(source / "conv.py")) if os.environ.get("NUMBA_CACHE_DIR")
+        else source / "__pycache__")
+    copy = base / _CacheLocator.get_suitable_cache_subpath(
+        str(work / _staged("kernels/cpu/conv.py")))
+    if base.exists() or not checkout.is_dir():
+        return
+    copy.mkdir(parents=True)
+    for f in checkout.iterdir():
+        if f.suffix in (".nbi", ".nbc"):
+            shutil.copy2(f, copy / f.name)
+
+
+def environment(work: Path, cache: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(work / "src"), "NUMBA_CACHE_DIR": str(cache),
+            "HYPOTHESIS_PROFILE": "mutation", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_tests(work: Path, cache: Path, tests: tuple[str, ...], timeout: float
+              ) -> tuple[str, str | None, float]:
+    """(outcome, the first failing test, seconds) of the tests on the work directory's copy."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+               "-o", "addopts=-rf", *tests]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=work, env=environment(work, cache),
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", None, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    failed = re.search(r"^FAILED (\S+)", done.stdout, re.M)
+    if done.returncode == 0:
+        return "missed", None, seconds
+    if done.returncode == 1 or done.returncode < 0:
+        return "caught", failed.group(1) if failed else f"exit {done.returncode}", seconds
+    return "error", (done.stdout + done.stderr)[-2000:], seconds
+
+
+def mutate(source: str, edits: tuple[tuple[str, str], ...]) -> str | None:
+    """The source with every edit made, or None if an edit does not match exactly once."""
+    for old, new in edits:
+        if source.count(old) != 1:
+            return None
+        source = source.replace(old, new)
+    return source
+
+
+def check(mutants: list[Mutant], work: Path, timeout: float) -> list[dict]:
+    stage(work)
+    base = work / "cache" / "base"
+    seed_cache(work, base)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import minitorch_resnext.kernels.cpu as k; print(k.__file__)"],
+        cwd=work, env=environment(work, base), capture_output=True, text=True, check=True)
+    if not probe.stdout.strip().startswith(str(work)):
+        raise SystemExit(f"the copy in {work} is not the package imported: {probe.stdout}")
+    tests = tuple(dict.fromkeys(t for m in mutants for t in _test_files(m.tests)))
+    print(f"unmutated copy: {' '.join(tests)} (compiles the kernels on a cold cache) ...",
+          flush=True)
+    outcome, failed, seconds = run_tests(work, base, tests, 3 * timeout)
+    if outcome != "missed":
+        raise SystemExit(f"the unmutated copy fails ({outcome}, {seconds:.0f} s): {failed}")
+    print(f"unmutated copy passes ({seconds:.0f} s)", flush=True)
+    results = []
+    for mutant in mutants:
+        target = work / _staged(mutant.path)
+        mutated = mutate(target.read_text(), mutant.edits)
+        record = {**asdict(mutant), "outcome": "stale", "by": None, "seconds": 0.0}
+        del record["edits"]
+        if mutated is not None:
+            cache = work / "cache" / "mutant"
+            for suffix in ("", "-boundscheck"):
+                shutil.rmtree(f"{cache}{suffix}", ignore_errors=True)
+                if Path(f"{base}{suffix}").exists():
+                    shutil.copytree(f"{base}{suffix}", f"{cache}{suffix}")
+            target.write_text(mutated)
+            try:
+                outcome, by, seconds = run_tests(work, cache, mutant.tests, timeout)
+            finally:
+                shutil.copy2(ROOT / mutant.path, target)
+            record.update(outcome=outcome, by=by, seconds=round(seconds, 1))
+        results.append(record)
+        print(f"{record['outcome']:>8} {record['seconds']:6.0f} s  {mutant.name}"
+              + (f"  <- {record['by']}" if record["outcome"] == "caught" else ""), flush=True)
+    return results
+
+
+def _test_files(args: tuple[str, ...]) -> list[str]:
+    """The test files (without node ids) of a mutant's pytest arguments."""
+    files, skip = [], False
+    for arg in args:
+        if skip or arg == "-k":
+            skip = arg == "-k"
+            continue
+        files.append(arg.split("::")[0])
+    return files
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| mutant | module | caught by | seconds |", "|---|---|---|---|"]
+    for r in results:
+        by = r["by"].split("/")[-1] if r["outcome"] == "caught" and r["by"] else r["outcome"]
+        lines.append(f"| {r['name']} | `{Path(r['path']).name}` | `{by}` | {r['seconds']:.0f} |")
+    caught = sum(r["outcome"] == "caught" for r in results)
+    lines.append(f"\n{caught} of {len(results)} caught "
+                 f"({sum(r['seconds'] for r in results) / 60:.1f} minutes of tests)")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a reader sees the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", default=[],
+                        help="run the mutants whose name contains this (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds per mutant's tests (default 900)")
+    parser.add_argument("--workdir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "minitorch-resnext-mutation",
+                        help="the copy and its Numba caches (kept between runs)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    mutants = [m for m in MUTANTS if not args.only or any(s in m.name for s in args.only)]
+    if args.list or not mutants:
+        print("\n".join(m.name for m in MUTANTS))
+        return 0 if args.list else 2
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = check(mutants, work, args.timeout)
+    print(table(results))
+    print(f"total {(time.perf_counter() - start) / 60:.1f} minutes")
+    if args.json:
+        write_json(args.json, {"mutants": results, "seconds": time.perf_counter() - start})
+    return 0 if all(r["outcome"] == "caught" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

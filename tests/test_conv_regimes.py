@@ -1,0 +1,229 @@
+"""The CPU convolution kernels where they really run: fixed cases that reach each algorithm's
+regime (partial and second tiles, more work than tasks, blocks of images and bands of rows),
+ResNeXt's own convolutions at a small batch, grad_weight's determinism across thread counts,
+and the implicit kernel's lane tiles run with Numba's bounds checks on.
+
+The hypothesis tests of test_conv_kernels.py draw from the same regimes; these cases reach
+each one on every run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+from unittest import mock
+
+import numba
+import numpy as np
+import pytest
+from conv_checks import (
+    DTYPES,
+    assert_matches_reference,
+    check_all_kernels,
+    config,
+    geometry_of,
+    random_problem,
+    run_pass,
+)
+from threadpoolctl import threadpool_limits
+
+from minitorch_resnext.kernels.cpu import direct, gemm, implicit, tiled
+from minitorch_resnext.kernels.geometry import Conv2dGeometry
+
+ROOT = Path(__file__).resolve().parents[1]
+bounds = pytest.mark.bounds  # also run with NUMBA_BOUNDSCHECK=1 (test_kernels_stay_in_bounds)
+
+
+def direct_blocks(g: Conv2dGeometry, itemsize: int) -> int:
+    """How many blocks of rows (or of stacked images) the direct kernel's grad_weight splits a
+    group's work into."""
+    (out_h, out_w), (kh, kw), (sh, sw), (dh, dw) = g.output_hw, g.kernel_hw, g.stride, g.dilation
+    halo = (kh - 1) * dh // sh
+    seg_rows, segs = direct._segments(out_h, halo, out_w + (kw - 1) * dw // sw,
+                                      4 + g.in_per_group * sh * sw, itemsize)
+    return -(-g.batch * -(-out_h // seg_rows) // segs)
+
+
+class Regime(NamedTuple):
+    """A fixed case: `algorithm` forced on `cfg`, with module constants patched, because `why`."""
+
+    algorithm: str
+    cfg: dict
+    patches: dict
+    why: str
+
+
+# Channels per group sit on either side of the sizes the kernels block them by (see
+# conv_checks); every case runs with a bias, in float32 and float64.
+MANY_GROUPS = Regime("direct", config(1, 300, 1, 1, hw=(6, 6)), {},
+                     "depthwise, more groups than the forward's tasks: tasks take one or two")
+MANY_UNITS = Regime("direct", config(2, 260, 2, 3, hw=(4, 5)), {},
+                    "grouped, more (group, block) units than tasks, partial blocks of four")
+MANY_BLOCKS = Regime("direct", config(9, 1, 32, 5, hw=(30, 30)), {},
+                     "grad_weight: more blocks of rows than partial sums, not a multiple")
+SLICES = Regime("implicit", config(3, 1, 16, 24, hw=(6, 6), padding=(1, 2), dilation=(1, 2)),
+                {}, "grad_weight: 16 input channels, runs of taps, output channels in three "
+                "slices")
+CHUNKS = Regime("gemm", config(5, 2, 9, 7, hw=(6, 6)), {"_GEMM_COLUMNS": 64},
+                "im2col in chunks of two images, a last chunk of one")
+ROW_LANES = Regime("implicit", config(2, 2, 12, 15, hw=(4, 14)), {},
+                   "row tiles 14 wide, 15 of 16 lanes; grad_input on row tiles too")
+LANE_TILES = [
+    Regime("implicit", config(3, 2, 8, 65, hw=(5, 6)), {"_IMAGES": 2},
+           "three lane tiles, the third of one output channel; a last block of one image"),
+    Regime("implicit", config(2, 1, 31, 33, hw=(4, 4)), {},
+           "a second lane tile of one output channel; grad_weight: 31 input channels on 32 lanes"),
+    Regime("implicit", config(2, 2, 40, 40, (3, 3), (7, 6), (2, 2), (1, 1)), {},
+           "strided (grad_input refused), one full and one partial lane tile"),
+]
+REGIMES = [
+    MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,
+    Regime("direct", config(3, 2, 3, 6, (3, 2), (5, 4), (1, 1), (2, 1), (2, 1)), {},
+           "small images stacked in one block, the rows between them zero"),
+    Regime("direct", config(2, 3, 5, 7, (3, 3), (9, 11), (2, 3), (1, 2), (1, 2)), {},
+           "stride 2 and 3: two and three column phases; leftover taps of the blocks of four"),
+    Regime("tiled", config(3, 2, 9, 17, hw=(6, 7)), {},
+           "output channels past two tiles of rows, several images per block"),
+    Regime("tiled", config(2, 1, 33, 7, hw=(9, 10)), {"_BLOCK_COLUMNS": 40},
+           "bands of three rows, one partial tile of output channels"),
+    Regime("tiled", config(2, 2, 1, 33, (3, 5), (8, 9), padding=(2, 1), dilation=(1, 2)),
+           {"_BLOCK_COLUMNS": 8}, "bands of two rows; padding and dilation differ per axis"),
+    *LANE_TILES,
+    ROW_LANES,
+    Regime("implicit", config(2, 3, 17, 16, hw=(7, 7)), {},
+           "row tiles 7 wide, 16 lanes; grad_input's 17 output channels on planned tiles"),
+    SLICES,
+    Regime("implicit", config(2, 1, 65, 17, hw=(5, 5)), {},
+           "grad_weight: input channels over three lane tiles, output channels in two slices"),
+    Regime("gemm", config(2, 2, 8, 9, (1, 1), (9, 8), padding=(0, 0)), {},
+           "1x1: one batched GEMM over (image, group) on the NCHW arrays"),
+    Regime("gemm", config(3, 2, 9, 8, (1, 1), (9, 7), (2, 2), (0, 0)), {},
+           "strided 1x1: a GEMM on every other pixel; the rest of grad_input zero"),
+    Regime("gemm", config(2, 1, 8, 16, (1, 1), (33, 32), padding=(0, 0)), {},
+           "1x1 on images of over 1024 pixels"),
+    CHUNKS,
+]
+MODULES = {"direct": direct, "tiled": tiled, "implicit": implicit, "gemm": gemm}
+
+
+def patched(regime: Regime) -> contextlib.AbstractContextManager:
+    """The regime's module constants patched while in the context."""
+    if not regime.patches:
+        return contextlib.nullcontext()
+    return mock.patch.multiple(MODULES[regime.algorithm], **regime.patches)
+
+
+@pytest.mark.parametrize("regime, dtype, seed", [
+    pytest.param(r, dtype, i, id=f"{r.algorithm}-{i}-{dtype}")
+    for i, r in enumerate(REGIMES) for dtype in DTYPES])
+def test_kernel_regimes(regime, dtype, seed):
+    with patched(regime):
+        check_all_kernels(random_problem(regime.cfg, dtype, seed), regime.algorithm)
+
+
+def test_regimes_reach_what_they_are_for():
+    """The cases meant to pass the kernels' task counts and lane tiles still do."""
+    assert min(geometry_of(r.cfg).groups for r in (MANY_GROUPS, MANY_UNITS)) > direct._TASKS
+    for itemsize in (4, 8):
+        blocks = direct_blocks(geometry_of(MANY_BLOCKS.cfg), itemsize)
+        assert blocks > direct._GRAD_WEIGHT_TASKS and blocks % direct._GRAD_WEIGHT_TASKS
+    assert {geometry_of(r.cfg).out_per_group % implicit.TILE.lanes for r in LANE_TILES} == {1, 8}
+
+
+# --- ResNeXt's own convolutions ----------------------------------------------------------
+
+# (name, batch, C_in, C_out, groups, kernel, stride, input size): the ImageNet models at 224x224
+# and ResNeXt-29 at 32x32, the grouped 3x3 convolution of every stage (and of its first block,
+# at stride 2), 1x1s and the stem; and the depthwise convolution of a MobileNet. Whatever the
+# rules choose for them runs, with a bias.
+PRODUCTION = [
+    ("resnext50-stem", 1, 3, 64, 1, 7, 2, 224),
+    ("resnext50-stage1-1x1", 2, 256, 128, 1, 1, 1, 56),
+    ("resnext50-stage1", 2, 128, 128, 32, 3, 1, 56),
+    ("resnext50-stage2-first", 1, 256, 256, 32, 3, 2, 56),
+    ("resnext50-stage2", 2, 256, 256, 32, 3, 1, 28),
+    ("resnext50-stage2-downsample", 1, 256, 512, 1, 1, 2, 56),
+    ("resnext50-stage3", 2, 512, 512, 32, 3, 1, 14),
+    ("resnext50-stage4-first", 2, 1024, 1024, 32, 3, 2, 14),
+    ("resnext50-stage4", 2, 1024, 1024, 32, 3, 1, 7),
+    ("resnext101_32x8d-stage4", 2, 2048, 2048, 32, 3, 1, 7),
+    ("resnext29_8x64d-stage1", 1, 512, 512, 8, 3, 1, 32),
+    ("resnext29_8x64d-stage2", 1, 1024, 1024, 8, 3, 1, 16),
+    ("resnext29_8x64d-stage3-first", 1, 2048, 2048, 8, 3, 2, 16),
+    ("resnext29_8x64d-stage3", 1, 2048, 2048, 8, 3, 1, 8),
+    ("depthwise-144", 1, 144, 144, 144, 3, 1, 56),
+]
+
+
+@pytest.mark.parametrize("n, c_in, c_out, groups, kernel, stride, size",
+                         [p[1:] for p in PRODUCTION], ids=[p[0] for p in PRODUCTION])
+def test_resnext_convolutions(n, c_in, c_out, groups, kernel, stride, size):
+    cfg = config(n, groups, c_in // groups, c_out // groups, (kernel, kernel), (size, size),
+                 (stride, stride), (kernel // 2, kernel // 2))
+    check_all_kernels(random_problem(cfg, "float32", seed=c_out), None)
+
+
+# --- determinism ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("regime", [MANY_BLOCKS, SLICES, CHUNKS], ids=lambda r: r.algorithm)
+def test_grad_weight_is_deterministic_across_thread_counts(regime):
+    """Each algorithm splits grad_weight's sums by the shape alone, so the result is bitwise the
+    same on one thread (Numba's and BLAS's) and on all of them."""
+    problem = random_problem(regime.cfg, "float32", seed=3)
+    threads = numba.get_num_threads()
+    results = []
+    with patched(regime):
+        try:
+            for n in sorted({1, threads}):
+                numba.set_num_threads(n)
+                with threadpool_limits(n):
+                    results += [run_pass("grad_weight", problem, regime.algorithm)
+                                for _ in range(2)]
+        finally:
+            numba.set_num_threads(threads)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    assert_matches_reference("grad_weight", results[0], problem)
+
+
+# --- bounds ----------------------------------------------------------------------------------
+
+
+@bounds
+@pytest.mark.parametrize("regime", [LANE_TILES[0], ROW_LANES], ids=["planned", "rows"])
+def test_lane_tiles_read_only_the_channels_there_are(regime):
+    """The implicit kernel's forward and grad_input tiles compute whole lane tiles of output
+    channels: past the last channel they must read no bias or weight. In the process of
+    test_kernels_stay_in_bounds an index past the end raises, as shown first."""
+    if os.environ.get("NUMBA_BOUNDSCHECK") == "1":
+        with pytest.raises(IndexError):
+            numba.njit(lambda a, i: a[i])(np.zeros(3), 3)
+    problem = random_problem(regime.cfg, "float32")
+    with patched(regime):
+        for pass_ in ("forward", "grad_input"):
+            assert_matches_reference(pass_, run_pass(pass_, problem, "implicit"), problem)
+
+
+def _bounds_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Where the bounds-checked kernels are cached: Numba's cache does not tell them from the
+    unchecked ones, so apart from those, and kept between runs where it can be."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"] + "-boundscheck")
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("numba-boundscheck") if cache is not None else tmp_path
+
+
+def test_kernels_stay_in_bounds(request, tmp_path):
+    """The `bounds` tests in a process with Numba's bounds checks on. They are few: compiling
+    the checked kernels takes minutes (once per change of the kernels)."""
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1",
+           "NUMBA_CACHE_DIR": str(_bounds_cache(request, tmp_path))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-m", "bounds", "-p", "no:cacheprovider",
+         str(Path(__file__).relative_to(ROOT))],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "2 passed" in done.stdout, done.stdout[-4000:]

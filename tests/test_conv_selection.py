@@ -1,0 +1,194 @@
+"""The choice among the CPU convolution algorithms: the rule tables of kernels/cpu/rules.py give
+the documented choices, every threshold is the one its measurements were taken for, the
+default choice computes the right values on both sides of every threshold, and the kernels
+that run are the ones `conv2d_algorithm` reports."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from conv_checks import assert_close, check_all_kernels, config, geometry_of, random_problem
+
+from minitorch_resnext.kernels import cpu, reference
+from minitorch_resnext.kernels.cpu import implicit, rules
+from minitorch_resnext.kernels.geometry import Conv2dGeometry
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def chosen(geometry: Conv2dGeometry) -> tuple[str, str, str]:
+    """What each pass runs: the algorithm, with its row or planned tiles where it has them."""
+    return tuple(c.algorithm + (f"/{c.params['tiles']}" if "tiles" in c.params else "")
+                 for _, c in cpu.conv2d_algorithm(geometry))
+
+
+# --- every threshold, on both sides --------------------------------------------------------
+
+THRESHOLDS = [name for node in ast.parse(Path(rules.__file__).read_text()).body
+              if isinstance(node, ast.Assign)
+              for name in (t.id for t in node.targets if isinstance(t, ast.Name))
+              if name.isupper() and isinstance(getattr(rules, name), int)]
+IMPLICIT = ("implicit/planned", "implicit/planned", "implicit")
+ROWS = ("implicit/rows", "implicit/rows", "implicit")
+
+
+class Boundary(NamedTuple):
+    """A threshold T and what forward, grad_input and grad_weight run on either side of it: one
+    of "at least" lies between T - 1 and T, one of "at most" (`most`) between T and T + 1."""
+
+    name: str  # in rules.py, or in implicit.py
+    make: Callable[[int], dict]  # the convolution for a channel (or pixel) count
+    before: tuple[str, str, str]
+    after: tuple[str, str, str]
+    most: bool = False
+    module: ModuleType = rules
+
+    def counts(self) -> tuple[int, int]:
+        value = getattr(self.module, self.name)
+        return (value, value + 1) if self.most else (value - 1, value)
+
+
+BOUNDARIES = [
+    Boundary("POINTWISE_GEMM_MIN_CHANNELS",
+             lambda c: config(2, 2, c, c, (1, 1), (5, 5), padding=(0, 0)),
+             ("direct",) * 3, ("gemm",) * 3),
+    # 3x3 on an image too small for the tiled kernel to pay off
+    Boundary("GEMM_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(4, 4)), IMPLICIT,
+             ("gemm",) * 3),
+    Boundary("GEMM_MIN_CHANNELS", lambda c: config(1, 1, c, c, hw=(8, 8), stride=(2, 2)),
+             ("direct",) * 3, ("gemm",) * 3),
+    # 3x3 on an image past the implicit kernel's pixels and the row tiles' widths
+    Boundary("TILED_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(17, 17)),
+             ("direct",) * 3, ("tiled", "tiled", "direct")),
+    Boundary("TILED_MIN_CHANNELS",  # grad_weight's implicit rule needs it too
+             lambda c: config(2, 2, rules.IMPLICIT_WEIGHT_MIN_CHANNELS, c, hw=(17, 17)),
+             ("direct",) * 3, ("tiled", "tiled", "implicit")),
+    Boundary("IMPLICIT_WEIGHT_MIN_CHANNELS",
+             lambda c: config(2, 2, c, rules.TILED_MIN_CHANNELS, hw=(17, 17)),
+             ("tiled", "tiled", "direct"), ("tiled", "tiled", "implicit")),
+    Boundary("IMPLICIT_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(9, 9)),
+             ("tiled", "tiled", "implicit"), IMPLICIT),
+    Boundary("IMPLICIT_MAX_PIXELS",  # one row of that many pixels
+             lambda p: config(1, 1, rules.IMPLICIT_MIN_CHANNELS, rules.IMPLICIT_MIN_CHANNELS,
+                              hw=(1, p)),
+             IMPLICIT, ("tiled", "tiled", "implicit"), most=True),
+    Boundary("ROW_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(5, 14)),
+             ("tiled", "tiled", "implicit"), ROWS),
+    Boundary("ROW_LANES", lambda c: config(2, 2, c, c, hw=(3, 7)),
+             ROWS, ("tiled", "tiled", "implicit"), most=True, module=implicit),
+]
+
+
+def test_every_threshold_has_its_boundary_cases():
+    assert {b.name for b in BOUNDARIES if b.module is rules} == set(THRESHOLDS)
+
+
+def test_thresholds_are_the_measured_ones():
+    """A threshold moves with new measurements: docs/benchmarks.md records those behind each
+    one ("How the CPU rules were set"), for the value rules.py has."""
+    text = BENCHMARKS.read_text()
+    section = text[text.index("### How the CPU rules were set"):]
+    section = section[:section.index("\n## ")]
+    documented = {name: int(value) for name, value in re.findall(r"`([A-Z_]+) = (\d+)`", section)}
+    assert documented == {name: getattr(rules, name) for name in THRESHOLDS}
+
+
+@pytest.mark.parametrize("side", [0, 1], ids=["before", "after"])
+@pytest.mark.parametrize("boundary", BOUNDARIES, ids=[b.name for b in BOUNDARIES])
+def test_default_choice_on_both_sides_of_each_threshold(boundary, side):
+    """The choice flips exactly at the threshold, and what runs by default is right there."""
+    count = boundary.counts()[side]
+    cfg = boundary.make(count)
+    assert chosen(geometry_of(cfg)) == (boundary.before, boundary.after)[side]
+    check_all_kernels(random_problem(cfg, "float32", seed=count), None)
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, groups, kernel, expected",
+    [
+        (128, 128, 32, 3, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
+        (256, 256, 32, 3, "tiled"),  # ResNeXt-50 stage 2: 8 channels per group
+        (1024, 1024, 32, 3, "implicit"),  # ResNeXt-50 stage 4: 32 channels per group
+        (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images
+        (512, 512, 32, 3, "tiled"),  # ResNeXt-50 stage 3: 16 channels per group
+        (144, 144, 144, 3, "direct"),  # depthwise
+        (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
+        (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
+        (128, 128, 1, 3, "gemm"),  # dense
+        (256, 128, 1, 1, "gemm"),  # pointwise
+        (64, 64, 16, 1, "direct"),  # pointwise with 4 channels per group
+    ],
+)
+def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
+    g = Conv2dGeometry.of((8, c_in, 16, 16), (c_out, c_in // groups, kernel, kernel),
+                          padding=kernel // 2, groups=groups)
+    choice = cpu.conv2d_algorithm(g).forward
+    assert choice.algorithm == expected and choice.source == "rule"
+    assert isinstance(choice.reason, str) and len(choice.reason) > 20
+
+
+@pytest.mark.parametrize(
+    "cg, hw, expected",
+    [(16, 14, "implicit"), (16, 7, "implicit"), (rules.ROW_MIN_CHANNELS, 14, "implicit"),
+     (8, 14, "tiled"), (16, 16, "tiled"), (16, 28, "tiled")],
+)
+def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, expected):
+    """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images."""
+    g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
+    for choice in (cpu.conv2d_algorithm(g).forward, cpu.conv2d_algorithm(g).grad_input):
+        assert choice.algorithm == expected
+        assert (choice.params.get("tiles") == "rows") == (expected == "implicit")
+        assert ("row tiles" in choice.reason) == (expected == "implicit")
+
+
+def test_tiled_is_chosen_for_stride_1_only():
+    x_shape, w_shape = (8, 256, 16, 16), (256, 8, 3, 3)
+    choose = lambda s, p: cpu.conv2d_algorithm(  # noqa: E731
+        Conv2dGeometry.of(x_shape, w_shape, s, p, 1, 32)).forward.algorithm
+    assert choose(1, 1) == "tiled"
+    assert choose(2, 1) == "direct"
+    assert choose(1, 3) == "direct"
+    g = Conv2dGeometry.of(x_shape, w_shape, 2, 1, 1, 32)
+    with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1"):
+        cpu.conv2d_forward(np.ones(x_shape), np.ones(w_shape), None, g, algorithm="tiled")
+    with pytest.raises(ValueError, match="algorithm 'tiled' has no grad_weight kernel"):
+        cpu.conv2d_grad_weight(np.ones(x_shape), np.ones(g.output_shape),
+                               Conv2dGeometry.of(x_shape, w_shape, 1, 1, 1, 32), "tiled")
+
+
+@pytest.mark.parametrize(
+    "c_in, groups", [(8, 4), (64, 2), (32, 2), (16, 2), (18, 2), (2 * rules.GEMM_MIN_CHANNELS, 1)]
+)
+def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
+    ran = []
+    for name, algorithm in cpu.ALGORITHMS.items():
+        for pass_, kernel in algorithm.kernels.items():
+
+            def spy(*args, _name=name, _kernel=kernel, **params):
+                ran.append(_name)
+                return _kernel(*args, **params)
+
+            monkeypatch.setitem(algorithm.kernels, pass_, spy)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c_in, 5, 5))
+    w = rng.standard_normal((c_in, c_in // groups, 3, 3))
+    g = Conv2dGeometry.of(x.shape, w.shape, 1, 1, 1, groups)
+    choices = cpu.conv2d_algorithm(g)
+    y = cpu.conv2d_forward(x, w, None, g)
+    gx = cpu.conv2d_grad_input(y, w, g)
+    gw = cpu.conv2d_grad_weight(x, y, g)
+    assert ran == [choices.forward.algorithm, choices.grad_input.algorithm,
+                   choices.grad_weight.algorithm]
+    for got, want in ((y, reference.conv2d_forward(x, w, None, g)),
+                      (gx, reference.conv2d_grad_input(y, w, g)),
+                      (gw, reference.conv2d_grad_weight(x, y, g))):
+        assert_close(got, want, "float64")
+
+
