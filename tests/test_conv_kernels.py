@@ -352,7 +352,8 @@ def test_grad_weight_is_deterministic_across_thread_counts():
         (256, 256, 32, 3, "tiled"),  # ResNeXt-50 stage 2: 8 channels per group
         (1024, 1024, 32, 3, "implicit"),  # ResNeXt-50 stage 4: 32 channels per group
         (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images
-        (512, 512, 32, 3, "tiled"),  # ResNeXt-50 stage 3: 16 channels per group
+        # ResNeXt-50 stage 3 (16 channels per group) with AVX-512: half a lane tile
+        (32 * (implicit.TILE.lanes // 2), 32 * (implicit.TILE.lanes // 2), 32, 3, "tiled"),
         (144, 144, 144, 3, "direct"),  # depthwise
         (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
         (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
@@ -369,18 +370,22 @@ def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
     assert isinstance(choice.reason, str) and len(choice.reason) > 20
 
 
+ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_WIDTHS[-1]
+
+
 @pytest.mark.parametrize(
-    "cg, hw, expected",
-    [(16, 14, "implicit"), (16, 7, "implicit"), (rules.ROW_MIN_CHANNELS, 14, "implicit"),
-     (8, 14, "tiled"), (16, 16, "tiled"), (16, 28, "tiled")],
+    "cg, hw, rows",
+    [*((ROW_LANES, w, True) for w in implicit.ROW_WIDTHS), (rules.ROW_MIN_CHANNELS, ROW_WIDTH, True),
+     (ROW_LANES // 2, ROW_WIDTH, False), (ROW_LANES, 16, False), (ROW_LANES, 28, False)],
 )
-def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, expected):
-    """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images."""
+def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, rows):
+    """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images (with
+    AVX-512; a row tile's lanes are one vector register of the target)."""
     g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
     for choice in (cpu.conv2d_algorithm(g).forward, cpu.conv2d_algorithm(g).grad_input):
-        assert choice.algorithm == expected
-        assert (choice.params.get("tiles") == "rows") == (expected == "implicit")
-        assert ("row tiles" in choice.reason) == (expected == "implicit")
+        assert (choice.algorithm == "implicit") == rows
+        assert (choice.params.get("tiles") == "rows") == rows
+        assert ("row tiles" in choice.reason) == rows
 
 
 def test_tiled_is_chosen_for_stride_1_only():

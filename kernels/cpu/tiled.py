@@ -10,9 +10,11 @@ register-tiled micro-kernel:
     C[i, j] (+)= sum over d of A[d, i] * B[rows[d] + j]      (an MR x NR tile)
 
 ``A`` is packed so that the MR values of one step ``d`` are adjacent (broadcast from
-memory), ``B`` has NR adjacent values per step (two AVX-512 vectors of float32), and the
-MR x NR accumulators stay in registers for the whole reduction: per step, 2 vector loads
-and MR broadcasts feed 2 * MR vector FMAs. The micro-kernel is generated scalar code that
+memory), ``B`` has NR adjacent values per step (two vector registers of float32: 32 with
+AVX-512, 16 with AVX2), and the MR x NR accumulators stay in registers for the whole
+reduction: per step, 2 vector loads and MR broadcasts feed 2 * MR vector FMAs. MR is as many
+rows as the target's registers hold, up to 8 (8 with AVX-512's 32 registers, 6 with AVX2's
+16; `codegen.Tile.fitting`). The micro-kernel is generated scalar code that
 LLVM's SLP vectoriser packs into vector registers (`codegen`).
 
 No im2col. In the padded block, row ih of image b sits at ``(b*band + ih + pH) * pitch``
@@ -44,9 +46,10 @@ from ..selection import ConvAlgorithm
 from ._numba import u
 from .codegen import Tile, compile_tile, slp_vectorized
 from .intrinsics import prefetch_range
+from .target import ISA
 
 # rows: output channels, broadcast from the packed weights; lanes: output pixels
-TILE = Tile(rows=8, lanes=32)
+TILE = Tile.fitting(ISA, vectors=2, max_rows=8)
 MR, NR = TILE
 # output pixels (junk included) of one block: its padded input and its output take about
 # this many bytes, to stay in the per-core L2 cache ...
@@ -273,7 +276,8 @@ def peak_probe(tasks: int = 16, depth: int = 256, repeats: int = 10_000
 ALGORITHM = ConvAlgorithm(
     "tiled",
     {"forward": forward, "grad_input": grad_input},
-    "register-tiled 8 output channels x 32 output pixels over a zero-padded copy of the input",
+    f"register-tiled {MR} output channels x {NR} output pixels over a zero-padded copy of the "
+    "input",
     supports=lambda pass_, g: g.has_transpose,
     requirement="stride 1 and padding <= dilation * (kernel size - 1)",
     nonfinite_exact=frozenset({"forward"}),  # grad_input convolves a zero-padded grad_out
