@@ -362,7 +362,7 @@ def test_grad_weight_is_deterministic_across_thread_counts():
         (64, 64, 16, 1, "direct"),  # pointwise with 4 channels per group
     ],
 )
-def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
+def test_conv2d_algorithm_choice(rules_only, c_in, c_out, groups, kernel, expected):
     g = Conv2dGeometry.of((8, c_in, 16, 16), (c_out, c_in // groups, kernel, kernel),
                           padding=kernel // 2, groups=groups)
     choice = cpu.conv2d_algorithm(g).forward
@@ -378,7 +378,7 @@ ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_WIDTHS[-1]
     [*((ROW_LANES, w, True) for w in implicit.ROW_WIDTHS), (rules.ROW_MIN_CHANNELS, ROW_WIDTH, True),
      (ROW_LANES // 2, ROW_WIDTH, False), (ROW_LANES, 16, False), (ROW_LANES, 28, False)],
 )
-def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, rows):
+def test_row_tiles_are_chosen_for_their_widths_and_channels(rules_only, cg, hw, rows):
     """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images (with
     AVX-512; a row tile's lanes are one vector register of the target)."""
     g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
@@ -388,7 +388,7 @@ def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, rows):
         assert ("row tiles" in choice.reason) == rows
 
 
-def test_tiled_is_chosen_for_stride_1_only():
+def test_tiled_is_chosen_for_stride_1_only(rules_only):
     x_shape, w_shape = (8, 256, 16, 16), (256, 8, 3, 3)
     choose = lambda s, p: cpu.conv2d_algorithm(  # noqa: E731
         Conv2dGeometry.of(x_shape, w_shape, s, p, 1, 32)).forward.algorithm
@@ -406,7 +406,7 @@ def test_tiled_is_chosen_for_stride_1_only():
 @pytest.mark.parametrize(
     "c_in, groups", [(8, 4), (64, 2), (32, 2), (16, 2), (18, 2), (2 * rules.GEMM_MIN_CHANNELS, 1)]
 )
-def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
+def test_kernels_run_the_reported_algorithm(monkeypatch, rules_only, c_in, groups):
     ran = []
     for name, algorithm in cpu.ALGORITHMS.items():
         for pass_, kernel in algorithm.kernels.items():

@@ -23,6 +23,7 @@ from .conv import (  # noqa: E402
     conv2d_forward,
     conv2d_grad_input,
     conv2d_grad_weight,
+    tune_conv2d,
 )
 from .target import TARGET  # noqa: E402
 from .tiled import peak_probe  # noqa: E402
@@ -35,4 +36,5 @@ __all__ = [
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "peak_probe",
+    "tune_conv2d",
 ]
