@@ -163,7 +163,12 @@ def test_tuning_off_small_convolutions_and_a_spent_budget_run_the_rules(tuning, 
     monkeypatch.setattr(tune, "BUDGET_S", 0.0)
     assert all(c.source == "rule" for _, c in cpu.conv2d_algorithm(GEOMETRY))
     assert not tuning.exists()
-    # ahead of time, the budget does not apply
+    # the rules stay for this process, without looking for the file again ...
+    read = tune._read
+    monkeypatch.setattr(tune, "_read", lambda *a: pytest.fail("read again"))
+    assert all(c.source == "rule" for _, c in cpu.conv2d_algorithm(GEOMETRY))
+    monkeypatch.setattr(tune, "_read", read)
+    # ... and ahead of time, the budget does not apply
     assert cpu.tune_conv2d(GEOMETRY, passes=("forward",))["forward"].source == "tuned"
 
 

@@ -258,15 +258,15 @@ def choice(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype, rule: Choice,
         return rule
     threads = numba.get_num_threads()
     memo = (pass_, geometry, dtype.name, threads)
-    if memo in _memory:
+    if memo in _memory and (bounded or _memory[memo].source == "tuned"):
         return _memory[memo]
     header = machine()
     path, key = cache_file(header), _key(pass_, geometry, dtype)
     found = _from_json(_read(path, header).get(key), algorithms, pass_, geometry)
     if found is None:
-        if sum(1 for a in algorithms.values() for _ in a.candidates(pass_, geometry)) < 2:
-            return rule
-        if bounded and _state["spent_s"] >= BUDGET_S:
+        single = sum(1 for a in algorithms.values() for _ in a.candidates(pass_, geometry)) < 2
+        if single or (bounded and _state["spent_s"] >= BUDGET_S):
+            _memory[memo] = rule  # for this process: a later one may tune it
             return rule
         _announce(path, bounded)
         start = time.perf_counter()
