@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import llvmlite.binding as ll
+import numba
 import numpy as np
 import pytest
 from numba.core import codegen
 
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import implicit, target, tiled
-from minitorch_resnext.kernels.cpu.codegen import Tile
+from minitorch_resnext.kernels.cpu.codegen import Tile, slp_vectorized
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.kernels.selection import Choice
 
@@ -90,8 +91,12 @@ _REGISTER = {64: "zmm", 32: "ymm", 16: "xmm"}
 def test_compiled_tiles_use_the_target_vectors():
     """The tiled micro-kernel (in `peak_probe`) multiplies on whole registers of the target's
     width: LLVM's SLP vectoriser did not split the tile into narrower vectors."""
-    tiled.peak_probe(tasks=1, depth=4, repeats=1)
-    asm = "\n".join(tiled._peak_probe.inspect_asm().values())
+    probe = numba.njit(parallel=True, fastmath={"contract"})(tiled._peak_probe.py_func)
+    a, b, c = np.zeros(4 * tiled.MR, np.float32), np.zeros(4 * tiled.NR, np.float32), np.zeros(
+        (1, tiled.MR * tiled.NR), np.float32)
+    with slp_vectorized():  # compiled here, not loaded from Numba's cache (which keeps no asm)
+        probe(a, b, c, 1)
+    asm = "\n".join(probe.inspect_asm().values())
     ops = re.findall(r"\b(?:vfmadd\w*ps|vmulps|mulps)\s+[^\n]*?%([xyz]mm)", asm)
     want = _REGISTER[target.ISA.vector_bytes]
     assert ops and set(ops) == {want}, f"{target.TARGET.describe()}: {sorted(set(ops))}"
