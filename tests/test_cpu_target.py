@@ -161,6 +161,40 @@ def test_generated_tiles_match_reference(name, algorithm, sizes, dtype):
     assert checked >= 2
 
 
+# --- small batches ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_img, out_hw, min_blocks", [
+    (1, (16, 16), 4), (3, (7, 7), 8), (64, (8, 8), 4), (2, (56, 56), 9), (1, (3, 40), 8),
+    (32, (14, 14), 1)])
+def test_tiled_blocks_split_small_batches(n_img, out_hw, min_blocks):
+    images, rows = tiled._blocks(n_img, out_hw, 64, 4, min_blocks)
+    blocks = -(-n_img // images) * -(-out_hw[0] // rows)
+    assert blocks >= min(min_blocks, n_img * out_hw[0])  # enough tasks, where there are rows
+    assert images == 1 or rows == out_hw[0]  # several images are whole images
+    assert images <= n_img and rows <= out_hw[0]
+
+
+@pytest.mark.parametrize("n_img, min_blocks", [(8, 1), (8, 4), (8, 16), (3, 2), (1, 4)])
+def test_implicit_image_blocks_split_small_batches(n_img, min_blocks):
+    m = implicit._images(n_img, 1, 1 << 20, min_blocks)
+    assert m == 1 or -(-n_img // m) >= min_blocks
+    assert m <= max(1, n_img) and m & (m - 1) == 0
+
+
+@pytest.mark.parametrize("algorithm", ["tiled", "implicit"])
+def test_one_image_of_one_group_is_split_and_exact(algorithm, monkeypatch):
+    """Batch 1, groups 1: the work is split into bands (tiled) or single-image blocks
+    (implicit) for the threads, and every output is still exact."""
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 8)  # as many tasks as 8 threads want
+    g = Conv2dGeometry.of((1, 16, 13, 12), (40, 16, 3, 3), 1, 1, 1, 1)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(g.input_shape), rng.standard_normal(g.weight_shape)
+    assert tiled._blocks(1, g.output_hw, 56, 8, 16).rows < 13
+    got = cpu.conv2d_forward(x, w, None, g, algorithm)
+    np.testing.assert_allclose(got, reference.conv2d_forward(x, w, None, g), rtol=1e-12,
+                               atol=1e-12)
+
+
 # --- other builds, in subprocesses -----------------------------------------------------------
 
 def _run_build(cpu_name: str, cache: Path, tests: str, isa: str) -> None:

@@ -18,7 +18,7 @@ skips the multiply-adds with zero padding that a padded layout pays for. The pri
 tile's outputs are scattered (a pixel's output channels are H_out * W_out apart in NCHW).
 
 A task takes one group and a block of up to `_IMAGES` images (so that the corner groups fill
-a tile); the weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``,
+a tile; fewer when a small batch and few groups would leave a thread without a task); the weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``,
 TILE.lanes adjacent values per step. The micro-kernels are generated scalar code that LLVM's
 SLP vectoriser packs (`codegen`). grad_input is this forward convolution on
 `Conv2dGeometry.transposed()`, with the flipped, group-transposed weights that `_pack` lays out
@@ -57,7 +57,7 @@ from numba import njit, prange
 
 from ..geometry import Conv2dGeometry
 from ..selection import Condition, ConvAlgorithm, Pass
-from ._numba import u
+from ._numba import min_tasks_per_group, u
 from .codegen import Tile, compile_tile, slp_vectorized
 from .intrinsics import pack_pixels
 from .target import ISA
@@ -457,10 +457,11 @@ def _forward_rows(x: np.ndarray, wq: np.ndarray, bias: np.ndarray, y: np.ndarray
                     _row_tile_14(xf, wf, yf, bias, ct, span, zero)
 
 
-def _images(n_img: int, image_bytes: int, budget: int) -> int:
-    """Images per block: up to _IMAGES, a power of two, that fit `budget` bytes."""
+def _images(n_img: int, image_bytes: int, budget: int, min_blocks: int = 1) -> int:
+    """Images per block: up to _IMAGES, a power of two, that fit `budget` bytes, in at least
+    `min_blocks` blocks where the batch allows."""
     m = _IMAGES
-    while m > 1 and (m > n_img or m * image_bytes > budget):
+    while m > 1 and (m > n_img or m * image_bytes > budget or -(-n_img // m) < min_blocks):
         m //= 2
     return m
 
@@ -477,7 +478,8 @@ def _convolve(x: np.ndarray, w: np.ndarray, transposed: bool, bias: np.ndarray |
             _forward_rows(x, _pack_rows(w, groups, transposed), b, y)
             return
         wp = _pack(w, groups, transposed)
-        m = _images(n_img, wp.shape[3] * math.prod(geometry.input_hw) * x.itemsize, _BLOCK_BYTES)
+        m = _images(n_img, wp.shape[3] * math.prod(geometry.input_hw) * x.itemsize, _BLOCK_BYTES,
+                    min_tasks_per_group(groups))
         full, tail = n_img // m * m, n_img % m
         for blocks in (Blocks(0, n_img // m, m), Blocks(full, 1, tail)):
             if blocks.count and blocks.images:
