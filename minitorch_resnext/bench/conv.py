@@ -361,16 +361,19 @@ def _torch_calls(
 
 
 def _compile(plan: _Plan) -> None:
-    """Run every pass once on one image of each shape, so JIT compilation is never timed."""
+    """Run every pass once on one image of each shape, so JIT compilation is never timed (the
+    CPU kernels' tuning waits for the batch that is timed)."""
     print("compiling kernels (first run only)...", end=" ", flush=True)
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    for shape in plan.shapes:
-        g = shape.geometry(1)
-        arrays = [plan.backend.asarray(rng.standard_normal(s, dtype=np.float32))
-                  for s in (g.input_shape, g.weight_shape, g.output_shape)]
-        for call in _conv_calls(plan.backend, *arrays, g).values():
-            plan.timer(call)
+    tune = getattr(plan.backend.kernels, "tune", None)
+    with tune.enabled(False) if tune is not None else contextlib.nullcontext():
+        for shape in plan.shapes:
+            g = shape.geometry(1)
+            arrays = [plan.backend.asarray(rng.standard_normal(s, dtype=np.float32))
+                      for s in (g.input_shape, g.weight_shape, g.output_shape)]
+            for call in _conv_calls(plan.backend, *arrays, g).values():
+                plan.timer(call)
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 
