@@ -18,8 +18,9 @@ skips the multiply-adds with zero padding that a padded layout pays for. The pri
 tile's outputs are scattered (a pixel's output channels are H_out * W_out apart in NCHW).
 
 A task takes one group and a block of up to `_IMAGES` images (so that the corner groups fill
-a tile; fewer when a small batch and few groups would leave a thread without a task); the weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``,
-TILE.lanes adjacent values per step. The micro-kernels are generated scalar code that LLVM's
+a tile; fewer when a small batch and few groups would leave a thread without a task); the
+weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``, TILE.lanes
+adjacent values per step. The micro-kernels are generated scalar code that LLVM's
 SLP vectoriser packs (`codegen`). grad_input is this forward convolution on
 `Conv2dGeometry.transposed()`, with the flipped, group-transposed weights that `_pack` lays out
 directly.

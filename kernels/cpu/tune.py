@@ -96,6 +96,7 @@ def enabled(on: bool = True) -> Iterator[None]:
 
 
 def worth_tuning(geometry: Conv2dGeometry) -> bool:
+    """Whether a convolution is large enough for its candidates to differ (`MIN_MACS`)."""
     return geometry.macs >= MIN_MACS
 
 
@@ -136,6 +137,7 @@ def machine() -> dict[str, Any]:
 
 
 def cache_file(header: Mapping[str, Any]) -> Path:
+    """The file of the choices made under `header` (`machine()`): one per machine and setting."""
     name = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / f"conv-{name}.json"
 

@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             shapes.append(record)
             results += rows
 
-    targets = _targets(plan.device, plan.batch, shapes, results)
+    targets = _targets(plan.device, shapes, results, plan.batch)
     print()
     print(_table(results, targets))
     counts = {s: sum(t["status"] == s for t in targets) for s in ("met", "missed", "n/a")}
@@ -475,7 +475,7 @@ def _describe(record: dict[str, Any]) -> str:
 
 
 def _targets(
-    device: str, batch: int, shapes: list[dict[str, Any]], results: list[dict[str, Any]]
+    device: str, shapes: list[dict[str, Any]], results: list[dict[str, Any]], batch: int = 32
 ) -> list[dict[str, Any]]:
     """The target of every (shape, pass) of the project's kernels and whether it was met, against
     the faster of the baselines timed on it (`baseline`, None where there was none)."""

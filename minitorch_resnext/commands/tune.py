@@ -11,6 +11,8 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
+from . import CommandError, positive_int
+
 if TYPE_CHECKING:
     from ..kernels.selection import Choice
 
@@ -19,20 +21,23 @@ HELP = "time the CPU convolution algorithms of a model's convolutions ahead of t
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `tune` to its parser."""
     parser.add_argument("model", metavar="MODEL", help="model name, e.g. resnext50_32x4d")
-    parser.add_argument("--batch", type=int, default=32, help="images per batch (default: 32)")
-    parser.add_argument("--input-size", type=int, default=None,
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="images per batch (default: 32)")
+    parser.add_argument("--input-size", type=positive_int, default=None,
                         help="input height and width (default: the model's own, 224 for "
                              "ImageNet models; 16 for the digits that `train` uses)")
     parser.add_argument("--forward-only", action="store_true",
                         help="tune the forward pass only (inference)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--threads", type=positive_int,
                         help="CPU threads to tune for (default: numba.get_num_threads()); "
                              "choices are kept per thread count")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Tune every distinct convolution of the model and print the choices; the exit status."""
     import numpy as np
 
     from ..bench._common import format_table, set_threads
@@ -45,17 +50,12 @@ def run(args: argparse.Namespace) -> int:
     from ..models.summary import conv_geometries
 
     if args.model not in MODELS:
-        raise SystemExit(f"tune: unknown model {args.model!r}; known models: "
-                         f"{', '.join(sorted(MODELS))}")
-    if args.batch < 1 or (args.input_size is not None and args.input_size < 1):
-        raise SystemExit("tune: --batch and --input-size must be positive")
+        raise CommandError(f"unknown model {args.model!r}; known models: "
+                           f"{', '.join(sorted(MODELS))}")
     threads = set_threads(args.threads, "tune")
     model = get_model(args.model)
     size = args.input_size or model.input_size
-    try:
-        geometries = conv_geometries(model, (args.batch, model.in_channels, size, size))
-    except ValueError as e:
-        raise SystemExit(f"tune: {e}") from None
+    geometries = conv_geometries(model, (args.batch, model.in_channels, size, size))
     unique = list(dict.fromkeys(geometries))
     passes = ("forward",) if args.forward_only else PASSES
     print(f"tune {args.model} on {args.batch}x{model.in_channels}x{size}x{size}, {args.dtype}, "
