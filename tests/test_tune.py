@@ -9,6 +9,7 @@ import types
 import numba
 import numpy as np
 import pytest
+from numba.core import event
 
 from minitorch_resnext import cli
 from minitorch_resnext.kernels import cpu, reference
@@ -42,8 +43,9 @@ def tuning(monkeypatch, tmp_path):
 COSTS = {("a", ()): 3.0, ("b", (("k", 1),)): 1.0, ("b", (("k", 2),)): 1.03, ("c", ()): 10.0}
 
 
-def _fake(monkeypatch) -> tuple[dict[str, ConvAlgorithm], list, object]:
-    """Algorithms a, b (parameter k in 1, 2) and c whose calls advance a fake clock by COSTS."""
+def _fake(monkeypatch, compiles: tuple = ()) -> tuple[dict[str, ConvAlgorithm], list, object]:
+    """Algorithms a, b (parameter k in 1, 2) and c whose calls advance a fake clock by COSTS;
+    the first call of those in `compiles` compiles (a Numba compile event, 100 s more)."""
     clock = types.SimpleNamespace(now=0.0)
     monkeypatch.setattr(tune, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
     calls = []
@@ -52,6 +54,9 @@ def _fake(monkeypatch) -> tuple[dict[str, ConvAlgorithm], list, object]:
         assert choice.source == "forced" and [a.shape for a in operands if a is not None] == [
             geometry.input_shape, geometry.weight_shape]
         key = (choice.algorithm, tuple(sorted(choice.params.items())))
+        if key in compiles and key not in calls:
+            with event.trigger_event("numba:compile", data={"dispatcher": None}):
+                clock.now += 100.0
         calls.append(key)
         clock.now += COSTS[key]
 
@@ -69,10 +74,19 @@ def test_the_fastest_candidate_is_chosen_and_every_one_is_reported(monkeypatch):
     assert [(m.algorithm, dict(m.params), m.ms) for m in choice.measured] == [
         ("b", {"k": 1}, 1000.0), ("b", {"k": 2}, 1030.0), ("a", {}, 3000.0), ("c", {}, 10000.0)]
     assert "rules would run a" in choice.reason
-    # a warm-up and a timed round each; only those within CUT of the fastest go on
+    # one call each, then more rounds for those within CUT of the fastest only
     counts = {key: calls.count(key) for key in COSTS}
-    assert counts == {("a", ()): 2, ("b", (("k", 1),)): 1 + tune.ROUNDS,
-                      ("b", (("k", 2),)): 1 + tune.ROUNDS, ("c", ()): 2}
+    assert counts == {("a", ()): 1, ("b", (("k", 1),)): tune.ROUNDS,
+                      ("b", (("k", 2),)): tune.ROUNDS, ("c", ()): 1}
+
+
+def test_a_call_that_compiled_is_not_a_sample(monkeypatch):
+    algorithms, calls, run = _fake(monkeypatch, compiles=(("b", (("k", 1),)), ("c", ())))
+    choice = tune.tune("forward", GEOMETRY, np.dtype("float32"), Choice("a", {}, ""), algorithms,
+                       run)
+    assert (choice.algorithm, dict(choice.params)) == ("b", {"k": 1})
+    assert max(m.ms for m in choice.measured) == 10000.0  # c's compilation is not its time
+    assert calls.count(("c", ())) == 2 and calls.count(("b", (("k", 1),))) == 1 + tune.ROUNDS
 
 
 def test_the_rules_choice_stays_within_the_margin(monkeypatch):

@@ -4,9 +4,9 @@
 The rule tables (`rules.py`) were set by timing on one CPU, and what is fastest on another
 differs. For a geometry, dtype and pass, the tuner runs every candidate, i.e. each algorithm
 that computes the pass with each combination of its tuning parameters
-(`ConvAlgorithm.candidates`), on random inputs of that shape: one warm-up call each (Numba
-compiles on first use), one timed round, then only the candidates within `CUT` of the fastest
-for `ROUNDS - 1` more interleaved rounds; the lowest median wins, and the rule's own choice
+(`ConvAlgorithm.candidates`), on random inputs of that shape: one call each (a second where
+Numba compiled in the first), then only the candidates within `CUT` of the fastest for
+`ROUNDS - 1` more interleaved rounds; the lowest median wins, and the rule's own choice
 keeps its place unless another beats it by `MARGIN` (closer than that is timing noise). The
 choice says it was tuned and lists what was measured (`Choice.measured`).
 
@@ -45,6 +45,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core import event
 
 from ..geometry import Conv2dGeometry
 from ..selection import Choice, ConvAlgorithm, Measurement, Pass
@@ -209,11 +210,14 @@ def _operands(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype
 
 def measure(calls: Sequence[Callable[[], Any]], rounds: int = ROUNDS, cut: float = CUT
             ) -> list[float]:
-    """Median seconds of each call: one warm-up and one timed round for all, then `rounds` - 1
-    interleaved rounds for those within `cut` of the fastest (the others keep their one time)."""
+    """Median seconds of each call: a first call each (a sample unless Numba compiled in it,
+    then a second call is), then `rounds` - 1 interleaved rounds for those within `cut` of the
+    fastest (the others keep their one time)."""
+    samples = []
     for call in calls:
-        call()
-    samples = [[_seconds(call)] for call in calls]
+        with event.install_recorder("numba:compile") as compiled:
+            seconds = _seconds(call)
+        samples.append([_seconds(call) if compiled.buffer else seconds])
     best = min(s[0] for s in samples)
     survivors = [i for i, s in enumerate(samples) if s[0] <= cut * best]
     for _ in range(rounds - 1):
