@@ -192,6 +192,15 @@ def test_the_environment_switch(value, on):
     assert tune.switched_on(value) is on
 
 
+def test_an_unwritable_cache_is_said_once_and_changes_nothing_else(tuning, capsys):
+    tuning.parent.mkdir(exist_ok=True)
+    tuning.write_text("a file where the folder should be")
+    tuned = cpu.conv2d_algorithm(GEOMETRY)
+    cpu.conv2d_algorithm(GEOMETRY.with_batch(1))
+    assert all(c.source == "tuned" for _, c in tuned)
+    assert capsys.readouterr().err.count("could not save tuned choices") == 1
+
+
 def test_tuning_on_first_use_is_announced_once(tuning, capsys):
     cpu.conv2d_algorithm(GEOMETRY)
     cpu.conv2d_algorithm(GEOMETRY.with_batch(1))

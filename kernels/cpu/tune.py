@@ -71,6 +71,7 @@ _state: dict[str, Any] = {
     "enabled": switched_on(os.environ.get(ENV)),
     "spent_s": 0.0,  # tuning on first use in this process
     "announced": False,
+    "unsaved": False,  # a write failed (said once)
 }
 _memory: dict[tuple, Choice] = {}  # this process's choices, by (pass, geometry, dtype, threads)
 
@@ -165,10 +166,14 @@ def _write(path: Path, header: Mapping[str, Any], entries: Mapping[str, Any]) ->
         tmp.write_text(json.dumps({"machine": header, "choices": merged}, indent=1) + "\n")
         os.replace(tmp, path)
     except OSError as e:
-        print(f"minitorch-resnext: could not save tuned choices to {path}: {e}",
-              file=sys.stderr)
+        if not _state["unsaved"]:
+            print(f"minitorch-resnext: could not save tuned choices to {path} ({e}); they are "
+                  f"measured again in every run (set {CACHE_ENV} to a writable folder)",
+                  file=sys.stderr)
+        _state["unsaved"] = True
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _key(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype) -> str:
@@ -301,4 +306,4 @@ def forget() -> None:
     """Start over as a new process would (the file stays): no choice in memory, no tuning time
     spent, nothing announced yet."""
     _memory.clear()
-    _state.update(spent_s=0.0, announced=False)
+    _state.update(spent_s=0.0, announced=False, unsaved=False)
