@@ -62,6 +62,7 @@ MARGIN = 1.05  # the rule's choice stays unless another candidate is this much f
 # run(pass_, geometry, choice, *operands): one candidate (a forced choice) of a pass
 Run = Callable[..., Any]
 
+
 def switched_on(value: str | None) -> bool:
     """Whether a value of MINITORCH_TUNE turns tuning on (unset: on)."""
     return (value or "1").strip().lower() not in ("0", "off", "false", "no")
