@@ -20,7 +20,7 @@ def empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.broadcast_to(np.zeros((), dtype), tuple(shape))
 
 
-def conv2d_algorithm(geometry: Conv2dGeometry) -> ConvChoices:
+def conv2d_algorithm(geometry: Conv2dGeometry, dtype: Any = None) -> ConvChoices:
     """No algorithm runs: every pass only has its output shape computed."""
     return ConvChoices(*(Choice("meta", {}, "shapes only, no arithmetic") for _ in PASSES))
 

@@ -79,26 +79,42 @@ class Rule:
         return all(condition(geometry) for condition in self.when)
 
     def __str__(self) -> str:
-        params = "".join(f", {k}={v}" for k, v in self.params.items())
-        return f"{' and '.join(map(str, self.when))} -> {self.algorithm}{params}"
+        return f"{' and '.join(map(str, self.when))} -> {_label(self.algorithm, self.params)}"
 
 
 RuleTable = Sequence[Rule]
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """One candidate's median time on this machine, as a tuner measured it."""
+
+    algorithm: str
+    params: Params
+    ms: float
+
+    def __str__(self) -> str:
+        return f"{_label(self.algorithm, self.params)} {self.ms:.3g} ms"
+
+
+@dataclass(frozen=True)
 class Choice:
     """The algorithm and parameters one pass runs, with the reason; `source` says whether a
-    rule chose it, a caller forced it, or a measurement did ('rule', 'forced', 'tuned')."""
+    rule chose it, a caller forced it, or a measurement did ('rule', 'forced', 'tuned'), and a
+    tuned choice keeps the candidates it was measured against (fastest first)."""
 
     algorithm: str
     params: Params
     reason: str
     source: str = "rule"
+    measured: tuple[Measurement, ...] = ()
 
     def __str__(self) -> str:
-        params = "".join(f", {k}={v}" for k, v in self.params.items())
-        return f"{self.algorithm}{params} ({self.source}): {self.reason}"
+        return f"{_label(self.algorithm, self.params)} ({self.source}): {self.reason}"
+
+
+def _label(algorithm: str, params: Params) -> str:
+    return algorithm + "".join(f", {k}={v}" for k, v in params.items())
 
 
 @dataclass(frozen=True)

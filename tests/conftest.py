@@ -1,13 +1,21 @@
-"""Shared fixtures: every test that takes `device` runs on each backend this machine has."""
+"""Shared fixtures: every test that takes `device` runs on each backend this machine has.
+
+The suite runs the rule tables' choices of CPU convolution algorithms unless MINITORCH_TUNE=1
+(then every convolution large enough is tuned, with the choices kept in a temporary folder,
+never the user's cache): every algorithm is exact, so the suite passes either way.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-import pytest
-from hypothesis import HealthCheck, Phase, settings
+os.environ.setdefault("MINITORCH_TUNE", "0")  # before the kernels are imported
 
-import minitorch_resnext as mr
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+
+import minitorch_resnext as mr  # noqa: E402
 
 settings.register_profile(
     "default",
@@ -48,3 +56,24 @@ def gpu(request: pytest.FixtureRequest) -> str:
     reason where none is usable."""
     _skip_without_gpu()
     return request.param
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tuning_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tuned choices (and those of the commands the tests run) go to a temporary folder."""
+    saved = os.environ.get("MINITORCH_CACHE_DIR")
+    os.environ["MINITORCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("minitorch-cache"))
+    yield
+    if saved is None:
+        del os.environ["MINITORCH_CACHE_DIR"]
+    else:
+        os.environ["MINITORCH_CACHE_DIR"] = saved
+
+
+@pytest.fixture
+def rules_only() -> Iterator[None]:
+    """The CPU convolution rules alone, for tests of the rule tables."""
+    from minitorch_resnext.kernels.cpu import tune
+
+    with tune.enabled(False):
+        yield

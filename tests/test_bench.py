@@ -12,6 +12,7 @@ import pytest
 from minitorch_resnext.bench import _common as common
 from minitorch_resnext.bench import conv
 from minitorch_resnext.cli import main
+from minitorch_resnext.kernels.cpu import tune
 
 
 def test_flops_and_bytes_of_a_hand_computed_shape():
@@ -41,10 +42,17 @@ def test_roofline_is_the_lower_of_peak_and_bandwidth_times_intensity():
 
 
 def test_targets_by_channels_per_group():
-    assert conv.target_for("cpu", 4, "forward") == conv.Target(3, 0.10)
-    assert conv.target_for("cpu", 1, "grad_weight") == conv.Target(2, 0.10)
+    assert conv.target_for("cpu", 4, "forward") == conv.Target(3, 0.15)
+    assert conv.target_for("cpu", 1, "grad_weight") == conv.Target(2, 0.15)
     assert conv.target_for("cpu", 16, "grad_input").min_speedup == 1
+    assert conv.target_for("cpu", 64, "grad_input").min_speedup == 0.8
     assert conv.target_for("cuda", 128, "forward").min_speedup == 0.5
+    # the forward pass at small batches has its own targets
+    assert conv.target_for("cpu", 4, "forward", batch=8) == conv.Target(2)
+    assert conv.target_for("cpu", 32, "forward", batch=1) == conv.Target(1)
+    assert conv.target_for("cpu", 4, "grad_input", batch=8) == conv.Target(3, 0.15)
+    assert conv.target_for("cpu", 64, "forward", batch=8) == conv.Target(0.8)
+    assert conv.target_for("cuda", 4, "forward", batch=8) == conv.Target(3, 0.40)
     t = conv.Target(3, 0.10)
     assert t.status(3.5, 0.2) == "met"
     assert t.status(2.9, 0.2) == "missed"
@@ -136,6 +144,11 @@ def test_bench_conv_quick_writes_json_png_and_prints_the_table(tmp_path, capsys,
     assert r["max_rel_err"] < 1e-4 and r["speedup_vs_torch"] is None
     assert {t["status"] for t in data["targets"]} <= {"n/a", "missed"}
     assert {t["baseline"] for t in data["targets"]} == {None}
+    assert data["machine"]["tuning"] is tune.is_enabled() and data["machine"]["cpu"] in out
+    assert data["machine"]["cpu_target"] in out
+    shape = data["shapes"][0]
+    assert set(shape["algorithm_source"].values()) <= {"rule", "tuned"}
+    assert set(shape["algorithm_measured"]) == {"forward", "grad_input", "grad_weight"}
 
 
 def test_bench_conv_times_onnxruntime_on_the_forward_pass(tmp_path, capsys, monkeypatch):

@@ -102,7 +102,7 @@ def test_thresholds_are_the_measured_ones():
 
 @pytest.mark.parametrize("side", [0, 1], ids=["before", "after"])
 @pytest.mark.parametrize("boundary", BOUNDARIES, ids=[b.name for b in BOUNDARIES])
-def test_default_choice_on_both_sides_of_each_threshold(boundary, side):
+def test_default_choice_on_both_sides_of_each_threshold(rules_only, boundary, side):
     """The choice flips exactly at the threshold, and what runs by default is right there."""
     count = boundary.counts()[side]
     cfg = boundary.make(count)
@@ -117,7 +117,8 @@ def test_default_choice_on_both_sides_of_each_threshold(boundary, side):
         (256, 256, 32, 3, "tiled"),  # ResNeXt-50 stage 2: 8 channels per group
         (1024, 1024, 32, 3, "implicit"),  # ResNeXt-50 stage 4: 32 channels per group
         (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images
-        (512, 512, 32, 3, "tiled"),  # ResNeXt-50 stage 3: 16 channels per group
+        # ResNeXt-50 stage 3 (16 channels per group) with AVX-512: half a lane tile
+        (32 * (implicit.TILE.lanes // 2), 32 * (implicit.TILE.lanes // 2), 32, 3, "tiled"),
         (144, 144, 144, 3, "direct"),  # depthwise
         (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
         (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
@@ -126,7 +127,7 @@ def test_default_choice_on_both_sides_of_each_threshold(boundary, side):
         (64, 64, 16, 1, "direct"),  # pointwise with 4 channels per group
     ],
 )
-def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
+def test_conv2d_algorithm_choice(rules_only, c_in, c_out, groups, kernel, expected):
     g = Conv2dGeometry.of((8, c_in, 16, 16), (c_out, c_in // groups, kernel, kernel),
                           padding=kernel // 2, groups=groups)
     choice = cpu.conv2d_algorithm(g).forward
@@ -134,21 +135,25 @@ def test_conv2d_algorithm_choice(c_in, c_out, groups, kernel, expected):
     assert isinstance(choice.reason, str) and len(choice.reason) > 20
 
 
+ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_WIDTHS[-1]
+
+
 @pytest.mark.parametrize(
-    "cg, hw, expected",
-    [(16, 14, "implicit"), (16, 7, "implicit"), (rules.ROW_MIN_CHANNELS, 14, "implicit"),
-     (8, 14, "tiled"), (16, 16, "tiled"), (16, 28, "tiled")],
+    "cg, hw, rows",
+    [*((ROW_LANES, w, True) for w in implicit.ROW_WIDTHS), (rules.ROW_MIN_CHANNELS, ROW_WIDTH, True),
+     (ROW_LANES // 2, ROW_WIDTH, False), (ROW_LANES, 16, False), (ROW_LANES, 28, False)],
 )
-def test_row_tiles_are_chosen_for_their_widths_and_channels(cg, hw, expected):
-    """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images."""
+def test_row_tiles_are_chosen_for_their_widths_and_channels(rules_only, cg, hw, rows):
+    """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images (with
+    AVX-512; a row tile's lanes are one vector register of the target)."""
     g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
     for choice in (cpu.conv2d_algorithm(g).forward, cpu.conv2d_algorithm(g).grad_input):
-        assert choice.algorithm == expected
-        assert (choice.params.get("tiles") == "rows") == (expected == "implicit")
-        assert ("row tiles" in choice.reason) == (expected == "implicit")
+        assert (choice.algorithm == "implicit") == rows
+        assert (choice.params.get("tiles") == "rows") == rows
+        assert ("row tiles" in choice.reason) == rows
 
 
-def test_tiled_is_chosen_for_stride_1_only():
+def test_tiled_is_chosen_for_stride_1_only(rules_only):
     x_shape, w_shape = (8, 256, 16, 16), (256, 8, 3, 3)
     choose = lambda s, p: cpu.conv2d_algorithm(  # noqa: E731
         Conv2dGeometry.of(x_shape, w_shape, s, p, 1, 32)).forward.algorithm
@@ -166,7 +171,7 @@ def test_tiled_is_chosen_for_stride_1_only():
 @pytest.mark.parametrize(
     "c_in, groups", [(8, 4), (64, 2), (32, 2), (16, 2), (18, 2), (2 * rules.GEMM_MIN_CHANNELS, 1)]
 )
-def test_kernels_run_the_reported_algorithm(monkeypatch, c_in, groups):
+def test_kernels_run_the_reported_algorithm(monkeypatch, rules_only, c_in, groups):
     ran = []
     for name, algorithm in cpu.ALGORITHMS.items():
         for pass_, kernel in algorithm.kernels.items():

@@ -344,7 +344,8 @@ if not FAST:
 # training loss, here on images never seen before.
 
 # %%
-save(cardinality.figure(result), "03_cardinality_error.png")
+fig = cardinality.figure(result)
+save(fig, "03_cardinality_error.png")
 
 # %% [markdown]
 # ### Reading the verdict

@@ -4,7 +4,8 @@ kernels around it (batch norm, ReLU, pooling, cross-entropy, SGD).
 Array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference` (and
 `reference_ops` for the fused kernels around the convolutions); `conv2d_algorithm` says which
 algorithm (direct, register-tiled, implicit GEMM or im2col + GEMM) each pass runs for a
-geometry, and why. The first use of a kernel on a machine compiles it, which `notice`
+geometry, and why. The kernels are compiled for `TARGET` (the vector ISA and code-generation
+settings of `target`). The first use of a kernel on a machine compiles it, which `notice`
 announces and `compiling` follows kernel by kernel (it also stamps each kernel's cache with
 its file and the files it imports from).
 """
@@ -16,7 +17,9 @@ import os
 # training then waits on the spinning threads. It must be set before Numba starts OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import memory  # noqa: E402
+# target first: it sets Numba's target features before any function here is decorated (a
+# decorated function makes Numba create its code generator)
+from . import memory, notice, target  # noqa: E402, F401
 
 memory.keep_freed_memory()  # a step's large arrays reuse the last step's pages
 
@@ -29,6 +32,7 @@ from .conv import (  # noqa: E402
     conv2d_forward,
     conv2d_grad_input,
     conv2d_grad_weight,
+    tune_conv2d,
 )
 from .loss import cross_entropy_backward, cross_entropy_forward  # noqa: E402
 from .pooling import (  # noqa: E402
@@ -38,10 +42,12 @@ from .pooling import (  # noqa: E402
     max_pool2d_forward,
 )
 from .sgd import sgd_plan, sgd_update  # noqa: E402
+from .target import TARGET  # noqa: E402
 from .tiled import peak_probe  # noqa: E402
 
 __all__ = [
     "ALGORITHMS",
+    "TARGET",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "batch_norm_backward",
@@ -59,4 +65,5 @@ __all__ = [
     "relu_forward",
     "sgd_plan",
     "sgd_update",
+    "tune_conv2d",
 ]

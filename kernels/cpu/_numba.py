@@ -1,4 +1,5 @@
-"""Small Numba helpers the CPU kernels share: unsigned indexing and row moves.
+"""Small Numba helpers the CPU kernels share: unsigned indexing and row moves, and how finely a
+parallel kernel splits a small batch.
 
 They work on flat 1-D arrays with explicit offsets and index them with unsigned integers
 (`u`): Numba then emits no negative-index wraparound, so the loops vectorise, and no array
@@ -9,8 +10,19 @@ Numba functions costs about as much as moving a 56-pixel row.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit
+
+# tasks per thread that a parallel kernel makes at least, where the work can be split: with one
+# each, a thread that finishes early waits for the others
+TASKS_PER_THREAD = 2
+
+
+def min_tasks_per_group(groups: int) -> int:
+    """How many tasks each group's work should be split into, at least, so that the groups give
+    every thread TASKS_PER_THREAD tasks (small batches, few groups)."""
+    return -(-TASKS_PER_THREAD * numba.get_num_threads() // groups)
 
 
 @njit(cache=True, inline="always")

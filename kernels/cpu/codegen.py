@@ -14,7 +14,6 @@ exactly what runs::
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -22,6 +21,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 from numba import njit
+
+from .target import Isa
 
 SOURCES: dict[str, str] = {}
 
@@ -32,6 +33,15 @@ class Tile(NamedTuple):
 
     rows: int
     lanes: int
+
+    @classmethod
+    def fitting(cls, isa: Isa, vectors: int, max_rows: int, taps: int = 1) -> Tile:
+        """The tile of `vectors` float32 registers of lanes and as many rows (up to `max_rows`)
+        as the registers hold: rows x vectors x taps accumulators, the vectors x taps operands
+        of a step and one broadcast value. `taps` tiles side by side share the broadcasts."""
+        operands = vectors * taps
+        return cls(min(max_rows, (isa.registers - operands - 1) // operands),
+                   vectors * isa.lanes(np.float32))
 
 
 def compile_tile(name: str, source: str) -> numba.core.registry.CPUDispatcher:
@@ -63,13 +73,15 @@ def slp_vectorized() -> Iterator[None]:
 
 def main(argv: list[str]) -> int:
     """List the generated tiles, or print one's source (`python -m ...codegen [name]`)."""
-    for module in ("implicit", "tiled"):  # importing them generates their tiles
-        importlib.import_module(f"{__package__}.{module}")
+    # the package's modules (run with -m, this file is __main__, another module): importing
+    # implicit and tiled generates their tiles into codegen.SOURCES
+    from . import codegen, implicit, tiled  # noqa: F401
+
     if not argv:
-        print("\n".join(sorted(SOURCES)))
+        print("\n".join(sorted(codegen.SOURCES)))
         return 0
     try:
-        print(source(argv[0]))
+        print(codegen.source(argv[0]))
     except KeyError as e:
         print(e.args[0], file=sys.stderr)
         return 2

@@ -2,51 +2,64 @@
 
 The entry points follow the contract shared with `kernels.reference` and the CUDA kernels:
 plain arrays and a `Conv2dGeometry` in, a new array out, NCHW, PyTorch semantics. Each pass
-runs what `conv2d_algorithm` reports for it (the rule tables of `rules.py`), or the algorithm
-a caller forces with ``algorithm=`` (a name, or a `Choice` with parameters; for tests,
-benchmarks and tuning).
+runs what `conv2d_algorithm` reports for it: the choice measured on this machine (`tune`), or
+where tuning is off or not worth it, the rule tables of `rules.py`; or the algorithm a caller
+forces with ``algorithm=`` (a name, or a `Choice` with parameters; for tests, benchmarks and
+the tuner).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..geometry import Conv2dGeometry
-from ..selection import Choice, ConvAlgorithm, ConvChoices, Pass, choose, forced
-from . import direct, gemm, implicit, rules, tiled
+from ..selection import PASSES, Choice, ConvAlgorithm, ConvChoices, Pass, choose, requested
+from . import direct, gemm, implicit, rules, tiled, tune
 
 ALGORITHMS: dict[str, ConvAlgorithm] = {
     a.name: a for a in (direct.ALGORITHM, gemm.ALGORITHM, implicit.ALGORITHM, tiled.ALGORITHM)
 }
+DType = np.dtype | type | str
 
 
 @functools.lru_cache(maxsize=1024)
-def conv2d_algorithm(geometry: Conv2dGeometry) -> ConvChoices:
-    """What each pass of this convolution runs on the CPU, and why."""
-    return ConvChoices(*(choose(rules.TABLES[p], ALGORITHMS, p, geometry)
-                         for p in ("forward", "grad_input", "grad_weight")))
+def ruled(pass_: Pass, geometry: Conv2dGeometry) -> Choice:
+    """What the rule tables choose for this pass."""
+    return choose(rules.TABLES[pass_], ALGORITHMS, pass_, geometry)
 
 
-def _choice(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None) -> Choice:
-    if algorithm is None:
-        return conv2d_algorithm(geometry)[pass_]
-    name, params = (algorithm.algorithm, algorithm.params) if isinstance(algorithm, Choice) else (
-        algorithm, None)
-    if name not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {tuple(ALGORITHMS)} or None, got {name!r}")
-    return forced(ALGORITHMS[name], pass_, geometry, params)
+def conv2d_algorithm(geometry: Conv2dGeometry, dtype: DType = np.float32) -> ConvChoices:
+    """What each pass of this convolution runs on the CPU for arrays of `dtype`, and why: a
+    choice tuned on this machine (measuring it now if it is the first time) or the rule's."""
+    return ConvChoices(*(_chosen(p, geometry, np.dtype(dtype)) for p in PASSES))
+
+
+def tune_conv2d(geometry: Conv2dGeometry, dtype: DType = np.float32,
+                passes: Sequence[Pass] = PASSES) -> dict[Pass, Choice]:
+    """The choices of these passes, tuned now if they were not yet, however long this process
+    has tuned: ahead of time (`minitorch-resnext tune`, a benchmark's preparation). Where
+    tuning is off, or for convolutions below `tune.MIN_MACS`, the rules' choices."""
+    return {p: _chosen(p, geometry, np.dtype(dtype), bounded=False) for p in passes}
+
+
+def _chosen(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype, bounded: bool = True
+            ) -> Choice:
+    return tune.choice(pass_, geometry, dtype, ruled(pass_, geometry), ALGORITHMS, _run, bounded)
 
 
 def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None,
-         out_shape: tuple[int, ...], first: np.ndarray, *others: np.ndarray | None
-         ) -> np.ndarray:
+         first: np.ndarray, *others: np.ndarray | None) -> np.ndarray:
     """The pass's output: its kernel run on C-contiguous operands in `first`'s dtype."""
     first = np.ascontiguousarray(first)
     operands = [None if a is None else np.ascontiguousarray(a, first.dtype) for a in others]
-    out = np.empty(out_shape, first.dtype)
-    choice = _choice(pass_, geometry, algorithm)
+    shape = {"forward": geometry.output_shape, "grad_input": geometry.input_shape,
+             "grad_weight": geometry.weight_shape}[pass_]
+    out = np.empty(shape, first.dtype)
+    choice = (_chosen(pass_, geometry, first.dtype) if algorithm is None
+              else requested(ALGORITHMS, pass_, geometry, algorithm))
     kernel = ALGORITHMS[choice.algorithm].kernels[pass_]
     exact = choice.source == "forced" or pass_ in ALGORITHMS[choice.algorithm].nonfinite_exact
     # NaN or Inf anywhere shows in the weight-shaped array of the pass (the weights, or
@@ -63,16 +76,16 @@ def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None,
 def conv2d_forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None,
                    geometry: Conv2dGeometry, algorithm: str | Choice | None = None) -> np.ndarray:
     """y (N, C_out, H_out, W_out) = grouped conv of x with w, plus bias."""
-    return _run("forward", geometry, algorithm, geometry.output_shape, x, w, bias)
+    return _run("forward", geometry, algorithm, x, w, bias)
 
 
 def conv2d_grad_input(grad_out: np.ndarray, w: np.ndarray, geometry: Conv2dGeometry,
                       algorithm: str | Choice | None = None) -> np.ndarray:
     """grad_x (N, C_in, H, W) of the convolution, given grad_out (N, C_out, H_out, W_out)."""
-    return _run("grad_input", geometry, algorithm, geometry.input_shape, grad_out, w)
+    return _run("grad_input", geometry, algorithm, grad_out, w)
 
 
 def conv2d_grad_weight(x: np.ndarray, grad_out: np.ndarray, geometry: Conv2dGeometry,
                        algorithm: str | Choice | None = None) -> np.ndarray:
     """grad_w (C_out, C_in // groups, kH, kW) of the convolution, deterministic."""
-    return _run("grad_weight", geometry, algorithm, geometry.weight_shape, x, grad_out)
+    return _run("grad_weight", geometry, algorithm, x, grad_out)

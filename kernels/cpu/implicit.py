@@ -2,9 +2,10 @@
 
 The tiled kernel (`tiled.py`) puts consecutive output pixels on the vector lanes, so it needs
 a zero-padded copy of the input and computes the padding columns and rows of that layout as
-junk: on 7x7 images that is a third more work, and the copies cost more again. With 32 or more
-output channels per group the lanes can hold output channels instead, and the pixels go on
-the rows of the tile, where each one is a separate broadcast:
+junk: on 7x7 images that is a third more work, and the copies cost more again. With a lane
+tile of output channels per group or more (TILE.lanes: two vector registers, 32 with AVX-512)
+the lanes can hold output channels instead, and the pixels go on the rows of the tile, where
+each one is a separate broadcast:
 
     y[p_i, o_j] = bias[o_j] + sum over in-bounds (tap t, channel c) of
                   x[c, p_i + offset(t)] * w[o_j, c, t]          (a TILE.rows x TILE.lanes tile)
@@ -17,8 +18,9 @@ skips the multiply-adds with zero padding that a padded layout pays for. The pri
 tile's outputs are scattered (a pixel's output channels are H_out * W_out apart in NCHW).
 
 A task takes one group and a block of up to `_IMAGES` images (so that the corner groups fill
-a tile); the weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``,
-TILE.lanes adjacent values per step. The micro-kernels are generated scalar code that LLVM's
+a tile; fewer when a small batch and few groups would leave a thread without a task); the
+weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``, TILE.lanes
+adjacent values per step. The micro-kernels are generated scalar code that LLVM's
 SLP vectoriser packs (`codegen`). grad_input is this forward convolution on
 `Conv2dGeometry.transposed()`, with the flipped, group-transposed weights that `_pack` lays out
 directly.
@@ -36,8 +38,8 @@ broadcast from grad_out in place, and input channels on the lanes, from the inpu
 by pixel (``xt[pixel, c]``, the one copy, transposed in registers by `intrinsics.pack_pixels`).
 A tap's shift is then a shift of xt's rows, so the taps of a kernel row read adjacent vectors:
 with at most NARROW_TILE.lanes input channels per group (one register of lanes), up to RUN
-adjacent taps go through a NARROW_TILE at once and share each broadcast (with twice its rows,
-the accumulators, broadcasts and vectors need more than 32 registers and spill). With more
+adjacent taps go through a NARROW_TILE at once and share each broadcast (its rows are as many
+as the registers hold beside the RUN vectors and the broadcast, up to 4). With more
 input channels the tile is WEIGHT_TILE, one tap. This layout needs one broadcast per RUN x
 lanes multiply-adds, where the opposite one (input channels broadcast, output channels on the
 lanes) needs one per vector multiply-add, and broadcasts are what a core runs out of first. A
@@ -56,14 +58,21 @@ from numba import njit, prange
 
 from ..geometry import Conv2dGeometry
 from ..selection import Condition, ConvAlgorithm, Pass
-from ._numba import u
+from ._numba import min_tasks_per_group, u
 from .codegen import Tile, compile_tile, slp_vectorized
 from .intrinsics import pack_pixels
+from .target import ISA
 
-TILE = Tile(rows=8, lanes=32)  # forward: output pixels x output channels
-WEIGHT_TILE = Tile(rows=8, lanes=32)  # grad_weight: output channels x input channels
-NARROW_TILE, RUN = Tile(rows=4, lanes=16), 3  # grad_weight, <= 16 input channels: 3 taps at once
-ROW_LANES, ROW_WIDTHS = 16, (7, 14)  # row tiles: output channels per tile, image widths
+# The tiles fill the target's registers (`Tile.fitting`): with AVX-512, 8 x 32 and 4 x 16 x 3
+# taps; with AVX2, 6 x 16 and 4 x 8 x 3 taps.
+TILE = Tile.fitting(ISA, vectors=2, max_rows=8)  # forward: output pixels x output channels
+WEIGHT_TILE = Tile.fitting(ISA, vectors=2, max_rows=8)  # grad_weight: output x input channels
+RUN = 3  # grad_weight with one register of input channels: 3 adjacent taps at once
+NARROW_TILE = Tile.fitting(ISA, vectors=1, max_rows=4, taps=RUN)
+# row tiles: one register of output channels; the image widths whose accumulators (one register
+# per output pixel of the row), three weight vectors and a broadcast fit the registers
+ROW_LANES = ISA.lanes(np.float32)
+ROW_WIDTHS = tuple(w for w in (7, 14) if w + 3 + 1 <= ISA.registers)
 _IMAGES = 8  # images per task (up to), so that the tiles of the corner pixels are full ...
 _BLOCK_BYTES = 256 * 1024  # ... while the task's input stays in the per-core L2 cache
 _WEIGHT_BLOCK_BYTES = 64 * 1024  # grad_weight: the packed input and grad_out in the L1 cache
@@ -237,7 +246,7 @@ def weight_tile_source(rows: int, lanes: int, taps: int) -> str:
 
 _tile = compile_tile("implicit.tile", tile_source(*TILE))
 _row_tile_7, _row_tile_14 = (compile_tile(f"implicit.row_tile_{w}", row_tile_source(w))
-                             for w in ROW_WIDTHS)
+                             for w in (7, 14))  # run where ROW_WIDTHS allow
 _weight_tile = compile_tile("implicit.weight_tile", weight_tile_source(*WEIGHT_TILE, 1))
 _weight_tile_1, _weight_tile_2, _weight_tile_3 = (
     compile_tile(f"implicit.weight_tile_{k}", weight_tile_source(*NARROW_TILE, k))
@@ -449,10 +458,11 @@ def _forward_rows(x: np.ndarray, wq: np.ndarray, bias: np.ndarray, y: np.ndarray
                     _row_tile_14(xf, wf, yf, bias, ct, span, zero)
 
 
-def _images(n_img: int, image_bytes: int, budget: int) -> int:
-    """Images per block: up to _IMAGES, a power of two, that fit `budget` bytes."""
+def _images(n_img: int, image_bytes: int, budget: int, min_blocks: int = 1) -> int:
+    """Images per block: up to _IMAGES, a power of two, that fit `budget` bytes, in at least
+    `min_blocks` blocks where the batch allows."""
     m = _IMAGES
-    while m > 1 and (m > n_img or m * image_bytes > budget):
+    while m > 1 and (m > n_img or m * image_bytes > budget or -(-n_img // m) < min_blocks):
         m //= 2
     return m
 
@@ -469,7 +479,8 @@ def _convolve(x: np.ndarray, w: np.ndarray, transposed: bool, bias: np.ndarray |
             _forward_rows(x, _pack_rows(w, groups, transposed), b, y)
             return
         wp = _pack(w, groups, transposed)
-        m = _images(n_img, wp.shape[3] * math.prod(geometry.input_hw) * x.itemsize, _BLOCK_BYTES)
+        m = _images(n_img, wp.shape[3] * math.prod(geometry.input_hw) * x.itemsize, _BLOCK_BYTES,
+                    min_tasks_per_group(groups))
         full, tail = n_img // m * m, n_img % m
         for blocks in (Blocks(0, n_img // m, m), Blocks(full, 1, tail)):
             if blocks.count and blocks.images:

@@ -4,11 +4,11 @@ as Numba intrinsics (LLVM IR): a block transpose in registers and a software pre
 The kernels that put channels on the vector lanes read a block of an NCHW array packed pixel
 by pixel, ``dst[p, c] = src[c, p]``. Element by element, every store of that copy lands in
 another cache line, and LLVM's vectorisers do not turn it into shuffles, so the copy would
-cost as much as a good part of the arithmetic it feeds. `transpose_block` does one square block of a vector
-register's width (16 x 16 float32 or 8 x 8 float64, one 64-byte row per register): it loads
-the rows, swaps the row and column index one bit at a time with log2(lanes) rounds of
-two-input shuffles, and stores the rows. `pack_pixels` covers a whole block with it and does
-the ragged edges element by element.
+cost as much as a good part of the arithmetic it feeds. `transpose_block` does one square
+block of the target's vector width (one row per register: 16 x 16 float32 or 8 x 8 float64
+with AVX-512, 8 x 8 or 4 x 4 with AVX2): it loads the rows, swaps the row and column index one
+bit at a time with log2(lanes) rounds of two-input shuffles, and stores the rows.
+`pack_pixels` covers a whole block with it and does the ragged edges element by element.
 
 `prefetch` asks for a cache line ahead of its use, so that a kernel can fetch the next task's
 input while it computes on the current one instead of waiting for it afterwards.
@@ -24,8 +24,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._numba import u
+from .target import ISA
 
-VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits the vectors on narrower machines
+VECTOR_BYTES = ISA.vector_bytes  # one register of the target the kernels are compiled for
+CACHE_LINE_BYTES = 64
 
 
 def butterfly_masks(lanes: int) -> list[tuple[int, list[int], list[int]]]:
@@ -131,5 +133,5 @@ def prefetch(typingctx, arr, index):
 @njit(cache=True)
 def prefetch_range(arr, start, count):
     """Prefetch arr[start:start + count] (a flat array), one hint per cache line."""
-    for i in range(start, start + count, VECTOR_BYTES // arr.itemsize):
+    for i in range(start, start + count, CACHE_LINE_BYTES // arr.itemsize):
         prefetch(arr, i)

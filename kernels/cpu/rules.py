@@ -3,8 +3,10 @@
 A rule is conditions on the geometry, an algorithm (and parameters) and the reason; the first
 rule that holds and whose algorithm computes the pass on that geometry wins (see
 `kernels.selection`). The thresholds were set by timing the algorithms against each other on
-both sides of each one; the measurements are in docs/benchmarks.md ("How the CPU rules were
-set") and its JSON. Every table ends in a rule that always holds.
+both sides of each one on an AVX-512 machine; the measurements are in docs/benchmarks.md ("How
+the CPU rules were set") and its JSON. The thresholds that count lanes are stated in lanes of
+the target's tiles, so they scale with its vector width. Every table ends in a rule that always
+holds. Where tuning is on (`tune`), measurements on the machine at hand replace these rules.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ..selection import (
     input_channels_at_least,
     output_pixels_at_most,
 )
-from .implicit import ROW_LANES, ROWS_FIT
+from .implicit import NARROW_TILE, ROW_LANES, ROWS_FIT, TILE
 
 # A 1x1 unpadded convolution is a GEMM without im2col: from this many channels per group.
 POINTWISE_GEMM_MIN_CHANNELS = 8
@@ -31,15 +33,16 @@ GEMM_MIN_CHANNELS = 96
 # (with fewer, the convolution is memory-bound and the direct kernel's single pass wins).
 TILED_MIN_CHANNELS = 8
 # The implicit GEMM (output channels on the lanes, no padding, no junk pixels) beats the tiled
-# kernel on small images from this many channels per group (a full lane tile) ...
-IMPLICIT_MIN_CHANNELS = 32
+# kernel on small images from a full lane tile of channels per group (32 with AVX-512) ...
+IMPLICIT_MIN_CHANNELS = TILE.lanes
 IMPLICIT_MAX_PIXELS = 16 * 16  # ... up to this many output pixels per image.
-# The implicit kernel's row tiles beat the tiled kernel from 12 channels per group; with fewer
-# half of their ROW_LANES lanes are empty.
-ROW_MIN_CHANNELS = 12
-# grad_weight: the implicit kernel's reduction beats the direct kernel from 10 input channels
-# per group (its lanes hold input channels, so fewer leave them idle).
-IMPLICIT_WEIGHT_MIN_CHANNELS = 10
+# The implicit kernel's row tiles beat the tiled kernel from 3/4 of their ROW_LANES output
+# channels per group (12 of 16 with AVX-512); with half, they lose.
+ROW_MIN_CHANNELS = ROW_LANES * 3 // 4
+# grad_weight: the implicit kernel's reduction beats the direct kernel from 5/8 of its narrow
+# tile's lanes of input channels per group (10 of 16 with AVX-512): the lanes hold input
+# channels, so fewer leave them idle.
+IMPLICIT_WEIGHT_MIN_CHANNELS = NARROW_TILE.lanes * 5 // 8
 
 _DEPTHWISE = Rule(
     "direct", (DEPTHWISE,),

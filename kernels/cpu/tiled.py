@@ -10,9 +10,11 @@ register-tiled micro-kernel:
     C[i, j] (+)= sum over d of A[d, i] * B[rows[d] + j]      (an MR x NR tile)
 
 ``A`` is packed so that the MR values of one step ``d`` are adjacent (broadcast from
-memory), ``B`` has NR adjacent values per step (two AVX-512 vectors of float32), and the
-MR x NR accumulators stay in registers for the whole reduction: per step, 2 vector loads
-and MR broadcasts feed 2 * MR vector FMAs. The micro-kernel is generated scalar code that
+memory), ``B`` has NR adjacent values per step (two vector registers of float32: 32 with
+AVX-512, 16 with AVX2), and the MR x NR accumulators stay in registers for the whole
+reduction: per step, 2 vector loads and MR broadcasts feed 2 * MR vector FMAs. MR is as many
+rows as the target's registers hold, up to 8 (8 with AVX-512's 32 registers, 6 with AVX2's
+16; `codegen.Tile.fitting`). The micro-kernel is generated scalar code that
 LLVM's SLP vectoriser packs into vector registers (`codegen`).
 
 No im2col. In the padded block, row ih of image b sits at ``(b*band + ih + pH) * pitch``
@@ -41,12 +43,13 @@ from numba import njit, prange
 
 from ..geometry import Conv2dGeometry, ConvArgs, Pair
 from ..selection import ConvAlgorithm
-from ._numba import u
+from ._numba import min_tasks_per_group, u
 from .codegen import Tile, compile_tile, slp_vectorized
 from .intrinsics import prefetch_range
+from .target import ISA
 
 # rows: output channels, broadcast from the packed weights; lanes: output pixels
-TILE = Tile(rows=8, lanes=32)
+TILE = Tile.fitting(ISA, vectors=2, max_rows=8)
 MR, NR = TILE
 # output pixels (junk included) of one block: its padded input and its output take about
 # this many bytes, to stay in the per-core L2 cache ...
@@ -97,18 +100,21 @@ class Layout(NamedTuple):
     plane: int
 
 
-def _blocks(n_img: int, out_hw: Pair, channels: int, itemsize: int) -> Block:
+def _blocks(n_img: int, out_hw: Pair, channels: int, itemsize: int, min_blocks: int = 1
+            ) -> Block:
     """Whole images when they are small, else a band of rows of one image; `channels` (input +
-    output) per pixel fit _BLOCK_BYTES. The blocks are made equal (the threads take equal runs
-    of tasks, so a short last block would leave one of them idle)."""
+    output) per pixel fit _BLOCK_BYTES. At least `min_blocks` blocks where the batch and image
+    allow (fewer images per block, then bands of rows), so that a small batch still gives every
+    thread work. The blocks are made equal (the threads take equal runs of tasks, so a short
+    last block would leave one of them idle)."""
     out_h, out_w = out_hw
     columns = max(out_w, min(_BLOCK_COLUMNS, _BLOCK_BYTES // (channels * itemsize)))
-    per_image = out_h * out_w
-    if per_image <= columns:
-        m = max(1, min(n_img, columns // per_image))
+    fit = columns // (out_h * out_w)  # whole images that fit a block
+    if fit and n_img >= min_blocks:
+        m = max(1, min(fit, n_img // min_blocks))
         return Block(-(-n_img // -(-n_img // m)), out_h)
-    rows = max(1, columns // out_w)
-    return Block(1, -(-out_h // -(-out_h // rows)))
+    bands = max(-(-out_h // max(1, columns // out_w)), -(-min_blocks // n_img))
+    return Block(1, -(-out_h // min(bands, out_h)))
 
 
 def _pack_weights(w: np.ndarray, groups: int) -> np.ndarray:
@@ -227,7 +233,8 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
     """y = conv(x, w) + bias, stride 1."""
     bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
     block = _blocks(geometry.batch, geometry.output_hw,
-                    geometry.in_per_group + geometry.out_per_group, x.itemsize)
+                    geometry.in_per_group + geometry.out_per_group, x.itemsize,
+                    min_tasks_per_group(geometry.groups))
     with slp_vectorized():
         _forward(x, _pack_weights(w, geometry.groups), bias, y, geometry.kernel_hw,
                  geometry.args, block)
@@ -273,7 +280,8 @@ def peak_probe(tasks: int = 16, depth: int = 256, repeats: int = 10_000
 ALGORITHM = ConvAlgorithm(
     "tiled",
     {"forward": forward, "grad_input": grad_input},
-    "register-tiled 8 output channels x 32 output pixels over a zero-padded copy of the input",
+    f"register-tiled {MR} output channels x {NR} output pixels over a zero-padded copy of the "
+    "input",
     supports=lambda pass_, g: g.has_transpose,
     requirement="stride 1 and padding <= dilation * (kernel size - 1)",
     nonfinite_exact=frozenset({"forward"}),  # grad_input convolves a zero-padded grad_out

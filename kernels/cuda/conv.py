@@ -26,8 +26,9 @@ Algorithm = str | Choice | None
 
 
 @functools.lru_cache(maxsize=1024)
-def conv2d_algorithm(geometry: Conv2dGeometry) -> ConvChoices:
-    """What each pass of this convolution runs on the GPU, and why."""
+def conv2d_algorithm(geometry: Conv2dGeometry, dtype: Any = None) -> ConvChoices:
+    """What each pass of this convolution runs on the GPU (the same for every dtype), and
+    why."""
     return ConvChoices(*(choose(rules.TABLES[p], ALGORITHMS, p, geometry) for p in PASSES))
 
 

@@ -200,11 +200,9 @@ def blas_threads(n: int) -> Iterator[None]:
 
 def cpu_model() -> str:
     """The CPU's marketing name where the OS says it, else the architecture."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    from ..kernels.cpu.target import cpu_model  # imports Numba: not at the CLI's start
+
+    return cpu_model()
 
 
 def compiled_isa() -> str:

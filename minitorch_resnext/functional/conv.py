@@ -93,7 +93,9 @@ def conv2d_algorithm(
     groups: int = 1,
 ) -> ConvChoices:
     """What each pass (forward, grad_input, grad_weight) of `conv2d` with these arguments runs
-    on input's device: the algorithm (e.g. 'direct' or 'gemm' on the CPU), its parameters and
-    a one-sentence reason."""
+    on input's device for input's dtype: the algorithm (e.g. 'direct' or 'gemm' on the CPU),
+    its parameters, a one-sentence reason, and whether a rule chose it or a measurement on
+    this machine did (then with the candidates' times; on the CPU this measures now if this
+    convolution was never tuned here)."""
     geometry = _geometry(input, weight, None, stride, padding, dilation, groups)
-    return input.backend.conv2d_algorithm(geometry)
+    return input.backend.conv2d_algorithm(geometry, input.dtype)

@@ -2,17 +2,22 @@
 
 `shape_and_macs` runs a module's forward on the "meta" device, where tensors have shapes but
 no data, and counts the multiply-adds of convolutions and linear layers as the paper and
-torchvision do (a conv: output elements x in_channels / groups x kH x kW). `format_table`
-prints one model; with two it puts them side by side, which for `resnet50` and
-`resnext50_32x4d` is the paper's Table 1.
+torchvision do (a conv: output elements x in_channels / groups x kH x kW); `conv_geometries`
+lists the convolutions it runs, as the CPU tuner needs them. `format_table` prints one model;
+with two it puts them side by side, which for `resnet50` and `resnext50_32x4d` is the paper's
+Table 1.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import UnionType
+from typing import Any
 
 from ..autograd import no_grad
+from ..kernels.geometry import Conv2dGeometry
 from ..nn import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -62,19 +67,39 @@ def shape_and_macs(module: Module, input_shape: tuple[int, ...]) -> tuple[tuple[
         else:
             macs += math.prod(out.shape) * layer.in_features
 
-    layers = [m for m in module.modules() if isinstance(m, Conv2d | Linear)]
-    handles = [layer.register_forward_hook(count) for layer in layers]
+    out = _trace(module, input_shape, Conv2d | Linear, count)
+    return out.shape, macs
+
+
+def conv_geometries(module: Module, input_shape: tuple[int, ...]) -> list[Conv2dGeometry]:
+    """The geometry of every convolution that `module`'s forward runs on an input of
+    `input_shape`, in order (computed on the meta device, like `shape_and_macs`)."""
+    found: list[Conv2dGeometry] = []
+
+    def record(layer: Conv2d, args: tuple, out: Tensor) -> None:
+        found.append(Conv2dGeometry.of(args[0].shape, layer.weight.shape, layer.stride,
+                                       layer.padding, layer.dilation, layer.groups))
+
+    _trace(module, input_shape, Conv2d, record)
+    return found
+
+
+def _trace(module: Module, input_shape: tuple[int, ...], kind: type | UnionType,
+           hook: Callable[[Any, tuple, Tensor], None]) -> Tensor:
+    """`module`'s output on a meta input of `input_shape` (in eval mode, restored after), with
+    `hook` called after each layer of `kind`."""
+    layers = [m for m in module.modules() if isinstance(m, kind)]
+    handles = [layer.register_forward_hook(hook) for layer in layers]
     modes = [(m, m.training) for m in module.modules()]
     dtype = next((p.dtype for p in module.parameters()), None)
     try:
         with no_grad():
-            out = module.eval()(zeros(*input_shape, dtype=dtype, device="meta"))
+            return module.eval()(zeros(*input_shape, dtype=dtype, device="meta"))
     finally:
         for handle in handles:
             handle.remove()
         for m, training in modes:
             m.training = training
-    return out.shape, macs
 
 
 def count_parameters(module: Module) -> int:
