@@ -4,8 +4,8 @@
 The rule tables (`rules.py`) were set by timing on one CPU, and what is fastest on another
 differs. For a geometry, dtype and pass, the tuner runs every candidate, i.e. each algorithm
 that computes the pass with each combination of its tuning parameters
-(`ConvAlgorithm.candidates`), on random inputs of that shape: one call each (a second where
-Numba compiled in the first), then only the candidates within `CUT` of the fastest for
+(`ConvAlgorithm.candidates`), on random inputs of that shape: a warm-up call and a timed one
+each, then only the candidates within `CUT` of the fastest for
 `ROUNDS - 1` more interleaved rounds; the lowest median wins, and the rule's own choice
 keeps its place unless another beats it by `MARGIN` (closer than that is timing noise). The
 choice says it was tuned and lists what was measured (`Choice.measured`).
@@ -45,7 +45,6 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba.core import event
 
 from ..geometry import Conv2dGeometry
 from ..selection import Choice, ConvAlgorithm, Measurement, Pass
@@ -216,14 +215,14 @@ def _operands(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype
 
 def measure(calls: Sequence[Callable[[], Any]], rounds: int = ROUNDS, cut: float = CUT
             ) -> list[float]:
-    """Median seconds of each call: a first call each (a sample unless Numba compiled in it,
-    then a second call is), then `rounds` - 1 interleaved rounds for those within `cut` of the
-    fastest (the others keep their one time)."""
+    """Median seconds of each call: a first call each that is not a sample (it may compile,
+    load the kernel from Numba's cache or fault in the output's pages: seconds where a warm
+    call takes milliseconds), a second that is, then `rounds` - 1 interleaved rounds for
+    those within `cut` of the fastest (the others keep their one time)."""
     samples = []
     for call in calls:
-        with event.install_recorder("numba:compile") as compiled:
-            seconds = _seconds(call)
-        samples.append([_seconds(call) if compiled.buffer else seconds])
+        call()
+        samples.append([_seconds(call)])
     best = min(s[0] for s in samples)
     survivors = [i for i, s in enumerate(samples) if s[0] <= cut * best]
     for _ in range(rounds - 1):
