@@ -8,8 +8,8 @@ at all cores, at batch 32 and batch 8, each in its own process:
   tiles sized for 8 lanes and 16 registers), against PyTorch with `ONEDNN_MAX_CPU_ISA=AVX2`.
 
 Each run tunes the kernels' choices for its shapes before timing them (`MINITORCH_TUNE=0`
-in the environment: the rules alone), and writes `OUT/<build>-t<threads>-b<batch>/conv-cpu.json`
-and `.png`; the script then prints one Markdown table per build (shape x pass: the ratio
+in the environment: the rules alone; unset, the script sets it to 1), and writes
+`OUT/<build>-t<threads>-b<batch>/conv-cpu.json` and `.png`; the script then prints one Markdown table per build (shape x pass: the ratio
 PyTorch time / ours, the fraction of the roofline and the status of issue 15's target, which is
 against PyTorch, in each setting), the tables of docs/benchmarks.md.
 The Python that runs it needs PyTorch (a separate venv) and this checkout on its path:
@@ -45,7 +45,7 @@ def settings(cores: int) -> list[tuple[str, int, int]]:
 def run(out: Path, build: str, threads: int, batch: int, extra: list[str]) -> Path:
     """One `bench conv` run in its own process; the folder it wrote."""
     folder = out / f"{build}-t{threads}-b{batch}"
-    env = {**os.environ, **BUILDS[build], "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"MINITORCH_TUNE": "1", **os.environ, **BUILDS[build], "OMP_WAIT_POLICY": "PASSIVE"}
     if build != "native":  # its own compiled code, never mixed with the native build's
         env["NUMBA_CACHE_DIR"] = str(Path.home() / ".cache" / "minitorch-resnext" / f"numba-{build}")
     cmd = [sys.executable, "-m", "minitorch_resnext", "bench", "conv", "--threads", str(threads),

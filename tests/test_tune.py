@@ -186,7 +186,7 @@ def test_tuning_off_small_convolutions_and_a_spent_budget_run_the_rules(tuning, 
     assert cpu.tune_conv2d(GEOMETRY, passes=("forward",))["forward"].source == "tuned"
 
 
-@pytest.mark.parametrize("value, on", [(None, True), ("1", True), ("on", True), ("0", False),
+@pytest.mark.parametrize("value, on", [(None, False), ("", False), ("1", True), ("on", True), ("0", False),
                                        ("off", False), ("False", False), (" no ", False)])
 def test_the_environment_switch(value, on):
     assert tune.switched_on(value) is on

@@ -55,6 +55,9 @@ class Runtime:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
+        # timed between other engines' calls: threads spinning after a run would hold the
+        # cores the next call needs (as OMP_WAIT_POLICY=PASSIVE does for the others)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name

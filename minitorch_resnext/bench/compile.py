@@ -7,7 +7,8 @@ backward, SGD with momentum and weight decay) and one evaluation forward. Every 
 compiles is recorded with its argument types and seconds (`kernels.cpu.compiling`). A second
 child does the same with the cache the first one filled: what every later run pays to load
 the kernels. `--train` also times the whole default `minitorch-resnext train` (imports and
-data included, progress bars off) with an empty cache, as a fresh clone's first run does.
+data included, progress bars off) with empty Numba and tuning caches, as a fresh clone's first
+run does.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
           f"({len(warm['compiled'])} compiled); imports {cold['import_seconds']:.1f} s")
     train = _time_train(threads) if args.train else None
     if train is not None:
-        print(f"minitorch-resnext train with an empty cache: {train['wall_s']:.1f} s wall, "
+        print(f"minitorch-resnext train with empty caches: {train['wall_s']:.1f} s wall, "
               f"exit status {train['returncode']}; {train['last_line']}")
     path = args.out / "compile-cpu.json"
     common.write_json(path, {
@@ -124,10 +125,10 @@ def _first_step(model_name: str, threads: int) -> dict[str, Any]:
 
 
 def _time_train(threads: int) -> dict[str, Any]:
-    """Wall time of `python -m minitorch_resnext train --no-progress` with an empty cache, on
-    `threads` threads (Numba's, OpenMP's and BLAS's)."""
+    """Wall time of `python -m minitorch_resnext train --no-progress` as on a fresh clone (empty
+    Numba and tuning caches), on `threads` threads (Numba's, OpenMP's and BLAS's)."""
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, **{
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, MINITORCH_CACHE_DIR=cache, **{
             f"{pool}_NUM_THREADS": str(threads) for pool in ("NUMBA", "OMP", "OPENBLAS", "MKL")})
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "minitorch_resnext", "train",

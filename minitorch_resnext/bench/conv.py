@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if plan.device == "cpu":
         print(f"CPU {machine['cpu']}: kernels compiled for {machine['cpu_target']}; algorithms "
               + ("tuned on this machine (MINITORCH_TUNE=0: the rules alone)" if machine["tuning"]
-                 else "chosen by the rules (tuning is off)"))
+                 else "chosen by the rules (MINITORCH_TUNE=1: tuned on this machine)"))
     print(f"bench conv on {plan.device}: batch {plan.batch}, {plan.repeats} repeats (median), "
           f"{threads} thread(s)"
           + (f", NumPy reference in {plan.baseline_repeats} round(s)" if plan.baseline_repeats else "")
