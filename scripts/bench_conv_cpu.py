@@ -9,9 +9,10 @@ at all cores, at batch 32 and batch 8, each in its own process:
 
 Each run tunes the kernels' choices for its shapes before timing them (`MINITORCH_TUNE=0`
 in the environment: the rules alone; unset, the script sets it to 1), and writes
-`OUT/<build>-t<threads>-b<batch>/conv-cpu.json` and `.png`; the script then prints one Markdown table per build (shape x pass: the ratio
-PyTorch time / ours, the fraction of the roofline and the status of issue 15's target, which is
-against PyTorch, in each setting), the tables of docs/benchmarks.md.
+`OUT/<build>-t<threads>-b<batch>/conv-cpu.json` and `.png`; the script then prints one
+Markdown table per build (shape x pass: the ratio PyTorch time / ours, the fraction of the
+roofline and the status of issue 15's target, which is against PyTorch, in each setting), the
+tables of docs/benchmarks.md.
 The Python that runs it needs PyTorch (a separate venv) and this checkout on its path:
 
     PYTHONPATH=$PWD /work/benchvenv/bin/python scripts/bench_conv_cpu.py --out docs/benchmarks/cpu-epyc
