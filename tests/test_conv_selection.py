@@ -36,7 +36,11 @@ THRESHOLDS = [name for node in ast.parse(Path(rules.__file__).read_text()).body
               for name in (t.id for t in node.targets if isinstance(t, ast.Name))
               if name.isupper() and isinstance(getattr(rules, name), int)]
 IMPLICIT = ("implicit/planned", "implicit/planned", "implicit")
+WEIGHT_CHANNELS = max(rules.IMPLICIT_WEIGHT_MIN_CHANNELS, rules.TILED_MIN_CHANNELS)
 ROWS = ("implicit/rows", "implicit/rows", "implicit")
+
+
+Chosen = tuple[str, str, str]
 
 
 class Boundary(NamedTuple):
@@ -45,14 +49,42 @@ class Boundary(NamedTuple):
 
     name: str  # in rules.py, or in implicit.py
     make: Callable[[int], dict]  # the convolution for a channel (or pixel) count
-    before: tuple[str, str, str]
-    after: tuple[str, str, str]
+    # what runs, or a function of the count where it depends on how the target's thresholds
+    # fall against each other (AVX2's narrower tiles put some below TILED_MIN_CHANNELS)
+    before: Chosen | Callable[[int], Chosen]
+    after: Chosen | Callable[[int], Chosen]
     most: bool = False
     module: ModuleType = rules
 
     def counts(self) -> tuple[int, int]:
         value = getattr(self.module, self.name)
         return (value, value + 1) if self.most else (value - 1, value)
+
+    def expected(self, side: int) -> Chosen:
+        count, want = self.counts()[side], (self.before, self.after)[side]
+        return want(count) if callable(want) else want
+
+
+def tiled_or_direct(channels: int) -> str:
+    return "tiled" if channels >= rules.TILED_MIN_CHANNELS else "direct"
+
+
+def weight_pass(c_in: int, channels: int) -> str:
+    """grad_weight at stride 1: the implicit reduction needs both thresholds."""
+    return ("implicit" if channels >= rules.TILED_MIN_CHANNELS
+            and c_in >= rules.IMPLICIT_WEIGHT_MIN_CHANNELS else "direct")
+
+
+def plain(c_in: int, c_out: int) -> Chosen:
+    """A 3x3 stride-1 convolution past the implicit kernel's pixels and the row widths."""
+    channels = min(c_in, c_out)
+    return tiled_or_direct(channels), tiled_or_direct(channels), weight_pass(c_in, channels)
+
+
+def rows_or_plain(c: int) -> Chosen:
+    if rules.ROW_MIN_CHANNELS <= c <= implicit.ROW_LANES:
+        return ("implicit/rows", "implicit/rows", weight_pass(c, c))
+    return plain(c, c)
 
 
 BOUNDARIES = [
@@ -66,21 +98,23 @@ BOUNDARIES = [
              ("direct",) * 3, ("gemm",) * 3),
     # 3x3 on an image past the implicit kernel's pixels and the row tiles' widths
     Boundary("TILED_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(17, 17)),
-             ("direct",) * 3, ("tiled", "tiled", "direct")),
+             ("direct",) * 3, lambda c: plain(c, c)),
     Boundary("TILED_MIN_CHANNELS",  # grad_weight's implicit rule needs it too
-             lambda c: config(2, 2, rules.IMPLICIT_WEIGHT_MIN_CHANNELS, c, hw=(17, 17)),
+             lambda c: config(2, 2, WEIGHT_CHANNELS, c, hw=(17, 17)),
              ("direct",) * 3, ("tiled", "tiled", "implicit")),
+    # where the target puts it below TILED_MIN_CHANNELS (AVX2), it changes nothing here
     Boundary("IMPLICIT_WEIGHT_MIN_CHANNELS",
              lambda c: config(2, 2, c, rules.TILED_MIN_CHANNELS, hw=(17, 17)),
-             ("tiled", "tiled", "direct"), ("tiled", "tiled", "implicit")),
+             lambda c: plain(c, rules.TILED_MIN_CHANNELS),
+             lambda c: plain(c, rules.TILED_MIN_CHANNELS)),
     Boundary("IMPLICIT_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(9, 9)),
              ("tiled", "tiled", "implicit"), IMPLICIT),
     Boundary("IMPLICIT_MAX_PIXELS",  # one row of that many pixels
              lambda p: config(1, 1, rules.IMPLICIT_MIN_CHANNELS, rules.IMPLICIT_MIN_CHANNELS,
                               hw=(1, p)),
              IMPLICIT, ("tiled", "tiled", "implicit"), most=True),
-    Boundary("ROW_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(5, 14)),
-             ("tiled", "tiled", "implicit"), ROWS),
+    Boundary("ROW_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(5, implicit.ROW_WIDTHS[-1])),
+             rows_or_plain, rows_or_plain),
     Boundary("ROW_LANES", lambda c: config(2, 2, c, c, hw=(3, 7)),
              ROWS, ("tiled", "tiled", "implicit"), most=True, module=implicit),
 ]
@@ -111,7 +145,7 @@ def test_default_choice_on_both_sides_of_each_threshold(rules_only, boundary, si
     """The choice flips exactly at the threshold, and what runs by default is right there."""
     count = boundary.counts()[side]
     cfg = boundary.make(count)
-    assert chosen(geometry_of(cfg)) == (boundary.before, boundary.after)[side]
+    assert chosen(geometry_of(cfg)) == boundary.expected(side)
     check_all_kernels(random_problem(cfg, "float32", seed=count), None)
 
 
