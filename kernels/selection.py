@@ -58,10 +58,17 @@ def output_pixels_at_most(n: int) -> Condition:
                      lambda g: g.output_hw[0] * g.output_hw[1] <= n)
 
 
+def image_macs_at_least(n: int) -> Condition:
+    """At least `n` multiply-adds per image and pass (whatever the batch, so that training and
+    evaluation at another batch size run the same algorithms)."""
+    return Condition(f">= {n:,} multiply-adds per image", lambda g: g.macs // g.batch >= n)
+
+
 DEPTHWISE = Condition("depthwise", lambda g: g.depthwise)
 POINTWISE = Condition("1x1 without padding", lambda g: g.pointwise)
 TRANSPOSABLE = Condition("stride 1 and padding <= dilation * (kernel size - 1)",
                          lambda g: g.has_transpose)
+STRIDED = Condition("stride > 1", lambda g: not g.unit_stride)
 ALWAYS = Condition("otherwise", lambda g: True)
 
 

@@ -1,5 +1,14 @@
 """minitorch-resnext: a from-scratch autograd engine for learning and measuring ResNeXt."""
 
+import os
+
+# NumPy's OpenBLAS threads spin for about 0.1 s after each BLAS call (2^28 cycles), holding the
+# cores that the Numba kernels between a training step's GEMMs need: on 2 cores that took a
+# quarter of a ResNeXt-29 step. With this they sleep at once. OpenBLAS reads it when NumPy
+# loads, so it is set before anything here imports NumPy (a program that imports NumPy first
+# sets it itself); a value the user set is kept. Numba's threads: see `kernels.cpu`.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from . import data, functional, io, models, nn, optim
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import cuda_is_available, get_backend

@@ -60,15 +60,13 @@ def random_problem(cfg: dict, dtype: str, seed: int = 0, bias: bool = True) -> t
 
 def computes(algorithm: str | Choice | None, pass_: str, g: Conv2dGeometry) -> bool:
     """Whether a forced algorithm must compute this pass: tiled has no grad_weight and needs a
-    transposable convolution (stride 1, padding within the kernel's extent); implicit needs one
-    for grad_input."""
+    transposable convolution (stride 1, padding within the kernel's extent); the others compute
+    every pass of every convolution."""
     name = algorithm.algorithm if isinstance(algorithm, Choice) else algorithm
     transposable = g.stride == (1, 1) and all(
         p <= d * (k - 1) for p, d, k in zip(g.padding, g.dilation, g.kernel_hw))
     if name == "tiled":
         return pass_ != "grad_weight" and transposable
-    if name == "implicit" and pass_ == "grad_input":
-        return transposable
     return True
 
 
@@ -154,8 +152,9 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     direct / tiled / implicit / gemm: channels per group from CHANNEL_EDGES (up to 17, 40, 65
     and 40); kernels up to 3x3 when there are many channels (their cost grows with both);
     tiled: what it computes (stride 1, padding within the kernel's extent); implicit: stride 1
-    half of the time (its grad_input needs it); gemm: 1x1 without padding half of the time
-    (its batched-GEMM path, strided or not).
+    and padding within the extent half of the time (ResNeXt's 3x3 convolutions, beside
+    strided ones, whose grad_input reads grad_out at every stride-th pixel); gemm: 1x1
+    without padding half of the time (its batched-GEMM path, strided or not).
     """
     groups, cg, og = _channels(draw, kind)
     pointwise = kind == "gemm" and draw(st.booleans())

@@ -77,7 +77,8 @@ LANE_TILES = [
     Regime("implicit", config(2, 1, 31, 33, hw=(4, 4)), {},
            "a second lane tile of one output channel; grad_weight: 31 input channels on 32 lanes"),
     Regime("implicit", config(2, 2, 40, 40, (3, 3), (7, 6), (2, 2), (1, 1)), {},
-           "strided (grad_input refused), one full and one partial lane tile"),
+           "strided: grad_input reads grad_out at every other pixel; one full and one "
+           "partial lane tile"),
 ]
 REGIMES = [
     MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,

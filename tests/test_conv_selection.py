@@ -6,6 +6,7 @@ that run are the ones `conv2d_algorithm` reports."""
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,20 @@ def weight_pass(c_in: int, channels: int) -> str:
             and c_in >= rules.IMPLICIT_WEIGHT_MIN_CHANNELS else "direct")
 
 
+def strided(c: int, hw: tuple[int, int] = (9, 9)) -> dict:
+    """A stride-2 3x3 convolution of `c` channels per group on two images, with enough groups
+    for STRIDED_MIN_IMAGE_MACS multiply-adds per image."""
+    out = math.prod((n - 1) // 2 + 1 for n in hw)
+    return config(2, -(-rules.STRIDED_MIN_IMAGE_MACS // (c * c * 9 * out)), c, c, hw=hw,
+                  stride=(2, 2))
+
+
+def pixels_row(macs: int) -> dict:
+    """The largest stride-2 2x2 convolution with 16 channels (one group) on one row of output
+    pixels that has at most `macs` multiply-adds per image (16 * 16 * 4 per output pixel)."""
+    return config(2, 1, 16, 16, (2, 2), (2, 2 * (macs // 1024)), (2, 2), (0, 0))
+
+
 def plain(c_in: int, c_out: int) -> Chosen:
     """A 3x3 stride-1 convolution past the implicit kernel's pixels and the row widths."""
     channels = min(c_in, c_out)
@@ -94,8 +109,15 @@ BOUNDARIES = [
     # 3x3 on an image too small for the tiled kernel to pay off
     Boundary("GEMM_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(4, 4)), IMPLICIT,
              ("gemm",) * 3),
-    Boundary("GEMM_MIN_CHANNELS", lambda c: config(1, 1, c, c, hw=(8, 8), stride=(2, 2)),
-             ("direct",) * 3, ("gemm",) * 3),
+    Boundary("GEMM_MIN_CHANNELS", lambda c: strided(c, (8, 8)), IMPLICIT, ("gemm",) * 3),
+    # strided: no tiled kernel, so the implicit one against the direct one, on convolutions of
+    # STRIDED_MIN_IMAGE_MACS multiply-adds per image
+    Boundary("STRIDED_MIN_CHANNELS", lambda c: strided(c), ("direct",) * 3,
+             ("implicit/planned", "direct", "implicit")),
+    Boundary("STRIDED_GRAD_INPUT_MIN_CHANNELS", lambda c: strided(c),
+             ("implicit/planned", "direct", "implicit"), IMPLICIT),
+    Boundary("STRIDED_MIN_IMAGE_MACS", lambda m: pixels_row(m), ("direct",) * 3,
+             ("implicit/planned", "direct", "implicit")),
     # 3x3 on an image past the implicit kernel's pixels and the row tiles' widths
     Boundary("TILED_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(17, 17)),
              ("direct",) * 3, lambda c: plain(c, c)),
@@ -190,6 +212,17 @@ def test_row_tiles_are_chosen_for_their_widths_and_channels(rules_only, cg, hw, 
         assert (choice.algorithm == "implicit") == rows
         assert (choice.params.get("tiles") == "rows") == rows
         assert ("row tiles" in choice.reason) == rows
+
+
+@pytest.mark.parametrize("hw, spread", [((16, 30), True), ((16, 32), False), ((32, 32), False),
+                                        ((2, 256), False), ((28, 28), True)])
+def test_strided_grad_input_avoids_planes_that_alias(rules_only, hw, spread):
+    """Stride-2 grad_input runs the implicit kernel unless the input's planes are a multiple
+    of 512 pixels apart (its tiles' stores would fall into one or two L1 sets)."""
+    g = geometry_of(strided(rules.STRIDED_GRAD_INPUT_MIN_CHANNELS, hw))
+    choices = cpu.conv2d_algorithm(g)
+    assert choices.forward.algorithm == choices.grad_weight.algorithm == "implicit"
+    assert choices.grad_input.algorithm == ("implicit" if spread else "direct")
 
 
 def test_tiled_is_chosen_for_stride_1_only(rules_only):

@@ -21,9 +21,11 @@ A task takes one group and a block of up to `_IMAGES` images (so that the corner
 a tile; fewer when a small batch and few groups would leave a thread without a task); the
 weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``, TILE.lanes
 adjacent values per step. The micro-kernels are generated scalar code that LLVM's
-SLP vectoriser packs (`codegen`). grad_input is this forward convolution on
-`Conv2dGeometry.transposed()`, with the flipped, group-transposed weights that `_pack` lays out
-directly.
+SLP vectoriser packs (`codegen`). grad_input runs the same tiles with the roles swapped, at
+any stride: a tile's rows are input pixels that share the set of taps through which some output
+pixel reads them (at stride 2, a quarter of the pixels are read through one tap of a 3x3 kernel,
+half through two, a quarter through four), each row reads grad_out at those output pixels, and
+the weights are packed with each group's input and output channels swapped.
 
 With at most ROW_LANES output channels per group the lanes are one register, and a tile of
 rows would need a broadcast per multiply-add. For the 3x3 convolutions (stride 1, padding 1)
@@ -265,6 +267,21 @@ def _taps_inside(geometry: Conv2dGeometry) -> tuple[np.ndarray, np.ndarray]:
     return inside.reshape(oh * ow, kh * kw), source.reshape(oh * ow, kh * kw)
 
 
+def _taps_reaching(geometry: Conv2dGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, source), both [input pixel, tap]: whether an output pixel reads this input pixel
+    through the tap, and which one (oh * W_out + ow): grad_input's in-bounds pairs, any stride."""
+    (h, wd), (oh, ow), (kh, kw) = geometry.input_hw, geometry.output_hw, geometry.kernel_hw
+    (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
+    rh = np.arange(h)[:, None] + ph - np.arange(kh) * dh  # oh * sh for the pairs that exist
+    rw = np.arange(wd)[:, None] + pw - np.arange(kw) * dw
+    ih, iw = rh // sh, rw // sw
+    fits_h = (rh % sh == 0) & (ih >= 0) & (ih < oh)
+    fits_w = (rw % sw == 0) & (iw >= 0) & (iw < ow)
+    inside = fits_h[:, None, :, None] & fits_w[None, :, None, :]
+    source = ih[:, None, :, None] * ow + iw[None, :, None, :]
+    return inside.reshape(h * wd, kh * kw), source.reshape(h * wd, kh * kw)
+
+
 def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     for a in arrays:
         a.flags.writeable = False  # cached: shared by every call with this shape
@@ -272,12 +289,16 @@ def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def _plan(geometry: Conv2dGeometry) -> ForwardPlan:
-    """The forward tiles of a block of `geometry.batch` images."""
+def _plan(geometry: Conv2dGeometry, gradient: bool = False) -> ForwardPlan:
+    """The forward tiles of a block of `geometry.batch` images; `gradient`: those of its
+    grad_input, which reads grad_out through the same taps and writes the input's pixels."""
     m, rows = geometry.batch, TILE.rows
     c_in, c_out = geometry.in_channels, geometry.out_channels
     image_in, image_out = math.prod(geometry.input_hw), math.prod(geometry.output_hw)
     inside, source = _taps_inside(geometry)
+    if gradient:
+        (c_in, c_out), (image_in, image_out) = (c_out, c_in), (image_out, image_in)
+        inside, source = _taps_reaching(geometry)
     taps, ranges, xoff, yoff, counts = [], [], [], [], []
     for pattern in np.unique(inside, axis=0):
         pixels = np.flatnonzero((inside == pattern).all(axis=1))
@@ -348,11 +369,11 @@ def _weight_plan(geometry: Conv2dGeometry, run: int, lanes: int) -> WeightPlan:
 def _by_lane_tiles(w: np.ndarray, groups: int, transposed: bool, lanes: int) -> np.ndarray:
     """Each group's weights as [g, jt, j, c, kh, kw] = w[g*og + jt*lanes + j, c], zero output
     channels up to a multiple of `lanes` (a view when none are needed); `transposed`: those of
-    grad_input's convolution (input and output channels of each group swapped, taps flipped)."""
+    grad_input (input and output channels of each group swapped)."""
     c_out, cg, kh, kw = w.shape
     wg = w.reshape(groups, c_out // groups, cg, kh, kw)
     if transposed:
-        wg = wg[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        wg = wg.transpose(0, 2, 1, 3, 4)
     cols, rows = wg.shape[1:3]
     if cols % lanes:
         wg = np.concatenate([wg, np.zeros((groups, -cols % lanes, rows, kh, kw), w.dtype)], 1)
@@ -368,7 +389,10 @@ def _pack(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
 
 def _pack_rows(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
     """The row tiles' weights wq[g, jt, i, c, j, l] = w[g*og + jt*ROW_LANES + l, c, i, j] (see
-    `_by_lane_tiles`), in one copy."""
+    `_by_lane_tiles`), in one copy; `transposed`: with the taps flipped too, the weights of the
+    forward convolution `Conv2dGeometry.transposed()`."""
+    if transposed:
+        w = w[:, :, ::-1, ::-1]
     return np.ascontiguousarray(
         _by_lane_tiles(w, groups, transposed, ROW_LANES).transpose(0, 1, 4, 3, 5, 2))
 
@@ -467,24 +491,24 @@ def _images(n_img: int, image_bytes: int, budget: int, min_blocks: int = 1) -> i
     return m
 
 
-def _convolve(x: np.ndarray, w: np.ndarray, transposed: bool, bias: np.ndarray | None,
+def _convolve(x: np.ndarray, w: np.ndarray, gradient: bool, bias: np.ndarray | None,
               y: np.ndarray, geometry: Conv2dGeometry, tiles: str) -> None:
-    """y = the convolution `geometry` of x with w (or with grad_input's weights made from w if
-    `transposed`) + bias, on row tiles or on planned tiles in blocks of images."""
+    """y = the convolution `geometry` of x with w + bias (`gradient`: y = its grad_input, x its
+    grad_out), on row tiles or on planned tiles in blocks of images."""
     groups, n_img = geometry.groups, geometry.batch
     with slp_vectorized():
         lanes = ROW_LANES if tiles == "rows" else TILE.lanes
-        b = _pad_bias(bias, geometry.out_channels, groups, lanes, y.dtype)
+        b = _pad_bias(bias, y.shape[1], groups, lanes, y.dtype)
         if tiles == "rows":
-            _forward_rows(x, _pack_rows(w, groups, transposed), b, y)
+            _forward_rows(x, _pack_rows(w, groups, gradient), b, y)
             return
-        wp = _pack(w, groups, transposed)
-        m = _images(n_img, wp.shape[3] * math.prod(geometry.input_hw) * x.itemsize, _BLOCK_BYTES,
+        wp = _pack(w, groups, gradient)
+        m = _images(n_img, wp.shape[3] * x.shape[2] * x.shape[3] * x.itemsize, _BLOCK_BYTES,
                     min_tasks_per_group(groups))
         full, tail = n_img // m * m, n_img % m
         for blocks in (Blocks(0, n_img // m, m), Blocks(full, 1, tail)):
             if blocks.count and blocks.images:
-                _forward(x, wp, b, y, blocks, _plan(geometry.with_batch(blocks.images)))
+                _forward(x, wp, b, y, blocks, _plan(geometry.with_batch(blocks.images), gradient))
 
 
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
@@ -495,9 +519,10 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry,
                tiles: str = "planned") -> None:
-    """gx: the forward convolution `geometry.transposed()` of gy with the flipped,
-    group-transposed weights."""
-    _convolve(gy, w, True, None, gx, geometry.transposed(), tiles)
+    """gx, any stride, padding and dilation: each input pixel's tile rows read grad_out at the
+    output pixels that saw it through each tap (`_taps_reaching`), with each group's weights
+    transposed; row tiles run the forward convolution `geometry.transposed()` instead."""
+    _convolve(gy, w, True, None, gx, geometry, tiles)
 
 
 class WeightLayout(NamedTuple):
@@ -599,6 +624,17 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dG
                      tail)
 
 
+def planes_spread(geometry: Conv2dGeometry) -> bool:
+    """Whether grad_input's tiles store without thrashing the L1 cache: a tile's lanes are
+    input channels, each stored to its own plane of the input, and planes a multiple of
+    `_ALIASED_PLANE` pixels apart put those lines into one or two sets of the cache, more than
+    a set's ways hold."""
+    return math.prod(geometry.input_hw) % _ALIASED_PLANE != 0
+
+
+_ALIASED_PLANE = 512  # pixels: 2 KiB in float32, 4 KiB in float64
+PLANES_SPREAD = Condition(f"input planes not a multiple of {_ALIASED_PLANE} pixels",
+                          planes_spread)
 ROWS_FIT = Condition(f"3x3, stride 1, padding 1 on {' or '.join(map(str, ROW_WIDTHS))}-wide "
                      f"images, <= {ROW_LANES} output channels per group", rows_fit)
 
@@ -606,8 +642,11 @@ ROWS_FIT = Condition(f"3x3, stride 1, padding 1 on {' or '.join(map(str, ROW_WID
 def _space(pass_: Pass, geometry: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
     if pass_ == "grad_weight":
         return {}
-    conv = geometry.transposed() if pass_ == "grad_input" else geometry
-    return {"tiles": ("rows", "planned") if rows_fit(conv) else ("planned",)}
+    if pass_ == "grad_input":  # row tiles run grad_input as the transposed convolution
+        fits = geometry.has_transpose and rows_fit(geometry.transposed())
+    else:
+        fits = rows_fit(geometry)
+    return {"tiles": ("rows", "planned") if fits else ("planned",)}
 
 
 ALGORITHM = ConvAlgorithm(
@@ -615,8 +654,6 @@ ALGORITHM = ConvAlgorithm(
     {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight},
     "implicit GEMM: output pixels x output channels per tile, the input read in place, no "
     "multiply-adds with padding",
-    supports=lambda pass_, g: pass_ != "grad_input" or g.has_transpose,
-    requirement="stride 1 and padding <= dilation * (kernel size - 1)",
     space=_space,
     nonfinite_exact=frozenset({"grad_input"}),  # forward and grad_weight skip padding taps
 )

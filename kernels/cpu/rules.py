@@ -15,14 +15,17 @@ from ..selection import (
     ALWAYS,
     DEPTHWISE,
     POINTWISE,
+    STRIDED,
     TRANSPOSABLE,
+    Condition,
     Rule,
     channels_at_least,
     channels_at_most,
+    image_macs_at_least,
     input_channels_at_least,
     output_pixels_at_most,
 )
-from .implicit import NARROW_TILE, ROW_LANES, ROWS_FIT, TILE
+from .implicit import NARROW_TILE, PLANES_SPREAD, ROW_LANES, ROWS_FIT, TILE
 
 # A 1x1 unpadded convolution is a GEMM without im2col: from this many channels per group.
 POINTWISE_GEMM_MIN_CHANNELS = 8
@@ -39,6 +42,18 @@ IMPLICIT_MAX_PIXELS = 16 * 16  # ... up to this many output pixels per image.
 # The implicit kernel's row tiles beat the tiled kernel from 3/4 of their ROW_LANES output
 # channels per group (12 of 16 with AVX-512); with half, they lose.
 ROW_MIN_CHANNELS = ROW_LANES * 3 // 4
+# Strided, where the tiled kernel has no form, the implicit GEMM beats the direct kernel: the
+# forward and grad_weight from this many channels per group (with 8, both lose on large
+# images) ...
+STRIDED_MIN_CHANNELS = 12
+# ... and grad_input, whose tiles reduce over 9/4 taps per input pixel on average at stride 2
+# (not 9), from this many, on input planes that spread its stores (`PLANES_SPREAD`);
+STRIDED_GRAD_INPUT_MIN_CHANNELS = 24
+# each on convolutions of at least this many multiply-adds per image. The implicit kernels take
+# about 100 s to compile on first use (the direct one 27 s); below this (resnext_small's strided
+# convolutions have 0.3M) the direct kernel costs a few milliseconds more per step, and a short
+# run such as the default training job would not earn the compilation back.
+STRIDED_MIN_IMAGE_MACS = 1 << 20
 # grad_weight: the implicit kernel's reduction beats the direct kernel from 5/8 of its narrow
 # tile's lanes of input channels per group (10 of 16 with AVX-512): the lanes hold input
 # channels, so fewer leave them idle.
@@ -61,34 +76,49 @@ _DIRECT = Rule(
     "channels by four taps per inner loop, beats copying it into im2col columns")
 _FIRST = (_DEPTHWISE, _POINTWISE, _GEMM)  # what every pass decides first
 
-FORWARD = (
-    *_FIRST,
-    Rule("implicit", (TRANSPOSABLE, channels_at_least(IMPLICIT_MIN_CHANNELS),
-                      output_pixels_at_most(IMPLICIT_MAX_PIXELS)),
-         "an implicit GEMM with output channels on the lanes reads the input in place and "
-         "skips the taps that fall on padding, where a padded layout's junk pixels cost most",
-         {"tiles": "planned"}),
-    Rule("implicit", (TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS),
-                      channels_at_most(ROW_LANES)),
-         "the implicit kernel's row tiles hold one output row by one register of output "
-         "channels, so each input value is broadcast once for all the taps that read it",
-         {"tiles": "rows"}),
-    Rule("tiled", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS)),
-         "compute-bound, so a register-tiled micro-kernel multiplies the weights with a "
-         "zero-padded copy of the input, no im2col"),
-    _DIRECT,
-)
+_IMPLICIT = Rule(
+    "implicit", (TRANSPOSABLE, channels_at_least(IMPLICIT_MIN_CHANNELS),
+                 output_pixels_at_most(IMPLICIT_MAX_PIXELS)),
+    "an implicit GEMM with output channels on the lanes reads the input in place and skips the "
+    "taps that fall on padding, where a padded layout's junk pixels cost most",
+    {"tiles": "planned"})
+_ROWS = Rule(
+    "implicit", (TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS),
+                 channels_at_most(ROW_LANES)),
+    "the implicit kernel's row tiles hold one output row by one register of output channels, so "
+    "each input value is broadcast once for all the taps that read it",
+    {"tiles": "rows"})
+_TILED = Rule(
+    "tiled", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS)),
+    "compute-bound, so a register-tiled micro-kernel multiplies the weights with a zero-padded "
+    "copy of the input, no im2col")
+_WEIGHT_WHY = ("the implicit reduction puts input channels on the lanes and broadcasts grad_out "
+               "in place, over the in-bounds pixels of each tap only")
+_STRIDED_WHY = ("the implicit GEMM reads the input at every stride-th pixel in place, where the "
+                "direct kernel is memory-bound and the tiled kernel has no strided form")
+
+
+def _strided(min_channels: int, *more: Condition, why: str = _STRIDED_WHY) -> Rule:
+    """The implicit kernel for strided convolutions of `min_channels` channels per group and
+    STRIDED_MIN_IMAGE_MACS multiply-adds per image (planned tiles where the pass has a choice)."""
+    return Rule("implicit", (STRIDED, channels_at_least(min_channels), *more,
+                             image_macs_at_least(STRIDED_MIN_IMAGE_MACS)),
+                why, {} if why is _WEIGHT_WHY else {"tiles": "planned"})
+
+
+FORWARD = (*_FIRST, _IMPLICIT, _ROWS, _strided(STRIDED_MIN_CHANNELS), _TILED, _DIRECT)
 
 # grad_input is a convolution of the same cost as the forward (at stride 1, literally the
-# forward convolution `Conv2dGeometry.transposed()`), so the same rules choose.
-GRAD_INPUT = FORWARD
+# forward convolution `Conv2dGeometry.transposed()`), so the same rules choose, except that
+# strided, the implicit kernel needs more channels (its tiles reduce over fewer taps).
+GRAD_INPUT = (*_FIRST, _IMPLICIT, _ROWS,
+              _strided(STRIDED_GRAD_INPUT_MIN_CHANNELS, PLANES_SPREAD), _TILED, _DIRECT)
 
 GRAD_WEIGHT = (
     *_FIRST,
+    _strided(STRIDED_MIN_CHANNELS, why=_WEIGHT_WHY),
     Rule("implicit", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS),
-                      input_channels_at_least(IMPLICIT_WEIGHT_MIN_CHANNELS)),
-         "the implicit reduction puts input channels on the lanes and broadcasts grad_out in "
-         "place, over the in-bounds pixels of each tap only"),
+                      input_channels_at_least(IMPLICIT_WEIGHT_MIN_CHANNELS)), _WEIGHT_WHY),
     _DIRECT,
 )
 

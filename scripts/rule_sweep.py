@@ -1,0 +1,101 @@
+"""Two CPU convolution algorithms against each other across channels per group and image sizes:
+the measurement behind a threshold of `kernels/cpu/rules.py`, to take again on another CPU.
+
+Each cell is a grouped 3x3 convolution (padding 1, `--stride`) of `--batch` images with that
+many channels per group (32 groups below 32 channels per group, 8 from there, as in ResNeXt),
+each pass timed with each algorithm forced, interleaved, after a warm-up; the table gives the
+medians and the ratio first / second (above 1: the second algorithm is faster). Writes JSON
+(atomically). The rows for stride-2 convolutions in docs/benchmarks.md came from
+
+    python scripts/rule_sweep.py --stride 2 --out bench-results/rule-sweep-s2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from minitorch_resnext.kernels.geometry import Conv2dGeometry
+
+def time_passes(g: Conv2dGeometry, algorithms: list[str], repeats: int, rng: np.random.Generator
+                ) -> dict[str, dict[str, float]]:
+    """Median milliseconds of each pass of `g` with each algorithm forced, interleaved."""
+    from minitorch_resnext.bench import _common as common
+    from minitorch_resnext.kernels import cpu
+
+    x, w, gy = (rng.standard_normal(s, dtype=np.float32)
+                for s in (g.input_shape, g.weight_shape, g.output_shape))
+    calls = {"forward": lambda a: cpu.conv2d_forward(x, w, None, g, a),
+             "grad_input": lambda a: cpu.conv2d_grad_input(gy, w, g, a),
+             "grad_weight": lambda a: cpu.conv2d_grad_weight(x, gy, g, a)}
+    medians = {}
+    for pass_, call in calls.items():
+        stats = common.time_interleaved(
+            [common.Candidate(a, functools.partial(call, a), repeats) for a in algorithms])
+        medians[pass_] = {a: stats[a].median * 1e3 for a in algorithms}
+    return medians
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--algorithms", nargs=2, default=["direct", "implicit"],
+                        metavar=("FIRST", "SECOND"))
+    parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--channels", type=int, nargs="+", default=[8, 12, 16, 24, 32, 64],
+                        help="channels per group")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 14, 16, 28, 30, 32, 56],
+                        help="input image sizes (square)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-mb", type=float, default=64.0,
+                        help="skip cells whose input is larger than this (float32 MB)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", type=Path, help="JSON file to write")
+    args = parser.parse_args()
+    from minitorch_resnext.bench import _common as common
+    from minitorch_resnext.kernels import cpu
+    from minitorch_resnext.kernels.geometry import Conv2dGeometry
+
+    threads = common.set_threads(args.threads, "rule_sweep.py")
+    for name in args.algorithms:
+        if name not in cpu.ALGORITHMS:
+            raise SystemExit(f"rule_sweep.py: --algorithms: {name!r} is not one of "
+                             f"{tuple(cpu.ALGORITHMS)}")
+    first, second = args.algorithms
+    rng = np.random.default_rng(0)
+    cells, rows = [], []
+    for cg in args.channels:
+        groups = 32 if cg < 32 else 8
+        for hw in args.sizes:
+            if args.batch * groups * cg * hw * hw * 4 > args.max_mb * 2**20:
+                continue
+            g = Conv2dGeometry.of((args.batch, groups * cg, hw, hw), (groups * cg, cg, 3, 3),
+                                  args.stride, 1, 1, groups)
+            cell, row = {"channels_per_group": cg, "groups": groups, "size": hw}, [cg, hw]
+            for pass_, ms in time_passes(g, args.algorithms, args.repeats, rng).items():
+                cell[pass_] = {**{f"{a}_ms": round(v, 6) for a, v in ms.items()},
+                               "ratio": round(ms[first] / ms[second], 3)}
+                row += [f"{ms[first]:.2f}", f"{ms[second]:.2f}", f"{ms[first] / ms[second]:.2f}x"]
+            cells.append(cell)
+            rows.append([str(v) for v in row])
+            print(f"  {cg} channels per group, {hw}x{hw}: done", file=sys.stderr, flush=True)
+    print(f"{common.cpu_model()}, kernels compiled for {common.compiled_isa()}, {threads} "
+          f"thread(s), batch {args.batch}, stride {args.stride}; ratio = {first} / {second}")
+    header = ["ch/group", "size"] + [f"{p} {a}" for p in ("fwd", "gin", "gw")
+                                     for a in (first, second, "ratio")]
+    print(common.format_table(header, rows, right=[True] * len(header)))
+    if args.out:
+        common.write_json(args.out, {"machine": common.machine_info(), "threads": threads,
+                                     "batch": args.batch, "stride": args.stride,
+                                     "algorithms": args.algorithms, "cells": cells})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""scripts/rule_sweep.py: two algorithms timed side by side on every cell, the ratio recorded."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numba
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rule_sweep.py"
+spec = importlib.util.spec_from_file_location("rule_sweep", SCRIPT)
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+
+
+@pytest.fixture
+def threads():
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
+def test_each_cell_times_both_algorithms_and_records_their_ratio(tmp_path, monkeypatch, capsys,
+                                                                  threads):
+    out = tmp_path / "sweep.json"
+    monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--channels", "12", "--sizes", "8", "9",
+                                      "--batch", "1", "--repeats", "1", "--threads", "1",
+                                      "--out", str(out)])
+    assert script.main() == 0
+    data = json.loads(out.read_text())
+    assert data["threads"] == 1 and data["algorithms"] == ["direct", "implicit"]
+    assert [(c["channels_per_group"], c["groups"], c["size"]) for c in data["cells"]] == [
+        (12, 32, 8), (12, 32, 9)]
+    for cell in data["cells"]:
+        for pass_ in ("forward", "grad_input", "grad_weight"):
+            t = cell[pass_]
+            assert t["direct_ms"] > 0 and t["implicit_ms"] > 0
+            assert t["ratio"] == pytest.approx(t["direct_ms"] / t["implicit_ms"], abs=1e-3)
+    table = capsys.readouterr().out
+    assert "ratio = direct / implicit" in table and len(table.strip().splitlines()) == 5
+
+
+def test_an_unknown_algorithm_is_one_line(monkeypatch, threads):
+    monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct", "winograd"])
+    with pytest.raises(SystemExit, match=r"--algorithms: 'winograd' is not one of"):
+        script.main()

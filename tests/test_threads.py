@@ -1,0 +1,41 @@
+"""Thread pools that wait passively: importing the package makes NumPy's OpenBLAS threads sleep
+as soon as a call ends (instead of spinning for about 0.1 s on the cores the Numba kernels
+need), unless the user chose otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import ctypes, json, os
+import minitorch_resnext  # first, as a program or the command line does
+from threadpoolctl import threadpool_info
+read = {}
+for lib in threadpool_info():
+    if lib["internal_api"] == "openblas":
+        try:
+            read[lib["filepath"]] = ctypes.CDLL(lib["filepath"]).openblas_thread_timeout()
+        except AttributeError:  # a build that does not export it
+            pass
+print(json.dumps({"env": os.environ.get("OPENBLAS_THREAD_TIMEOUT"), "read": read}))
+"""
+
+
+def probe(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("user, expected", [(None, 4), ("12", 12)])
+def test_openblas_threads_sleep_after_a_call_unless_the_user_says(user, expected):
+    result = probe(**({} if user is None else {"OPENBLAS_THREAD_TIMEOUT": user}))
+    assert result["env"] == str(expected)
+    # where NumPy's BLAS is OpenBLAS, it read the value when it loaded
+    assert all(value == expected for value in result["read"].values())
