@@ -194,10 +194,12 @@ def test_grad_weight_is_deterministic_across_thread_counts(regime):
 
 
 @bounds
-@pytest.mark.parametrize("regime", [LANE_TILES[0], ROW_LANES], ids=["planned", "rows"])
+@pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], ROW_LANES],
+                         ids=["planned", "strided", "rows"])
 def test_lane_tiles_read_only_the_channels_there_are(regime):
     """The implicit kernel's forward and grad_input tiles compute whole lane tiles of output
-    channels: past the last channel they must read no bias or weight. In the process of
+    channels: past the last channel they must read no bias or weight (and strided, grad_input's
+    rows read grad_out only at the output pixels that exist). In the process of
     test_kernels_stay_in_bounds an index past the end raises, as shown first."""
     if os.environ.get("NUMBA_BOUNDSCHECK") == "1":
         with pytest.raises(IndexError):
@@ -227,4 +229,4 @@ def test_kernels_stay_in_bounds(request, tmp_path):
          str(Path(__file__).relative_to(ROOT))],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "2 passed" in done.stdout, done.stdout[-4000:]
+    assert "3 passed" in done.stdout, done.stdout[-4000:]
