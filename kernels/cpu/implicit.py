@@ -262,9 +262,7 @@ def _taps_inside(geometry: Conv2dGeometry) -> tuple[np.ndarray, np.ndarray]:
     (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
     ih = np.arange(oh)[:, None] * sh - ph + np.arange(kh) * dh
     iw = np.arange(ow)[:, None] * sw - pw + np.arange(kw) * dw
-    inside = ((ih >= 0) & (ih < h))[:, None, :, None] & ((iw >= 0) & (iw < wd))[None, :, None, :]
-    source = ih[:, None, :, None] * wd + iw[None, :, None, :]
-    return inside.reshape(oh * ow, kh * kw), source.reshape(oh * ow, kh * kw)
+    return _by_tap((ih >= 0) & (ih < h), ih, (iw >= 0) & (iw < wd), iw, wd)
 
 
 def _taps_reaching(geometry: Conv2dGeometry) -> tuple[np.ndarray, np.ndarray]:
@@ -275,11 +273,18 @@ def _taps_reaching(geometry: Conv2dGeometry) -> tuple[np.ndarray, np.ndarray]:
     rh = np.arange(h)[:, None] + ph - np.arange(kh) * dh  # oh * sh for the pairs that exist
     rw = np.arange(wd)[:, None] + pw - np.arange(kw) * dw
     ih, iw = rh // sh, rw // sw
-    fits_h = (rh % sh == 0) & (ih >= 0) & (ih < oh)
-    fits_w = (rw % sw == 0) & (iw >= 0) & (iw < ow)
+    return _by_tap((rh % sh == 0) & (ih >= 0) & (ih < oh), ih,
+                   (rw % sw == 0) & (iw >= 0) & (iw < ow), iw, ow)
+
+
+def _by_tap(fits_h: np.ndarray, at_h: np.ndarray, fits_w: np.ndarray, at_w: np.ndarray,
+            width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, source) as [pixel, tap] from the per-axis [row or column, kernel row or column]
+    arrays: whether both axes fit, and the pixel at_h * width + at_w read there."""
     inside = fits_h[:, None, :, None] & fits_w[None, :, None, :]
-    source = ih[:, None, :, None] * ow + iw[None, :, None, :]
-    return inside.reshape(h * wd, kh * kw), source.reshape(h * wd, kh * kw)
+    source = at_h[:, None, :, None] * width + at_w[None, :, None, :]
+    pixels, taps = fits_h.shape[0] * fits_w.shape[0], fits_h.shape[1] * fits_w.shape[1]
+    return inside.reshape(pixels, taps), source.reshape(pixels, taps)
 
 
 def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -295,10 +300,9 @@ def _plan(geometry: Conv2dGeometry, gradient: bool = False) -> ForwardPlan:
     m, rows = geometry.batch, TILE.rows
     c_in, c_out = geometry.in_channels, geometry.out_channels
     image_in, image_out = math.prod(geometry.input_hw), math.prod(geometry.output_hw)
-    inside, source = _taps_inside(geometry)
+    inside, source = _taps_reaching(geometry) if gradient else _taps_inside(geometry)
     if gradient:
         (c_in, c_out), (image_in, image_out) = (c_out, c_in), (image_out, image_in)
-        inside, source = _taps_reaching(geometry)
     taps, ranges, xoff, yoff, counts = [], [], [], [], []
     for pattern in np.unique(inside, axis=0):
         pixels = np.flatnonzero((inside == pattern).all(axis=1))
@@ -624,6 +628,9 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dG
                      tail)
 
 
+_ALIASED_PLANE = 512  # pixels: 2 KiB in float32, 4 KiB in float64
+
+
 def planes_spread(geometry: Conv2dGeometry) -> bool:
     """Whether grad_input's tiles store without thrashing the L1 cache: a tile's lanes are
     input channels, each stored to its own plane of the input, and planes a multiple of
@@ -632,7 +639,6 @@ def planes_spread(geometry: Conv2dGeometry) -> bool:
     return math.prod(geometry.input_hw) % _ALIASED_PLANE != 0
 
 
-_ALIASED_PLANE = 512  # pixels: 2 KiB in float32, 4 KiB in float64
 PLANES_SPREAD = Condition(f"input planes not a multiple of {_ALIASED_PLANE} pixels",
                           planes_spread)
 ROWS_FIT = Condition(f"3x3, stride 1, padding 1 on {' or '.join(map(str, ROW_WIDTHS))}-wide "

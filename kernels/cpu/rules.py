@@ -100,10 +100,9 @@ _STRIDED_WHY = ("the implicit GEMM reads the input at every stride-th pixel in p
 
 def _strided(min_channels: int, *more: Condition, why: str = _STRIDED_WHY) -> Rule:
     """The implicit kernel for strided convolutions of `min_channels` channels per group and
-    STRIDED_MIN_IMAGE_MACS multiply-adds per image (planned tiles where the pass has a choice)."""
+    STRIDED_MIN_IMAGE_MACS multiply-adds per image (on planned tiles: row tiles need stride 1)."""
     return Rule("implicit", (STRIDED, channels_at_least(min_channels), *more,
-                             image_macs_at_least(STRIDED_MIN_IMAGE_MACS)),
-                why, {} if why is _WEIGHT_WHY else {"tiles": "planned"})
+                             image_macs_at_least(STRIDED_MIN_IMAGE_MACS)), why)
 
 
 FORWARD = (*_FIRST, _IMPLICIT, _ROWS, _strided(STRIDED_MIN_CHANNELS), _TILED, _DIRECT)

@@ -67,7 +67,7 @@ Run = Callable[..., Any]
 
 def switched_on(value: str | None) -> bool:
     """Whether a value of MINITORCH_TUNE turns tuning on (unset: off)."""
-    return (value or "0").strip().lower() not in ("0", "off", "false", "no", "")
+    return (value or "").strip().lower() not in ("", "0", "off", "false", "no")
 
 
 _state: dict[str, Any] = {
