@@ -68,7 +68,12 @@ SLICES = Regime("implicit", config(3, 1, 16, 24, hw=(6, 6), padding=(1, 2), dila
                 {}, "grad_weight: 16 input channels, runs of taps, output channels in three "
                 "slices")
 CHUNKS = Regime("gemm", config(5, 2, 9, 7, hw=(6, 6)), {"_GEMM_COLUMNS": 64},
-                "im2col in chunks of two images, a last chunk of one")
+                "im2col in chunks of two images, a last chunk of one; grad_weight: three "
+                "partial sums of one chunk each")
+POINTWISE_PARTS = Regime("gemm", config(7, 2, 8, 9, (1, 1), (5, 4), padding=(0, 0)),
+                         {"_PRODUCT_BYTES": 1},
+                         "1x1 grad_weight: four partial sums of one-image products, the last "
+                         "of one image")
 ROW_LANES = Regime("implicit", config(2, 2, 12, 15, hw=(4, 14)), {},
                    "row tiles 14 wide, 15 of 16 lanes; grad_input on row tiles too")
 LANE_TILES = [
@@ -106,6 +111,7 @@ REGIMES = [
     Regime("gemm", config(2, 1, 8, 16, (1, 1), (33, 32), padding=(0, 0)), {},
            "1x1 on images of over 1024 pixels"),
     CHUNKS,
+    POINTWISE_PARTS,
 ]
 MODULES = {"direct": direct, "tiled": tiled, "implicit": implicit, "gemm": gemm}
 
@@ -170,7 +176,8 @@ def test_resnext_convolutions(n, c_in, c_out, groups, kernel, stride, size):
 # --- determinism ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("regime", [MANY_BLOCKS, SLICES, CHUNKS], ids=lambda r: r.algorithm)
+@pytest.mark.parametrize("regime", [MANY_BLOCKS, SLICES, CHUNKS, POINTWISE_PARTS],
+                         ids=["direct", "implicit", "gemm", "gemm-pointwise"])
 def test_grad_weight_is_deterministic_across_thread_counts(regime):
     """Each algorithm splits grad_weight's sums by the shape alone, so the result is bitwise the
     same on one thread (Numba's and BLAS's) and on all of them."""

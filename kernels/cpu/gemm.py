@@ -8,13 +8,14 @@ an image has enough pixels for an efficient GEMM; then the GEMM reads and writes
 directly. Smaller images are batched, which needs a transposing copy between NCHW and the
 GEMM layout. A 1x1 unpadded convolution needs no im2col at all: its forward and grad_input
 are one batched GEMM over (image, group) on the NCHW arrays (strided: on every stride-th
-pixel), whatever the image size.
+pixel), and its grad_weight sums one such product per image, whatever the image size.
 
-The threads here are BLAS's. The Numba helpers that move data (im2col, col2im, layout
-copies) run single-threaded on purpose: parallel Numba regions between BLAS calls leave
-OpenMP threads spinning while the BLAS threads want the cores (and the other way round);
-on a 2-core machine that oversubscription costs more than parallel copies gain. Every sum
-has a fixed order, so grad_weight is deterministic.
+The threads are Python threads, each with a range of whole images (or chunks) and BLAS on one
+thread (`blas_threads`): BLAS's own threads split each GEMM, which on small images costs more
+than it gains. The Numba helpers that move data (im2col, col2im, layout copies) release the
+GIL and run inside those threads. grad_weight's sum over the batch is split into partial sums
+by the shape alone and each is summed in order, so the result does not depend on the number
+of threads.
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ from numba import njit
 from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm
 from ._numba import fill, transfer, u, valid_cols
+from .blas_threads import split_images
 
 # images per GEMM: enough for about this many columns (images x output pixels)
 _GEMM_COLUMNS = 1024
+# pointwise grad_weight: images whose products (groups x og x K each) are summed at once
+_PRODUCT_BYTES = 1 << 20
+# grad_weight's sum over the batch: this many partial sums, over ranges fixed by the shape
+_SUM_PARTS = 4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col(
     x: np.ndarray,
     n0: int,
@@ -64,7 +70,7 @@ def _im2col(
                 transfer(cf, d + lo, xf, s, sw, hi - lo, True)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im(
     col: np.ndarray,
     gx: np.ndarray,
@@ -95,7 +101,7 @@ def _col2im(
                         gf[u(d + k * sw)] += cf[u(s + k)]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _to_gemm_layout(a: np.ndarray, out: np.ndarray) -> None:
     """out[g, o, m, p] = a[m, g*og + o, p] (a: (m, C, P), out: (groups, og, m, P))."""
     groups, og, m_img, _ = out.shape
@@ -104,7 +110,7 @@ def _to_gemm_layout(a: np.ndarray, out: np.ndarray) -> None:
         out[go // og, go % og, m, :] = a[m, go, :]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _from_gemm_layout(out: np.ndarray, a: np.ndarray) -> None:
     """a[m, g*og + o, p] = out[g, o, m, p] (the inverse of `_to_gemm_layout`)."""
     groups, og, m_img, _ = out.shape
@@ -114,27 +120,27 @@ def _from_gemm_layout(out: np.ndarray, a: np.ndarray) -> None:
 
 
 class _Plan:
-    """Shapes of one convolution's GEMMs and how images are chunked."""
+    """Shapes of one convolution's GEMMs, how images are chunked and how grad_weight's sum is
+    split."""
 
-    def __init__(self, geometry: Conv2dGeometry) -> None:
+    def __init__(self, geometry: Conv2dGeometry, itemsize: int) -> None:
         self.geometry, self.n_img, self.groups = geometry, geometry.batch, geometry.groups
         self.cg, self.og = geometry.in_per_group, geometry.out_per_group
         (self.kh, self.kw), self.out_hw = geometry.kernel_hw, geometry.output_hw
         self.pixels, self.k = math.prod(self.out_hw), self.cg * geometry.taps
         # a 1x1 unpadded convolution reads every stride-th pixel: a GEMM on those, no im2col
         self.pointwise, self.stride = geometry.pointwise, geometry.stride
-        self.step = max(1, min(self.n_img, -(-_GEMM_COLUMNS // self.pixels)))
-        if self.pointwise and self.pixels < _GEMM_COLUMNS:  # columns are a copy, not 9x im2col
-            self.step = self.n_img
-
-    def chunks(self) -> list[tuple[int, int]]:
-        """(first image, number of images) of each GEMM, in order."""
-        return [(n0, min(self.step, self.n_img - n0)) for n0 in range(0, self.n_img, self.step)]
+        # grad_weight's partial sums: `part` images each, whole chunks of `step` images
+        if self.pointwise:  # one product per image, summed a chunk at a time
+            self.part = -(-self.n_img // _SUM_PARTS)
+            product = self.groups * self.og * self.k * itemsize
+            self.step = max(1, min(self.part, _PRODUCT_BYTES // product))
+        else:
+            self.step = max(1, min(self.n_img, -(-_GEMM_COLUMNS // self.pixels)))
+            self.part = -(-self.n_img // (self.step * _SUM_PARTS)) * self.step
 
     def columns(self, x: np.ndarray, n0: int, m: int) -> np.ndarray:
-        """im2col of images n0 .. n0 + m: (groups, K, m*P); a view of x where it can be."""
-        if self.pointwise:  # the chunk in GEMM layout: a view or a transposing copy
-            return self.gemm_layout(self.subsample(x), n0, m)
+        """im2col of images n0 .. n0 + m: (groups, K, m*P)."""
         col = np.empty((self.groups, self.cg, self.kh, self.kw, m, *self.out_hw), x.dtype)
         _im2col(x, n0, col, self.geometry.args)
         return col.reshape(self.groups, self.k, m * self.pixels)
@@ -156,6 +162,24 @@ class _Plan:
         _to_gemm_layout(a[n0 : n0 + m].reshape(m, a.shape[1], -1), out)
         return out.reshape(self.groups, c, -1)
 
+    def chunks(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """(first image, number of images) of each GEMM of images start .. stop, in order."""
+        return [(n0, min(self.step, stop - n0)) for n0 in range(start, stop, self.step)]
+
+    def weight_sum(self, x: np.ndarray, gy: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """The sum over images start .. stop, chunk by chunk in order, of gy_g @ col_g^T:
+        (groups, og, K)."""
+        total = np.zeros((self.groups, self.og, self.k), gy.dtype)
+        for n0, m in self.chunks(start, stop):
+            if self.pointwise:  # one product per image on the NCHW arrays, then their sum
+                xs = self.by_group(self.subsample(x[n0 : n0 + m]))
+                total += np.matmul(self.by_group(gy[n0 : n0 + m]), xs.transpose(0, 1, 3, 2)
+                                   ).sum(axis=0)
+            else:
+                total += np.matmul(self.gemm_layout(gy, n0, m),
+                                   self.columns(x, n0, m).transpose(0, 2, 1))
+        return total
+
 
 def forward(
     x: np.ndarray,
@@ -165,20 +189,25 @@ def forward(
     geometry: Conv2dGeometry,
 ) -> None:
     """y = conv(x, w) + bias by per-group GEMMs over chunks of images."""
-    plan = _Plan(geometry)
+    plan = _Plan(geometry, x.itemsize)
     wg = w.reshape(plan.groups, plan.og, plan.k)
-    if plan.pointwise:  # one batched GEMM straight on the NCHW arrays
-        np.matmul(wg, plan.by_group(plan.subsample(x)), out=plan.by_group(y))
-    else:
-        for n0, m in plan.chunks():
-            col = plan.columns(x, n0, m)
-            if m == 1:
-                np.matmul(wg, col, out=y[n0].reshape(plan.groups, plan.og, plan.pixels))
-            else:
-                out = np.matmul(wg, col).reshape(plan.groups, plan.og, m, plan.pixels)
-                _from_gemm_layout(out, y[n0 : n0 + m].reshape(m, y.shape[1], plan.pixels))
-    if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
+
+    def images(start: int, stop: int) -> None:
+        if plan.pointwise:  # one batched GEMM straight on the NCHW arrays
+            np.matmul(wg, plan.by_group(plan.subsample(x[start:stop])),
+                      out=plan.by_group(y[start:stop]))
+        else:
+            for n0, m in plan.chunks(start, stop):
+                col = plan.columns(x, n0, m)
+                if m == 1:
+                    np.matmul(wg, col, out=y[n0].reshape(plan.groups, plan.og, plan.pixels))
+                else:
+                    out = np.matmul(wg, col).reshape(plan.groups, plan.og, m, plan.pixels)
+                    _from_gemm_layout(out, y[n0 : n0 + m].reshape(m, y.shape[1], plan.pixels))
+        if bias is not None:
+            y[start:stop] += bias.reshape(1, -1, 1, 1)
+
+    split_images(images, plan.n_img, 1 if plan.pointwise else plan.step)
 
 
 def grad_input(
@@ -188,20 +217,24 @@ def grad_input(
     geometry: Conv2dGeometry,
 ) -> None:
     """gx = col2im(w_g^T @ gy_g) per group over chunks of images."""
-    plan = _Plan(geometry)
+    plan = _Plan(geometry, gy.itemsize)
     wt = w.reshape(plan.groups, plan.og, plan.k).transpose(0, 2, 1)
-    if plan.pointwise and plan.stride == (1, 1):
-        np.matmul(wt, plan.by_group(gy), out=plan.by_group(gx))
-        return
-    if plan.pointwise:  # only the pixels the convolution read get a gradient
-        gx[...] = 0
-        plan.subsample(gx)[...] = np.matmul(wt, plan.by_group(gy)).reshape(gy.shape[0], -1,
-                                                                           *plan.out_hw)
-        return
-    for n0, m in plan.chunks():
-        gyg = plan.gemm_layout(gy, n0, m)
-        col = np.matmul(wt, gyg).reshape(plan.groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw)
-        _col2im(col, gx, n0, plan.geometry.args)
+
+    def images(start: int, stop: int) -> None:
+        gyg, gxs = plan.by_group(gy[start:stop]), gx[start:stop]
+        if plan.pointwise and plan.stride == (1, 1):
+            np.matmul(wt, gyg, out=plan.by_group(gxs))
+        elif plan.pointwise:  # only the pixels the convolution read get a gradient
+            gxs[...] = 0
+            plan.subsample(gxs)[...] = np.matmul(wt, gyg).reshape(stop - start, -1,
+                                                                  *plan.out_hw)
+        else:
+            for n0, m in plan.chunks(start, stop):
+                col = np.matmul(wt, plan.gemm_layout(gy, n0, m))
+                _col2im(col.reshape(plan.groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw),
+                        gx, n0, plan.geometry.args)
+
+    split_images(images, plan.n_img, 1 if plan.pointwise else plan.step)
 
 
 def grad_weight(
@@ -210,13 +243,20 @@ def grad_weight(
     gw: np.ndarray,
     geometry: Conv2dGeometry,
 ) -> None:
-    """gw_g = sum over image chunks (in order) of gy_g @ col_g^T."""
-    plan = _Plan(geometry)
+    """gw_g = sum over image chunks of gy_g @ col_g^T, as _SUM_PARTS partial sums over ranges
+    of the batch fixed by the shape, added in order: the threads that compute the parts do not
+    change the result."""
+    plan = _Plan(geometry, x.itemsize)
+
+    def partial_sums(start: int, stop: int) -> list[np.ndarray]:
+        return [plan.weight_sum(x, gy, lo, min(lo + plan.part, stop))
+                for lo in range(start, stop, plan.part)]
+
     gw3 = gw.reshape(plan.groups, plan.og, plan.k)
     gw3[...] = 0
-    for n0, m in plan.chunks():
-        col = plan.columns(x, n0, m)
-        gw3 += np.matmul(plan.gemm_layout(gy, n0, m), col.transpose(0, 2, 1))
+    for sums in split_images(partial_sums, plan.n_img, plan.part):
+        for s in sums:
+            gw3 += s
 
 
 ALGORITHM = ConvAlgorithm(

@@ -1,0 +1,75 @@
+"""BLAS calls split over images on Python threads, each call on one BLAS thread.
+
+BLAS splits one GEMM over its own threads, which pays only for large products: waking and
+joining the threads costs about as much as the 64 x 256 x 64 multiply-adds of a 1x1
+convolution of one 16x16 image, so on small images a batched GEMM ran at a third of what the
+cores can do. The images of a batch are independent, so here each of `numba.get_num_threads()`
+Python threads takes a range of whole images and calls BLAS single-threaded on them; NumPy
+releases the GIL inside `matmul`, so the threads run at once. The calling thread takes the
+first range itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
+
+import numba
+from threadpoolctl import ThreadpoolController
+
+T = TypeVar("T")
+
+_LOCK = threading.Lock()  # one split at a time sets BLAS's thread count
+_pool: ThreadPoolExecutor | None = None
+_workers = 0
+_blas: ThreadpoolController | None = None
+
+
+def ranges(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
+    """`range(n)` cut into up to `parts` consecutive (start, stop) ranges of nearly equal size,
+    each starting at a multiple of `align`."""
+    blocks = -(-n // align)
+    parts = max(1, min(parts, blocks))
+    cuts = [i * blocks // parts * align for i in range(parts)] + [n]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def split_images(work: Callable[[int, int], T], n: int, align: int = 1) -> list[T]:
+    """`work(start, stop)` over `ranges(n, threads, align)`, one range per thread with BLAS
+    single-threaded; the results in order. With one thread, a single range or another split in
+    progress (a call from another Python thread), `work(0, n)` runs as it is, BLAS threads
+    and all."""
+    parts = ranges(n, numba.get_num_threads(), align)
+    if len(parts) == 1 or not _LOCK.acquire(blocking=False):
+        return [work(0, n)]
+    try:
+        pool, blas = _resources(len(parts) - 1)
+        saved = [lib.num_threads for lib in blas.lib_controllers]
+        for lib in blas.lib_controllers:
+            lib.set_num_threads(1)
+        try:
+            futures = [pool.submit(work, *r) for r in parts[1:]]
+            try:
+                first = work(*parts[0])
+            finally:  # no range outlives the call, even when one fails
+                wait(futures)
+            return [first, *(f.result() for f in futures)]
+        finally:
+            for lib, count in zip(blas.lib_controllers, saved):
+                lib.set_num_threads(count)
+    finally:
+        _LOCK.release()
+
+
+def _resources(workers: int) -> tuple[ThreadPoolExecutor, ThreadpoolController]:
+    """The worker threads (grown on demand) and the BLAS libraries NumPy loaded."""
+    global _pool, _workers, _blas
+    if _pool is None or _workers < workers:
+        if _pool is not None:
+            _pool.shutdown()
+        _pool, _workers = ThreadPoolExecutor(workers, "minitorch-resnext-blas"), workers
+    if _blas is None:
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _pool, _blas

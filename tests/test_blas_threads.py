@@ -1,0 +1,92 @@
+"""BLAS work split over images on Python threads (`kernels.cpu.blas_threads`): the ranges cover
+the batch exactly, each range runs once with BLAS single-threaded, results come back in order,
+and BLAS's thread count is what it was afterwards, also when a range fails."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numba
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from minitorch_resnext.kernels.cpu.blas_threads import ranges, split_images
+
+
+@given(st.integers(1, 200), st.integers(1, 9), st.integers(1, 16))
+def test_ranges_cover_the_batch_in_aligned_nearly_equal_parts(n, parts, align):
+    got = ranges(n, parts, align)
+    assert got[0][0] == 0 and got[-1][1] == n
+    assert all(a < b for a, b in got)
+    assert all(b == c for (_, b), (c, _) in zip(got, got[1:]))  # consecutive, no gap
+    assert all(a % align == 0 for a, _ in got)
+    assert len(got) == min(parts, -(-n // align))
+    blocks = [-(-(b - a) // align) for a, b in got]
+    assert max(blocks) - min(blocks) <= 1
+
+
+def blas_threads() -> int:
+    return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Numba and BLAS at `n` threads."""
+    saved = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        with threadpool_limits(n, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(saved)
+
+
+needs_two = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
+                               reason="one CPU: nothing to split over")
+
+
+@needs_two
+def test_each_range_runs_once_on_its_own_thread_with_blas_single_threaded():
+    seen = []
+
+    def work(start, stop):
+        seen.append((start, stop, threading.current_thread().name, blas_threads()))
+        return list(range(start, stop))
+
+    with threads(2):
+        got = split_images(work, 9, align=2)
+        after = blas_threads()
+    assert [i for part in got for i in part] == list(range(9))  # in order
+    assert sorted((a, b) for a, b, _, _ in seen) == [(0, 4), (4, 9)]
+    assert len({name for _, _, name, _ in seen}) == 2
+    assert {inside for *_, inside in seen} == {1}
+    assert after == 2
+
+
+@needs_two
+def test_a_failing_range_raises_and_leaves_blas_as_it_was():
+    def work(start, stop):
+        if start:
+            raise ValueError("range failed")
+        return start
+
+    with threads(2):
+        with pytest.raises(ValueError, match="range failed"):
+            split_images(work, 4)
+        assert blas_threads() == 2
+        assert split_images(lambda a, b: (a, b), 4) == [(0, 2), (2, 4)]  # usable again
+
+
+@needs_two
+def test_a_split_inside_a_split_runs_whole_on_its_thread():
+    with threads(2):
+        got = split_images(lambda a, b: split_images(lambda c, d: (c, d), b - a), 4)
+    assert got == [[(0, 2)], [(0, 2)]]
+
+
+def test_one_thread_runs_the_whole_batch_as_it_is():
+    with threads(1):
+        assert split_images(lambda a, b: (a, b, blas_threads()), 8) == [(0, 8, 1)]
