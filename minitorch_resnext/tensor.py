@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,6 +82,17 @@ class Tensor:
         t.grad = None
         t.grad_fn = grad_fn
         t._requires_grad = grad_fn is not None
+        return t
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+        """A leaf tensor's copy on the same device (its data and grad copied), like PyTorch's;
+        the result of an op cannot be copied without its graph."""
+        if self.grad_fn is not None:
+            raise RuntimeError("deepcopy: only leaf tensors can be copied, not results of ops")
+        t = type(self)._wrap(self.data.copy(), self.backend)
+        t._requires_grad = self._requires_grad
+        memo[id(self)] = t
+        t.grad = None if self.grad is None else copy.deepcopy(self.grad, memo)
         return t
 
     # ----- properties -------------------------------------------------------------------

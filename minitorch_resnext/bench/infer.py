@@ -2,10 +2,11 @@
 
 For each model and batch size, this package's eval-mode forward (under `no_grad`) is timed
 side by side with the same model exported to ONNX from its module tree (`_onnx.export`) and
-run by ONNX Runtime (CPU execution provider, all graph optimisations: it folds each
-BatchNorm into its convolution and fuses the ReLUs, which this package does not), and with
-PyTorch's twin of the model built module by module (`train.torch_twin`) when it is
-installed. The weights are the model's seed-0 initialisation, with BatchNorm statistics
+run by ONNX Runtime (CPU execution provider, all graph optimisations), and with PyTorch's twin
+of the model built module by module (`train.torch_twin`) when it is installed. Every engine
+runs the model with its batch norms folded into the convolutions (`nn.utils.fuse_conv_bn`, what
+ONNX Runtime's optimisations do to a Conv -> BatchNormalization pair anyway); ONNX Runtime
+also fuses each ReLU into the convolution before it, which this package does not. The weights are the model's seed-0 initialisation, with BatchNorm statistics
 taken from one batch of random images (so every BatchNorm normalises, as in a trained model);
 every engine loads them from the same file.
 
@@ -104,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "onnx", "onnxruntime"]),
         "settings": {"batches": batches, "repeats": repeats, "quick": args.quick, "rel_tol": REL_TOL,
                      "forward": "eval mode, no autograd; float32 NCHW; random images",
+                     "batch_norm": "folded into the convolutions (nn.utils.fuse_conv_bn) in "
+                                   "every engine",
                      "statistic": f"median of forwards timed in turns of {TURN - 1} after one "
                                   "untimed forward, engines alternating, one process each"},
         "torch": torch_info,
@@ -151,7 +154,7 @@ def _engine(engine: str, name: str, weights: Path, batch: int, threads: int
     with the weights in `weights`, in `engine`; runs in the engine's worker process."""
     import minitorch_resnext as mr
 
-    from .. import io
+    from .. import io, nn
     from ..models.summary import shape_and_macs
 
     set_worker_threads(engine == PROJECT, threads, "bench infer")
@@ -161,6 +164,7 @@ def _engine(engine: str, name: str, weights: Path, batch: int, threads: int
     x = np.random.default_rng(0).standard_normal((batch, *_input_shape(model)), dtype=np.float32)
     _, macs = shape_and_macs(model, x.shape)
     info = {"params": sum(p.numel() for p in model.parameters()), "macs": macs}
+    nn.utils.fuse_conv_bn(model, inplace=True)
     if engine == PROJECT:
         tx = mr.tensor(x)
 

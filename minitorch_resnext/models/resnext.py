@@ -83,6 +83,8 @@ class Bottleneck(_BottleneckBase):
     """Figure 3(c): one grouped 3x3 convolution. torchvision's `Bottleneck` (keys conv1, bn1,
     conv2, bn2, conv3, bn3, downsample), stride on the 3x3."""
 
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # nn.utils.fuse_conv_bn
+
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: Module | None = None, groups: int = 1, base_width: int = 64) -> None:
         super().__init__(inplanes, planes, stride, groups, base_width)
@@ -156,6 +158,7 @@ class ConcatBottleneck(_BottleneckBase):
     one 1x1 `conv3` (C*d -> out) and bn3."""
 
     path_layers = {"conv1": ("0", 0), "bn1": ("1", 0), "conv2": ("3", 0), "bn2": ("4", 0)}
+    conv_bn_pairs = (("conv3", "bn3"),)  # nn.utils.fuse_conv_bn
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: Module | None = None, groups: int = 1, base_width: int = 64) -> None:
@@ -257,6 +260,8 @@ class ResNet(Module):
     `stem='cifar'`: 3x3/1 conv, no pooling (the paper's CIFAR models). `block` picks the
     block form (default the grouped one, whose keys match torchvision's).
     """
+
+    conv_bn_pairs = (("conv1", "bn1"),)  # the stem, for nn.utils.fuse_conv_bn
 
     def __init__(self, layers: Sequence[int], num_classes: int = 1000, groups: int = 1,
                  width_per_group: int = 64, zero_init_residual: bool = False,

@@ -1,6 +1,6 @@
 """Layers and containers with PyTorch's names (`import minitorch_resnext.nn as nn`)."""
 
-from . import init
+from . import init, utils
 from .container import ModuleList, Sequential
 from .conv import Conv2d
 from .layers import Dropout, Flatten, Identity, Linear, ReLU
@@ -11,4 +11,5 @@ from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "Identity",
     "Linear", "MaxPool2d", "Module", "ModuleList", "Parameter", "ReLU", "Sequential", "init",
+    "utils",
 ]
