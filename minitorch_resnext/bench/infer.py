@@ -6,9 +6,10 @@ run by ONNX Runtime (CPU execution provider, all graph optimisations), and with 
 of the model built module by module (`train.torch_twin`) when it is installed. Every engine
 runs the model with its batch norms folded into the convolutions (`nn.utils.fuse_conv_bn`, what
 ONNX Runtime's optimisations do to a Conv -> BatchNormalization pair anyway); ONNX Runtime
-also fuses each ReLU into the convolution before it, which this package does not. The weights are the model's seed-0 initialisation, with BatchNorm statistics
-taken from one batch of random images (so every BatchNorm normalises, as in a trained model);
-every engine loads them from the same file.
+also fuses each ReLU into the convolution before it, which this package does not. The
+weights are the model's seed-0 initialisation, with BatchNorm statistics taken from one batch
+of random images (so every BatchNorm normalises, as in a trained model); every engine loads
+them from the same file and folds them itself.
 
 Each engine runs in a process of its own with the same thread count (`_worker.py`). Before
 anything is timed, each engine's logits on the benchmark batch are compared with this
