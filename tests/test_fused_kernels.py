@@ -88,6 +88,28 @@ def test_max_pool2d_kernels_match_the_reference(data):
     np.testing.assert_array_equal(dx, want_dx)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool2d_kernel_passes_nan_on_like_the_composition(stride):
+    """A NaN in a window becomes its output, and the gradient stays with the maximum before
+    it (the reference, np.argmax, would send it to the NaN instead)."""
+    import minitorch_resnext as mr
+    from minitorch_resnext import fusion
+
+    x = (np.arange(2 * 3 * 7 * 8, dtype=np.float64) * 5 % 11 - 5).reshape(2, 3, 7, 8)
+    x[0, 1, 2, 3] = x[1, 2, 6, 7] = x[1, 0, 0, 0] = np.nan
+    geometry = ((3, 3), (stride, stride), (1, 1))
+    out_hw = ((7 - 1) // stride + 1, (8 - 1) // stride + 1)
+    y, arg = K.max_pool2d_forward(x, *geometry, out_hw)
+    dx = K.max_pool2d_backward(np.ones_like(y), arg, x.shape[2:], *geometry)
+    with fusion.composed():
+        t = mr.tensor(x, requires_grad=True)
+        want = mr.F.max_pool2d(t, 3, stride, 1)
+        want.sum().backward()
+    np.testing.assert_array_equal(y, want.numpy())  # NaN where the composition has NaN
+    assert np.isnan(y).any() and not np.isnan(dx).any()
+    np.testing.assert_array_equal(dx, t.grad.numpy())
+
+
 @given(data=st.data(), include_pad=st.booleans())
 def test_avg_pool2d_kernels_match_the_reference(data, include_pad):
     (x,), kw = data.draw(CASES["avg_pool2d"].strategy())

@@ -1,10 +1,11 @@
 """Max and average pooling over NCHW, forward and backward, one parallel task per plane.
 
 A task takes one (image, channel) plane and visits each output pixel's window once, taps in
-row-major order, skipping those on the padding. Max pooling records which tap won (the first
-maximal one, as the composition in `functional/pooling.py` does: padding counts as -inf, and
-a NaN becomes the output without taking the tap); its backward adds each output's gradient
-to that tap's input pixel. Average pooling divides by the window's size, or with
+row-major order, skipping those on the padding; max pooling's forward takes each tap for a
+whole output row at once, so that the loop over the row vectorises. Max pooling records which
+tap won (the first maximal one, as the composition in `functional/pooling.py` does: padding
+counts as -inf, and a NaN becomes the output without taking the tap); its backward adds each
+output's gradient to that tap's input pixel. Average pooling divides by the window's size, or with
 `count_include_pad=False` by the number of its taps inside the image. Overlapping windows
 add up within a task, so no two tasks write the same pixel.
 """
@@ -14,8 +15,23 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._numba import fill, u, valid_cols
+
 Planes = np.ndarray  # (N*C, H, W): each (image, channel) plane
 Taps = np.ndarray  # (N*C, H_out, W_out) int32: the winning tap of each window, i * kW + j
+
+
+@njit(cache=True, inline="always")
+def _max_taps(xf: np.ndarray, src: int, step: int, yf: np.ndarray, af: np.ndarray, row: int,
+              lo: int, hi: int, tap: np.int32) -> None:
+    """Outputs row + lo .. row + hi take tap `tap`, read at xf[src + q*step], where it is
+    larger (a NaN becomes the output; the winning tap stays). Called with a literal step of 1
+    or 2 where it is one, so that the loop vectorises."""
+    for q in range(lo, hi):
+        v, best = xf[u(src + q * step)], yf[u(row + q)]
+        wins = v > best
+        af[u(row + q)] = tap if wins else af[u(row + q)]
+        yf[u(row + q)] = v if wins or v != v else best
 
 
 @njit(cache=True, parallel=True)
@@ -23,26 +39,27 @@ def _max_forward(x: Planes, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int
                  y: Planes, arg: Taps) -> None:
     planes, h, w = x.shape
     _, out_h, out_w = y.shape
+    xf, yf, af = x.reshape(-1), y.reshape(-1), arg.reshape(-1)
     for p in prange(planes):
         for r in range(out_h):
-            for q in range(out_w):
-                best = -np.inf
-                won = 0
-                for i in range(kh):
-                    ih = r * sh - ph + i
-                    if ih < 0 or ih >= h:
-                        continue
-                    for j in range(kw):
-                        iw = q * sw - pw + j
-                        if iw < 0 or iw >= w:
-                            continue
-                        v = x[p, ih, iw]
-                        if v > best:
-                            best, won = v, i * kw + j
-                        elif v != v:  # NaN propagates; the winning tap stays
-                            best = v
-                y[p, r, q] = best
-                arg[p, r, q] = won
+            row = (p * out_h + r) * out_w
+            fill(yf, row, out_w, -np.inf)
+            fill(af, row, out_w, 0)
+            # tap by tap over the whole output row, so that the loop over it vectorises; each
+            # output still sees its taps in row-major order
+            for i in range(kh):
+                ih = r * sh - ph + i
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    lo, hi = valid_cols(j - pw, sw, w, out_w)
+                    src, tap = (p * h + ih) * w + j - pw, np.int32(i * kw + j)
+                    if sw == 1:
+                        _max_taps(xf, src, 1, yf, af, row, lo, hi, tap)
+                    elif sw == 2:
+                        _max_taps(xf, src, 2, yf, af, row, lo, hi, tap)
+                    else:
+                        _max_taps(xf, src, sw, yf, af, row, lo, hi, tap)
 
 
 @njit(cache=True, parallel=True)
