@@ -1,6 +1,6 @@
 """Thread pools that wait passively: importing the package makes NumPy's OpenBLAS threads sleep
 as soon as a call ends (instead of spinning for about 0.1 s on the cores the Numba kernels
-need), unless the user chose otherwise."""
+need), and Numba's OpenMP threads after each kernel, unless the user chose otherwise."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ for lib in threadpool_info():
             read[lib["filepath"]] = ctypes.CDLL(lib["filepath"]).openblas_thread_timeout()
         except AttributeError:  # a build that does not export it
             pass
-print(json.dumps({"env": os.environ.get("OPENBLAS_THREAD_TIMEOUT"), "read": read}))
+print(json.dumps({"env": os.environ.get("OPENBLAS_THREAD_TIMEOUT"), "read": read,
+                  "omp": os.environ.get("OMP_WAIT_POLICY")}))
 """
 
 
 def probe(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -39,3 +41,11 @@ def test_openblas_threads_sleep_after_a_call_unless_the_user_says(user, expected
     assert result["env"] == str(expected)
     # where NumPy's BLAS is OpenBLAS, it read the value when it loaded
     assert all(value == expected for value in result["read"].values())
+
+
+@pytest.mark.parametrize("user, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_numba_openmp_threads_wait_passively_unless_the_user_says(user, expected):
+    """Set on importing the package, before a program can start Numba's threads (with
+    `numba.set_num_threads`) and before the CPU kernels load."""
+    result = probe(**({} if user is None else {"OMP_WAIT_POLICY": user}))
+    assert result["omp"] == expected

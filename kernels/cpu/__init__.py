@@ -10,16 +10,9 @@ announces and `compiling` follows kernel by kernel (it also stamps each kernel's
 its file and the files it imports from).
 """
 
-import os
-
-# Numba's OpenMP threads spin for a while after each parallel kernel by default, holding a core
-# that the Python thread needs between kernels; on a machine with few cores the small models'
-# training then waits on the spinning threads. It must be set before Numba starts OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # target first: it sets Numba's target features before any function here is decorated (a
 # decorated function makes Numba create its code generator)
-from . import memory, notice, target  # noqa: E402, F401
+from . import memory, notice, target  # noqa: F401
 
 memory.keep_freed_memory()  # a step's large arrays reuse the last step's pages
 
