@@ -1,10 +1,12 @@
 """BLAS work split over images on Python threads (`kernels.cpu.blas_threads`): the ranges cover
 the batch exactly, each range runs once with BLAS single-threaded, results come back in order,
-and BLAS's thread count is what it was afterwards, also when a range fails."""
+BLAS's thread count is what it was afterwards, also when a range fails, and a forked child
+does not wait on its parent's threads."""
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import threading
 
 import numba
@@ -90,3 +92,26 @@ def test_a_split_inside_a_split_runs_whole_on_its_thread():
 def test_one_thread_runs_the_whole_batch_as_it_is():
     with threads(1):
         assert split_images(lambda a, b: (a, b, blas_threads()), 8) == [(0, 8, 1)]
+
+
+def _split_in_child(queue) -> None:
+    with threads(2):
+        queue.put(split_images(lambda a, b: (a, b), 4))
+
+
+@needs_two
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # forking a threaded process
+def test_a_forked_child_splits_on_threads_of_its_own():
+    with threads(2):
+        split_images(lambda a, b: (a, b), 4)  # the parent's worker thread exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_split_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0, "the child hung on the parent's worker threads"
+    assert queue.get(timeout=5) == [(0, 2), (2, 4)]

@@ -11,6 +11,7 @@ first range itself.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -61,6 +62,16 @@ def split_images(work: Callable[[int, int], T], n: int, align: int = 1) -> list[
                 lib.set_num_threads(count)
     finally:
         _LOCK.release()
+
+
+def _forget_threads() -> None:
+    """In a forked child: the parent's worker threads do not exist there (and its lock may have
+    been held by one of them), so start afresh."""
+    global _LOCK, _pool, _workers
+    _LOCK, _pool, _workers = threading.Lock(), None, 0
+
+
+os.register_at_fork(after_in_child=_forget_threads)
 
 
 def _resources(workers: int) -> tuple[ThreadPoolExecutor, ThreadpoolController]:
