@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from minitorch_resnext.kernels.cpu import blas_threads as blas_threads_module
 from minitorch_resnext.kernels.cpu.blas_threads import ranges, split_images
 
 
@@ -59,7 +60,7 @@ def test_each_range_runs_once_on_its_own_thread_with_blas_single_threaded():
         return list(range(start, stop))
 
     with threads(2):
-        got = split_images(work, 9, align=2)
+        got = split_images(work, 9, macs=1, align=2)
         after = blas_threads()
     assert [i for part in got for i in part] == list(range(9))  # in order
     assert sorted((a, b) for a, b, _, _ in seen) == [(0, 4), (4, 9)]
@@ -77,26 +78,37 @@ def test_a_failing_range_raises_and_leaves_blas_as_it_was():
 
     with threads(2):
         with pytest.raises(ValueError, match="range failed"):
-            split_images(work, 4)
+            split_images(work, 4, macs=1)
         assert blas_threads() == 2
-        assert split_images(lambda a, b: (a, b), 4) == [(0, 2), (2, 4)]  # usable again
+        assert split_images(lambda a, b: (a, b), 4, macs=1) == [(0, 2), (2, 4)]  # usable
 
 
 @needs_two
 def test_a_split_inside_a_split_runs_whole_on_its_thread():
     with threads(2):
-        got = split_images(lambda a, b: split_images(lambda c, d: (c, d), b - a), 4)
+        got = split_images(lambda a, b: split_images(lambda c, d: (c, d), b - a, macs=1), 4,
+                           macs=1)
     assert got == [[(0, 2)], [(0, 2)]]
+
+
+@needs_two
+def test_small_work_runs_whole_on_the_calling_thread(monkeypatch):
+    """Below MIN_SPLIT_MACS (the suite sets it to 0 elsewhere) handing work over costs more
+    than a second thread saves."""
+    monkeypatch.setattr(blas_threads_module, "MIN_SPLIT_MACS", 1000)
+    with threads(2):
+        assert split_images(lambda a, b: (a, b, blas_threads()), 8, macs=999) == [(0, 8, 2)]
+        assert split_images(lambda a, b: (a, b), 8, macs=1000) == [(0, 4), (4, 8)]
 
 
 def test_one_thread_runs_the_whole_batch_as_it_is():
     with threads(1):
-        assert split_images(lambda a, b: (a, b, blas_threads()), 8) == [(0, 8, 1)]
+        assert split_images(lambda a, b: (a, b, blas_threads()), 8, macs=1) == [(0, 8, 1)]
 
 
 def _split_in_child(queue) -> None:
     with threads(2):
-        queue.put(split_images(lambda a, b: (a, b), 4))
+        queue.put(split_images(lambda a, b: (a, b), 4, macs=1))
 
 
 @needs_two
@@ -104,7 +116,7 @@ def _split_in_child(queue) -> None:
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # forking a threaded process
 def test_a_forked_child_splits_on_threads_of_its_own():
     with threads(2):
-        split_images(lambda a, b: (a, b), 4)  # the parent's worker thread exists now
+        split_images(lambda a, b: (a, b), 4, macs=1)  # the parent's worker thread exists
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_split_in_child, args=(queue,))

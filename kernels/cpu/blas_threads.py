@@ -6,7 +6,8 @@ convolution of one 16x16 image, so on small images a batched GEMM ran at a third
 cores can do. The images of a batch are independent, so here each of `numba.get_num_threads()`
 Python threads takes a range of whole images and calls BLAS single-threaded on them; NumPy
 releases the GIL inside `matmul`, so the threads run at once. The calling thread takes the
-first range itself.
+first range itself. Handing a range to a thread and waiting for it costs 50-120 us, so work of
+fewer than MIN_SPLIT_MACS multiply-adds runs whole.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ import numba
 from threadpoolctl import ThreadpoolController
 
 T = TypeVar("T")
+
+# Below this many multiply-adds (about 0.2 ms on one core) a split costs more than the second
+# thread saves: a 1x1 convolution of 4.2M ran in 88 us whole and 136 us split on two threads,
+# one of 16.8M in 395 and 348 (AMD EPYC, 2 vCPUs).
+MIN_SPLIT_MACS = 1 << 23
 
 _LOCK = threading.Lock()  # one split at a time sets BLAS's thread count
 _pool: ThreadPoolExecutor | None = None
@@ -37,13 +43,14 @@ def ranges(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def split_images(work: Callable[[int, int], T], n: int, align: int = 1) -> list[T]:
+def split_images(work: Callable[[int, int], T], n: int, *, macs: int, align: int = 1
+                 ) -> list[T]:
     """`work(start, stop)` over `ranges(n, threads, align)`, one range per thread with BLAS
-    single-threaded; the results in order. With one thread, a single range or another split in
-    progress (a call from another Python thread), `work(0, n)` runs as it is, BLAS threads
-    and all."""
+    single-threaded; the results in order. With one thread, a single range, fewer than
+    MIN_SPLIT_MACS multiply-adds in all (`macs`) or another split in progress (a call from
+    another Python thread), `work(0, n)` runs as it is, BLAS threads and all."""
     parts = ranges(n, numba.get_num_threads(), align)
-    if len(parts) == 1 or not _LOCK.acquire(blocking=False):
+    if len(parts) == 1 or macs < MIN_SPLIT_MACS or not _LOCK.acquire(blocking=False):
         return [work(0, n)]
     try:
         pool, blas = _resources(len(parts) - 1)

@@ -207,7 +207,8 @@ def forward(
         if bias is not None:
             y[start:stop] += bias.reshape(1, -1, 1, 1)
 
-    split_images(images, plan.n_img, 1 if plan.pointwise else plan.step)
+    split_images(images, plan.n_img, macs=geometry.macs,
+                 align=1 if plan.pointwise else plan.step)
 
 
 def grad_input(
@@ -234,7 +235,8 @@ def grad_input(
                 _col2im(col.reshape(plan.groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw),
                         gx, n0, plan.geometry.args)
 
-    split_images(images, plan.n_img, 1 if plan.pointwise else plan.step)
+    split_images(images, plan.n_img, macs=geometry.macs,
+                 align=1 if plan.pointwise else plan.step)
 
 
 def grad_weight(
@@ -254,7 +256,7 @@ def grad_weight(
 
     gw3 = gw.reshape(plan.groups, plan.og, plan.k)
     gw3[...] = 0
-    for sums in split_images(partial_sums, plan.n_img, plan.part):
+    for sums in split_images(partial_sums, plan.n_img, macs=geometry.macs, align=plan.part):
         for s in sums:
             gw3 += s
 
