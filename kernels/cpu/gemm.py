@@ -138,6 +138,8 @@ class _Plan:
         else:
             self.step = max(1, min(self.n_img, -(-_GEMM_COLUMNS // self.pixels)))
             self.part = -(-self.n_img // (self.step * _SUM_PARTS)) * self.step
+        # forward and grad_input: a thread's images start a chunk (pointwise: no chunks)
+        self.align = 1 if self.pointwise else self.step
 
     def columns(self, x: np.ndarray, n0: int, m: int) -> np.ndarray:
         """im2col of images n0 .. n0 + m: (groups, K, m*P)."""
@@ -207,8 +209,7 @@ def forward(
         if bias is not None:
             y[start:stop] += bias.reshape(1, -1, 1, 1)
 
-    split_images(images, plan.n_img, macs=geometry.macs,
-                 align=1 if plan.pointwise else plan.step)
+    split_images(images, plan.n_img, macs=geometry.macs, align=plan.align)
 
 
 def grad_input(
@@ -222,21 +223,21 @@ def grad_input(
     wt = w.reshape(plan.groups, plan.og, plan.k).transpose(0, 2, 1)
 
     def images(start: int, stop: int) -> None:
-        gyg, gxs = plan.by_group(gy[start:stop]), gx[start:stop]
-        if plan.pointwise and plan.stride == (1, 1):
-            np.matmul(wt, gyg, out=plan.by_group(gxs))
-        elif plan.pointwise:  # only the pixels the convolution read get a gradient
-            gxs[...] = 0
-            plan.subsample(gxs)[...] = np.matmul(wt, gyg).reshape(stop - start, -1,
-                                                                  *plan.out_hw)
-        else:
+        if not plan.pointwise:
             for n0, m in plan.chunks(start, stop):
                 col = np.matmul(wt, plan.gemm_layout(gy, n0, m))
                 _col2im(col.reshape(plan.groups, plan.cg, plan.kh, plan.kw, m, *plan.out_hw),
                         gx, n0, plan.geometry.args)
+            return
+        gyg, gxs = plan.by_group(gy[start:stop]), gx[start:stop]
+        if plan.stride == (1, 1):
+            np.matmul(wt, gyg, out=plan.by_group(gxs))
+        else:  # only the pixels the convolution read get a gradient
+            gxs[...] = 0
+            plan.subsample(gxs)[...] = np.matmul(wt, gyg).reshape(stop - start, -1,
+                                                                  *plan.out_hw)
 
-    split_images(images, plan.n_img, macs=geometry.macs,
-                 align=1 if plan.pointwise else plan.step)
+    split_images(images, plan.n_img, macs=geometry.macs, align=plan.align)
 
 
 def grad_weight(
