@@ -92,7 +92,6 @@ def _end_other_ranks() -> None:
     mpi = getattr(comm, "mpi", comm)  # NCCL runs over an MPI communicator
     if comm.world_size > 1 and hasattr(mpi, "abort"):
         print(f"rank {comm.rank} of {comm.world_size} failed: ending every rank", file=sys.stderr)
-        sys.stderr.flush()
         mpi.abort(1)
 
 

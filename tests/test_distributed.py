@@ -250,3 +250,39 @@ def test_an_unused_parameter_needs_finish_gradient_sync():
     assert not ddp._in_progress()
     np.testing.assert_array_equal(extra.grad.numpy(), [0.0, 0.0])
     ddp.finish_gradient_sync()  # nothing left: a no-op
+
+
+def test_abort_waits_until_the_launcher_has_read_this_ranks_last_words():
+    # MPI_Abort tears the job down: what a rank wrote to its stderr pipe just before is lost
+    # unless the reader (the launcher) has taken it out of the pipe first
+    import os
+    import threading
+    import time
+
+    from minitorch_resnext.distributed import mpi
+
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    received = bytearray()
+
+    def slow_launcher() -> None:
+        time.sleep(0.3)
+        received.extend(os.read(read_end, 1 << 16))
+
+    try:
+        os.dup2(write_end, 2)
+        os.write(2, b"rank 1 of 2 failed\n")
+        assert mpi._unread_bytes(2) == len(b"rank 1 of 2 failed\n")
+        reader = threading.Thread(target=slow_launcher)
+        start = time.perf_counter()
+        reader.start()
+        mpi._drain_output(timeout=5.0)
+        waited = time.perf_counter() - start
+        assert mpi._unread_bytes(2) == 0
+    finally:
+        os.dup2(saved, 2)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+        reader.join()
+    assert bytes(received) == b"rank 1 of 2 failed\n"
+    assert 0.3 <= waited < 5.0

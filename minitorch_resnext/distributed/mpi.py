@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
+import struct
 import sys
+import time
 import traceback
 from types import TracebackType
 from typing import Any
@@ -98,8 +101,38 @@ class MPIComm(Communicator):
         return f"mpi ({self.library}): {self.world_size} rank(s); {where}"
 
     def abort(self, code: int = 1) -> None:
-        """End every rank of the job now."""
+        """End every rank of the job, once the launcher has this rank's last words."""
+        _drain_output()
         self.comm.Abort(code)
+
+
+def _drain_output(timeout: float = 2.0) -> None:
+    """Flush stdout and stderr and wait (at most `timeout` seconds) until the launcher has
+    read them out of their pipes: `MPI_Abort` makes mpiexec tear the job down, and what a
+    rank wrote just before, still in the pipe, would be lost with it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + timeout
+    for fd in (1, 2):
+        while _unread_bytes(fd) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    time.sleep(0.05)  # the launcher forwards what it read before it handles the abort
+
+
+def _unread_bytes(fd: int) -> int:
+    """Bytes written to pipe `fd` that its reader has not yet read (0 if not a pipe)."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        import fcntl
+        import termios
+
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (OSError, ImportError):
+        return 0
 
 
 def check_launch(comm: MPIComm) -> None:
@@ -143,7 +176,6 @@ def install_abort_hook(comm: MPIComm) -> None:
         text = "".join(traceback.format_exception(kind, value, tb))
         sys.stderr.write(f"rank {comm.rank} of {comm.world_size} failed (pid {os.getpid()}):\n"
                          f"{text}aborting all ranks\n")
-        sys.stderr.flush()
         comm.abort(1)
 
     sys.excepthook = hook
