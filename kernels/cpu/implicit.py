@@ -66,11 +66,13 @@ from .intrinsics import pack_pixels
 from .target import ISA
 
 # The tiles fill the target's registers (`Tile.fitting`): with AVX-512, 8 x 32 and 4 x 16 x 3
-# taps; with AVX2, 6 x 16 and 4 x 8 x 3 taps.
+# taps; with AVX2, 6 x 16 (forward), 4 x 16 and 3 x 8 x 3 taps (grad_weight, whose row values
+# LLVM loads all at once).
 TILE = Tile.fitting(ISA, vectors=2, max_rows=8)  # forward: output pixels x output channels
-WEIGHT_TILE = Tile.fitting(ISA, vectors=2, max_rows=8)  # grad_weight: output x input channels
+# grad_weight: output x input channels
+WEIGHT_TILE = Tile.fitting(ISA, vectors=2, max_rows=8, hoisted=True)
 RUN = 3  # grad_weight with one register of input channels: 3 adjacent taps at once
-NARROW_TILE = Tile.fitting(ISA, vectors=1, max_rows=4, taps=RUN)
+NARROW_TILE = Tile.fitting(ISA, vectors=1, max_rows=4, taps=RUN, hoisted=True)
 # row tiles: one register of output channels; the image widths whose accumulators (one register
 # per output pixel of the row), three weight vectors and a broadcast fit the registers
 ROW_LANES = ISA.lanes(np.float32)

@@ -13,9 +13,10 @@ register-tiled micro-kernel:
 memory), ``B`` has NR adjacent values per step (two vector registers of float32: 32 with
 AVX-512, 16 with AVX2), and the MR x NR accumulators stay in registers for the whole
 reduction: per step, 2 vector loads and MR broadcasts feed 2 * MR vector FMAs. MR is as many
-rows as the target's registers hold, up to 8 (8 with AVX-512's 32 registers, 6 with AVX2's
-16; `codegen.Tile.fitting`). The micro-kernel is generated scalar code that
-LLVM's SLP vectoriser packs into vector registers (`codegen`).
+rows as the target's registers hold beside a step's 2 vectors and MR broadcasts (LLVM loads
+them all ahead of the FMAs), up to 8: 8 with AVX-512's 32 registers, 4 with AVX2's 16
+(`codegen.Tile.fitting`). The micro-kernel is generated scalar code that LLVM's SLP vectoriser
+packs into vector registers (`codegen`).
 
 No im2col. In the padded block, row ih of image b sits at ``(b*band + ih + pH) * pitch``
 and an output pixel (b, r, q) at column ``p = (b*band + r) * pitch + q``, so every tap
@@ -49,7 +50,7 @@ from .intrinsics import prefetch_range
 from .target import ISA
 
 # rows: output channels, broadcast from the packed weights; lanes: output pixels
-TILE = Tile.fitting(ISA, vectors=2, max_rows=8)
+TILE = Tile.fitting(ISA, vectors=2, max_rows=8, hoisted=True)
 MR, NR = TILE
 # output pixels (junk included) of one block: its padded input and its output take about
 # this many bytes, to stay in the per-core L2 cache ...
