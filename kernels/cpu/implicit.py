@@ -80,7 +80,6 @@ ROW_WIDTHS = tuple(w for w in (7, 14) if w + 3 + 1 <= ISA.registers)
 _IMAGES = 8  # images per task (up to), so that the tiles of the corner pixels are full ...
 _BLOCK_BYTES = 256 * 1024  # ... while the task's input stays in the per-core L2 cache
 _WEIGHT_BLOCK_BYTES = 64 * 1024  # grad_weight: the packed input and grad_out in the L1 cache
-_WEIGHT_TASKS = 16  # grad_weight: up to this many tasks (groups x channel slices), fixed by shape
 
 
 class ForwardPlan(NamedTuple):
@@ -616,7 +615,9 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dG
     fixed order (one task per group, or per slice of its output channels when there are few
     groups), so the result does not depend on the thread count."""
     n_img, cg, og = geometry.batch, geometry.in_per_group, geometry.out_per_group
-    parts = min(max(1, og // WEIGHT_TILE.rows), -(-_WEIGHT_TASKS // geometry.groups))
+    # slices of a group's output channels keep the threads busy where groups are few; each
+    # packs the block's input again, so no more of them (the slices change no sum)
+    parts = min(max(1, og // WEIGHT_TILE.rows), min_tasks_per_group(geometry.groups))
     m = _images(n_img, (cg + og) * math.prod(geometry.output_hw) * x.itemsize,
                 _WEIGHT_BLOCK_BYTES)
     # input channels on the lanes: up to NARROW_TILE.lanes of them with runs of up to RUN taps,
