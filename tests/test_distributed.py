@@ -3,6 +3,10 @@ math and DistributedDataParallel's buckets. The 2-rank jobs are in test_distribu
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -255,12 +259,9 @@ def test_an_unused_parameter_needs_finish_gradient_sync():
 def test_abort_waits_until_the_launcher_has_read_this_ranks_last_words():
     # MPI_Abort tears the job down: what a rank wrote to its stderr pipe just before is lost
     # unless the reader (the launcher) has taken it out of the pipe first
-    import os
-    import threading
-    import time
-
     from minitorch_resnext.distributed import mpi
 
+    line = b"rank 1 of 2 failed\n"
     read_end, write_end = os.pipe()
     saved = os.dup(2)
     received = bytearray()
@@ -269,11 +270,11 @@ def test_abort_waits_until_the_launcher_has_read_this_ranks_last_words():
         time.sleep(0.3)
         received.extend(os.read(read_end, 1 << 16))
 
+    reader = threading.Thread(target=slow_launcher)
     try:
         os.dup2(write_end, 2)
-        os.write(2, b"rank 1 of 2 failed\n")
-        assert mpi._unread_bytes(2) == len(b"rank 1 of 2 failed\n")
-        reader = threading.Thread(target=slow_launcher)
+        os.write(2, line)
+        assert mpi._unread_bytes(2) == len(line)
         start = time.perf_counter()
         reader.start()
         mpi._drain_output(timeout=5.0)
@@ -281,8 +282,9 @@ def test_abort_waits_until_the_launcher_has_read_this_ranks_last_words():
         assert mpi._unread_bytes(2) == 0
     finally:
         os.dup2(saved, 2)
+        if reader.is_alive():
+            reader.join()
         for fd in (saved, read_end, write_end):
             os.close(fd)
-        reader.join()
-    assert bytes(received) == b"rank 1 of 2 failed\n"
+    assert bytes(received) == line
     assert 0.3 <= waited < 5.0
