@@ -174,6 +174,24 @@ MUTANTS = [
            (("s = plane + ih * wd + lo * sw + j * dw - pw",
              "s = plane + ih * wd + lo * sw + j * dh - pw"),),
            regimes("gemm")),
+    # --- depthwise.py
+    Mutant("depthwise: the task split drops the remainder", "kernels/cpu/depthwise.py",
+           (("        for p in range(t * planes // tasks, (t + 1) * planes // tasks):\n"
+             "            n, o = p // c_out, p % c_out",
+             "        for p in range(t * (planes // tasks), (t + 1) * (planes // tasks)):\n"
+             "            n, o = p // c_out, p % c_out"),),
+           regimes("depthwise")),
+    Mutant("depthwise: 'plane' copies one row too few out", "kernels/cpu/depthwise.py",
+           (("                for r in range(out_h):\n                    transfer(ybuf",
+             "                for r in range(out_h - 1):\n                    transfer(ybuf"),),
+           regimes("depthwise")),
+    Mutant("depthwise: strided, the rows a tap reads found by // for %",
+           "kernels/cpu/depthwise.py",
+           (("read = read or i * dh % sh == a", "read = read or i * dh // sh == a"),),
+           regimes("depthwise")),
+    Mutant("depthwise: grad_weight's dot products stop a row short", "kernels/cpu/depthwise.py",
+           (("    n = (out_h - 1) * pitch + out_w\n", "    n = (out_h - 1) * pitch\n"),),
+           regimes("depthwise")),
     # --- rules.py and the conditions of selection.py
     threshold("POINTWISE_GEMM_MIN_CHANNELS", "8", "16"),
     threshold("GEMM_MIN_CHANNELS", "96", "128"),

@@ -60,13 +60,19 @@ def random_problem(cfg: dict, dtype: str, seed: int = 0, bias: bool = True) -> t
 
 def computes(algorithm: str | Choice | None, pass_: str, g: Conv2dGeometry) -> bool:
     """Whether a forced algorithm must compute this pass: tiled has no grad_weight and needs a
-    transposable convolution (stride 1, padding within the kernel's extent); the others compute
-    every pass of every convolution."""
+    transposable convolution (stride 1, padding within the kernel's extent); depthwise needs
+    one input channel per group, and for grad_input also one output channel per group and a
+    transposable convolution; the others compute every pass of every convolution."""
     name = algorithm.algorithm if isinstance(algorithm, Choice) else algorithm
     transposable = g.stride == (1, 1) and all(
         p <= d * (k - 1) for p, d, k in zip(g.padding, g.dilation, g.kernel_hw))
     if name == "tiled":
         return pass_ != "grad_weight" and transposable
+    if name == "depthwise":
+        one_input = g.in_channels == g.groups
+        if pass_ == "grad_input":
+            return one_input and g.out_channels == g.groups and transposable
+        return one_input
     return True
 
 
@@ -148,7 +154,9 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     """A random convolution for one algorithm's regime.
 
     general / depthwise: few channels per group, kernels up to 7x7 (non-square), per-axis
-    stride and dilation up to 3, padding up to past the kernel's extent, output down to 1x1.
+    stride and dilation up to 3 (depthwise: stride 1 half of the time, where the depthwise
+    kernel's grad_input is a forward convolution), padding up to past the kernel's extent,
+    output down to 1x1.
     direct / tiled / implicit / gemm: channels per group from CHANNEL_EDGES (up to 17, 40, 65
     and 40); kernels up to 3x3 when there are many channels (their cost grows with both);
     tiled: what it computes (stride 1, padding within the kernel's extent); implicit: stride 1
@@ -158,7 +166,7 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     """
     groups, cg, og = _channels(draw, kind)
     pointwise = kind == "gemm" and draw(st.booleans())
-    unit_stride = kind == "tiled" or (kind == "implicit" and draw(st.booleans()))
+    unit_stride = kind == "tiled" or (kind in ("implicit", "depthwise") and draw(st.booleans()))
     within = kind == "tiled" or (kind == "implicit" and unit_stride)  # padding <= extent
     max_k = 1 if pointwise else 7 if max(cg, og) <= 9 else 3
     axes = []

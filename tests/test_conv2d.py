@@ -140,7 +140,7 @@ def test_same_and_valid_padding(device, kernel, dilation):
 def test_conv2d_algorithm_reports_the_backend_choice_per_pass():
     choices = conv2d_algorithm(t((1, 8, 6, 6)), t((8, 1, 3, 3)), padding=1, groups=8)
     for _, choice in choices:
-        assert choice.algorithm == "direct" and "depthwise" in choice.reason
+        assert choice.algorithm == "depthwise" and "depthwise" in choice.reason
     choice = conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1))).forward
     assert choice.algorithm == "gemm" and "1x1" in choice.reason
     assert conv2d_algorithm(t((1, 16, 6, 6)), t((32, 16, 1, 1)), stride=2).forward.algorithm == "gemm"
@@ -196,6 +196,7 @@ ROUTES = [
     ((2, 16, 9, 8), (8, 8, 1, 1), {"stride": 2, "groups": 2}),
     ((1, 96, 4, 4), (96, 96, 3, 3), {"padding": 1}),
     ((1, 64, 7, 7), (64, 32, 2, 2), {"padding": "same", "groups": 2}),
+    ((2, 6, 9, 8), (6, 1, 3, 3), {"padding": 1, "groups": 6}),
 ]
 
 

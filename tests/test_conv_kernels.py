@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 from conv_checks import (
     DTYPES,
+    assert_matches_reference,
     check_all_kernels,
+    computes,
     config,
     conv_configs,
     conv_problems,
     geometry_of,
     out_hw,
     random_problem,
+    run_pass,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,6 +97,17 @@ def test_cpu_kernels_match_reference(problem, algorithm):
 @given(conv_problems("depthwise"), st.sampled_from([None, *cpu.ALGORITHMS]))
 def test_cpu_kernels_match_reference_depthwise(problem, algorithm):
     check_all_kernels(problem, algorithm)
+
+
+@given(conv_problems("depthwise"), st.sampled_from(["rows", "plane"]))
+def test_depthwise_kernels_match_reference(problem, write):
+    """Both ways of writing the outputs, on kernels of 1 to 49 taps (passes of TAPS, the last
+    padded with zero weights)."""
+    g, forced = geometry_of(problem[0]), Choice("depthwise", {"write": write}, "")
+    for pass_ in ("forward", "grad_input"):
+        if computes("depthwise", pass_, g):
+            assert_matches_reference(pass_, run_pass(pass_, problem, forced), problem)
+    check_all_kernels(problem, "depthwise")  # grad_weight, and the passes it must refuse
 
 
 @given(conv_problems("direct"))

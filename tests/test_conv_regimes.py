@@ -30,7 +30,7 @@ from conv_checks import (
 )
 from threadpoolctl import threadpool_limits
 
-from minitorch_resnext.kernels.cpu import direct, gemm, implicit, tiled
+from minitorch_resnext.kernels.cpu import depthwise, direct, gemm, implicit, tiled
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,15 @@ LANE_TILES = [
            "strided: grad_input reads grad_out at every other pixel; one full and one "
            "partial lane tile"),
 ]
+DEPTHWISE = [
+    Regime("depthwise", config(2, 3, 1, 1, (7, 7), (13, 12), padding=(3, 2), dilation=(1, 2)),
+           {}, "49 taps: five passes and a sixth padded with zero weights, on a plane"),
+    Regime("depthwise", config(2, 2, 1, 3, (3, 3), (9, 40), (2, 3), (1, 2), (2, 1)), {},
+           "strided: row and column phases, the rows no tap reads skipped; three outputs per "
+           "channel"),
+    Regime("depthwise", config(3, 4, 1, 1, (5, 3), (7, 40), padding=(2, 1)), {},
+           "'rows' on 40-wide images: three passes straight into y, the last padded"),
+]
 REGIMES = [
     MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,
     Regime("direct", config(3, 2, 3, 6, (3, 2), (5, 4), (1, 1), (2, 1), (2, 1)), {},
@@ -112,8 +121,10 @@ REGIMES = [
            "1x1 on images of over 1024 pixels"),
     CHUNKS,
     POINTWISE_PARTS,
+    *DEPTHWISE,
 ]
-MODULES = {"direct": direct, "tiled": tiled, "implicit": implicit, "gemm": gemm}
+MODULES = {"depthwise": depthwise, "direct": direct, "tiled": tiled, "implicit": implicit,
+           "gemm": gemm}
 
 
 def patched(regime: Regime) -> contextlib.AbstractContextManager:
@@ -132,12 +143,16 @@ def test_kernel_regimes(regime, dtype, seed):
 
 
 def test_regimes_reach_what_they_are_for():
-    """The cases meant to pass the kernels' task counts and lane tiles still do."""
+    """The cases meant to pass the kernels' task counts, lane tiles and write modes still do."""
     assert min(geometry_of(r.cfg).groups for r in (MANY_GROUPS, MANY_UNITS)) > direct._TASKS
     for itemsize in (4, 8):
         blocks = direct_blocks(geometry_of(MANY_BLOCKS.cfg), itemsize)
         assert blocks > direct._GRAD_WEIGHT_TASKS and blocks % direct._GRAD_WEIGHT_TASKS
     assert {geometry_of(r.cfg).out_per_group % implicit.TILE.lanes for r in LANE_TILES} == {1, 8}
+    passes, _, rows = (geometry_of(r.cfg) for r in DEPTHWISE)
+    assert passes.taps % depthwise.TAPS and rows.taps % depthwise.TAPS
+    assert [depthwise.ALGORITHM.defaults("forward", g)["write"] for g in (passes, rows)] == [
+        "plane", "rows"]
 
 
 # --- ResNeXt's own convolutions ----------------------------------------------------------
@@ -217,6 +232,17 @@ def test_lane_tiles_read_only_the_channels_there_are(regime):
             assert_matches_reference(pass_, run_pass(pass_, problem, "implicit"), problem)
 
 
+@bounds
+@pytest.mark.parametrize("regime", DEPTHWISE, ids=["passes", "strided", "rows"])
+def test_depthwise_taps_read_only_their_buffers(regime):
+    """The depthwise kernel's taps read at offsets into a plane's padded (and strided,
+    phase-split) buffer, a short last pass into the zero row past it, and grad_weight's dot
+    products run over grad_out's buffer: checked for every pass in the bounds-checked process."""
+    problem = random_problem(regime.cfg, "float32")
+    with patched(regime):
+        check_all_kernels(problem, "depthwise")
+
+
 def _bounds_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """Where the bounds-checked kernels are cached: Numba's cache does not tell them from the
     unchecked ones, so apart from those, and kept between runs where it can be."""
@@ -236,4 +262,4 @@ def test_kernels_stay_in_bounds(request, tmp_path):
          str(Path(__file__).relative_to(ROOT))],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "3 passed" in done.stdout, done.stdout[-4000:]
+    assert "6 passed" in done.stdout, done.stdout[-4000:]

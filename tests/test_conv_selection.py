@@ -18,7 +18,7 @@ import pytest
 from conv_checks import assert_close, check_all_kernels, config, geometry_of, random_problem
 
 from minitorch_resnext.kernels import cpu, reference
-from minitorch_resnext.kernels.cpu import implicit, rules
+from minitorch_resnext.kernels.cpu import depthwise, implicit, rules
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -180,8 +180,8 @@ def test_default_choice_on_both_sides_of_each_threshold(rules_only, boundary, si
         (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images
         # ResNeXt-50 stage 3 (16 channels per group) with AVX-512: half a lane tile
         (32 * (implicit.TILE.lanes // 2), 32 * (implicit.TILE.lanes // 2), 32, 3, "tiled"),
-        (144, 144, 144, 3, "direct"),  # depthwise
-        (64, 192, 64, 3, "direct"),  # depthwise multiplier 3
+        (144, 144, 144, 3, "depthwise"),  # depthwise
+        (64, 192, 64, 3, "depthwise"),  # depthwise multiplier 3
         (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
         (128, 128, 1, 3, "gemm"),  # dense
         (256, 128, 1, 1, "gemm"),  # pointwise
@@ -194,6 +194,23 @@ def test_conv2d_algorithm_choice(rules_only, c_in, c_out, groups, kernel, expect
     choice = cpu.conv2d_algorithm(g).forward
     assert choice.algorithm == expected and choice.source == "rule"
     assert isinstance(choice.reason, str) and len(choice.reason) > 20
+
+
+def test_depthwise_grad_input_the_depthwise_kernel_cannot_run_goes_to_direct(rules_only):
+    strided = Conv2dGeometry.of((8, 96, 16, 16), (96, 1, 3, 3), stride=2, padding=1, groups=96)
+    choices = cpu.conv2d_algorithm(strided)
+    assert [choice.algorithm for _, choice in choices] == ["depthwise", "direct", "depthwise"]
+    multiplier = Conv2dGeometry.of((8, 64, 16, 16), (192, 1, 3, 3), padding=1, groups=64)
+    choices = cpu.conv2d_algorithm(multiplier)  # grad_input sums 3 outputs per input channel
+    assert [choice.algorithm for _, choice in choices] == ["depthwise", "direct", "depthwise"]
+
+
+@pytest.mark.parametrize("width, write", [(depthwise.ROWS_MIN_WIDTH, "rows"),
+                                          (depthwise.ROWS_MIN_WIDTH - 1, "plane")])
+def test_depthwise_writes_rows_of_wide_images(rules_only, width, write):
+    g = Conv2dGeometry.of((2, 8, 9, width), (8, 1, 3, 3), padding=1, groups=8)
+    choices = cpu.conv2d_algorithm(g)
+    assert choices.forward.params == choices.grad_input.params == {"write": write}
 
 
 ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_WIDTHS[-1]

@@ -3,7 +3,7 @@ kernels around it (batch norm, ReLU, pooling, cross-entropy, SGD).
 
 Array-in/array-out functions with the contract of `minitorch_resnext.kernels.reference` (and
 `reference_ops` for the fused kernels around the convolutions); `conv2d_algorithm` says which
-algorithm (direct, register-tiled, implicit GEMM or im2col + GEMM) each pass runs for a
+algorithm (depthwise, direct, register-tiled, implicit GEMM or im2col + GEMM) each pass runs for a
 geometry, and why. The kernels are compiled for `TARGET` (the vector ISA and code-generation
 settings of `target`). The first use of a kernel on a machine compiles it, which `notice`
 announces and `compiling` follows kernel by kernel (it also stamps each kernel's cache with

@@ -10,6 +10,9 @@ Numba functions costs about as much as moving a 56-pixel row.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numba
 import numpy as np
 from numba import njit
@@ -17,6 +20,22 @@ from numba import njit
 # tasks per thread that a parallel kernel makes at least, where the work can be split: with one
 # each, a thread that finishes early waits for the others
 TASKS_PER_THREAD = 2
+
+
+@contextlib.contextmanager
+def one_thread_below(work: int, threshold: int) -> Iterator[None]:
+    """Run the parallel kernels called inside on the calling thread alone when `work` is below
+    `threshold`: waking the pool's sleeping threads (they wait passively) costs more than they
+    would take off a small call (the calling thread's count only; restored after)."""
+    if work >= threshold or numba.get_num_threads() == 1:
+        yield
+        return
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
 
 
 def min_tasks_per_group(groups: int) -> int:

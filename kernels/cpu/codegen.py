@@ -81,8 +81,8 @@ def slp_vectorized() -> Iterator[None]:
 def main(argv: list[str]) -> int:
     """List the generated tiles, or print one's source (`python -m ...codegen [name]`)."""
     # the package's modules (run with -m, this file is __main__, another module): importing
-    # implicit and tiled generates their tiles into codegen.SOURCES
-    from . import codegen, implicit, tiled  # noqa: F401
+    # depthwise, implicit and tiled generates their tiles into codegen.SOURCES
+    from . import codegen, depthwise, implicit, tiled  # noqa: F401
 
     if not argv:
         print("\n".join(sorted(codegen.SOURCES)))

@@ -60,9 +60,13 @@ STRIDED_MIN_IMAGE_MACS = 1 << 20
 IMPLICIT_WEIGHT_MIN_CHANNELS = NARROW_TILE.lanes * 5 // 8
 
 _DEPTHWISE = Rule(
+    "depthwise", (DEPTHWISE,),
+    "memory-bound; one plane at a time in a padded buffer, all taps of an output summed before "
+    "it is stored once")
+_DEPTHWISE_DIRECT = Rule(
     "direct", (DEPTHWISE,),
     "memory-bound; the direct kernel reads each input row once and keeps it in cache for all "
-    "taps")
+    "taps (at any stride)")
 _POINTWISE = Rule(
     "gemm", (POINTWISE, channels_at_least(POINTWISE_GEMM_MIN_CHANNELS)),
     "a plain batched GEMM on the NCHW arrays (no im2col; strided: on every stride-th pixel), "
@@ -74,7 +78,7 @@ _DIRECT = Rule(
     "direct", (ALWAYS,),
     "few FLOPs per byte, so the direct kernel's single pass over the input, four output "
     "channels by four taps per inner loop, beats copying it into im2col columns")
-_FIRST = (_DEPTHWISE, _POINTWISE, _GEMM)  # what every pass decides first
+_FIRST = (_DEPTHWISE, _DEPTHWISE_DIRECT, _POINTWISE, _GEMM)  # what every pass decides first
 
 _IMPLICIT = Rule(
     "implicit", (TRANSPOSABLE, channels_at_least(IMPLICIT_MIN_CHANNELS),

@@ -1,0 +1,282 @@
+"""Depthwise convolution (one input channel per group), one plane at a time.
+
+A depthwise 3x3 convolution does 9 multiply-adds per value it reads: it is memory-bound, and
+the job is to read each input plane once, write each output value once, and do as little as
+possible in between. Each parallel task takes a run of (image, output channel) planes. It
+copies the input plane into the interior of a zero-padded buffer of its own, whose padding it
+writes once (the planes are all the same size, so the padding stays zero), and every tap
+(i, j) of every output pixel (r, q) is then a load at a fixed offset:
+
+    y[r, q] = bias + sum over taps of w[i, j] * xbuf[(r + i*dH) * pitch + q + j*dW]
+
+Strided, the buffer is split into stride phases as in the direct kernel (`direct`), so that a
+tap is again a shift; only the rows some tap reads are copied (at stride 2 and dilation 2,
+every other row).
+
+A generated loop sums `TAPS` taps (9: a 3x3 kernel in one pass) and stores each output once;
+larger kernels take several passes, and a short last pass reads zero weights against a block of
+zeros past the plane (zero times a value of the plane could be NaN). The direct kernel, by
+contrast, fills its scratch rows, reads and writes each output four times per 3x3 kernel and
+copies the result out, which costs more than the memory traffic itself. Two ways to write the
+outputs (the tuning parameter `write`):
+
+- "rows": each output row straight into y, for wide images (the loop is the row);
+- "plane": the whole plane, junk columns included (`pitch - W_out` per row), in one long loop
+  into a scratch plane, then copied into y: for narrow images, whose rows are a few vectors.
+
+grad_input with one output channel per group (stride 1, padding within the kernel's extent) is
+the forward convolution of grad_out with the flipped kernel (`Conv2dGeometry.transposed`);
+other depthwise grad_inputs are the direct kernel's. grad_weight: per plane, the TAPS dot
+products of grad_out (in a buffer of the output pitch, junk columns zero) with the padded
+input at each tap's offset, one load of grad_out for all of them; the per-plane sums are
+added over the images in order, so the result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..geometry import Conv2dGeometry, ConvArgs
+from ..selection import ConvAlgorithm, Pass
+from ._numba import TASKS_PER_THREAD, one_thread_below, transfer
+from .codegen import compile_tile
+from .direct import _col_ranges, _input_taps, _row_phases
+from .tiled import transposed_weights
+
+TAPS = 9
+# "rows" by default from this output width on, where saving the plane's copy pays; on narrower
+# images a row is a loop of a vector or two, and "plane"'s one long loop is faster
+ROWS_MIN_WIDTH = 32
+# below this many multiply-adds a call runs on one thread, which is faster there than waking
+# the others (on 2 vCPUs: up to 2^24, a 3x3 depthwise convolution of 4 images of 144 x 56 x 56)
+PARALLEL_MIN_MACS = 1 << 24
+
+
+def taps_source(taps: int) -> str:
+    """Python source of the `taps`-tap loop: dst[d + k] = init (or, accumulating, dst[d + k]) +
+    sum over q < taps of coef[c + q] * src[s + offsets[t + q] + k], for k < n."""
+    terms = " + ".join(f"a{q} * src[np.uint64(o{q} + k)]" for q in range(taps))
+    lines = ["def tile(dst, d, n, src, s, offsets, t, coef, c, init, accumulate):"]
+    lines += [f"    o{q} = s + offsets[t + {q}]" for q in range(taps)]
+    lines += [f"    a{q} = coef[c + {q}]" for q in range(taps)]
+    lines += ["    if accumulate:",
+              "        for k in range(n):",
+              f"            dst[np.uint64(d + k)] += {terms}",
+              "    else:",
+              "        for k in range(n):",
+              f"            dst[np.uint64(d + k)] = init + {terms}"]
+    return "\n".join(lines)
+
+
+def dots_source(taps: int) -> str:
+    """Python source of the `taps` dot products sum over k < n of a[k] * b[offsets[t + q] + k]
+    (q < taps), returned as a tuple: one load of `a` feeds them all."""
+    lines = ["def tile(a, n, b, offsets, t):",
+             "    zero = a.dtype.type(0)"]
+    lines += [f"    o{q} = offsets[t + {q}]" for q in range(taps)]
+    lines += [f"    s{q} = zero" for q in range(taps)]
+    lines += ["    for k in range(n):",
+              "        v = a[np.uint64(k)]"]
+    lines += [f"        s{q} += v * b[np.uint64(o{q} + k)]" for q in range(taps)]
+    lines.append(f"    return ({', '.join(f's{q}' for q in range(taps))},)")
+    return "\n".join(lines)
+
+
+# inlined, the tiles compile with the fast-math flags of the kernel that calls them
+_taps = compile_tile("depthwise.taps", taps_source(TAPS))
+_dots = compile_tile("depthwise.dots", dots_source(TAPS))
+
+
+@njit(cache=True)
+def _layout(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, out_h: int, out_w: int
+            ) -> tuple[int, int, int]:
+    """(pitch, rows, phase_len) of a plane's buffer: one block of `rows` rows of `pitch` per
+    stride phase (one block at stride 1), each output row and its taps' reach."""
+    pitch = out_w + (kw - 1) * dw // sw
+    rows = out_h + (kh - 1) * dh // sh
+    return pitch, rows, rows * pitch
+
+
+@njit(cache=True)
+def _tap_offsets(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, pitch: int,
+                 phase_len: int, pad: int) -> np.ndarray:
+    """Where tap (i, j) reads for output pixel 0, the taps padded to whole passes with `pad`."""
+    taps = kh * kw
+    offsets = np.full(-(-taps // TAPS) * TAPS, pad, np.int64)
+    offsets[:taps] = _input_taps(1, kh, kw, sh, sw, dh, dw, pitch, phase_len)
+    return offsets
+
+
+@njit(cache=True, inline="always")
+def _load(img: np.ndarray, plane: int, h: int, width: int, sh: int, sw: int, ph: int, pw: int,
+          dh: int, kh: int, buf: np.ndarray, pitch: int, rows: int, phase_len: int) -> None:
+    """`_load_phases`, at stride 1 whole rows: inlined, that copy is a quarter faster."""
+    if sh == 1 and sw == 1:
+        for ih in range(h):
+            transfer(buf, (ih + ph) * pitch + pw, img, plane + ih * width, 1, width, True)
+    else:
+        _load_phases(img, plane, h, width, sh, sw, ph, pw, dh, kh, buf, pitch, rows, phase_len)
+
+
+@njit(cache=True)
+def _load_phases(img: np.ndarray, plane: int, h: int, width: int, sh: int, sw: int, ph: int,
+                 pw: int, dh: int, kh: int, buf: np.ndarray, pitch: int, rows: int,
+                 phase_len: int) -> None:
+    """The image plane at img[plane] (h x width) into the interior of its zero-padded, phase-split
+    buffer: padded pixel (u, v) at buf[(u % sH * sW + v % sW) * phase_len + u // sH * pitch +
+    v // sW]. Only the rows that some tap reads; the padding is never written."""
+    ranges = _col_ranges(-pw, sw, width, pitch)
+    for ih in range(h):
+        u = ih + ph
+        a, row = u % sh, u // sh
+        read = False
+        for i in range(kh):
+            read = read or i * dh % sh == a
+        if row < rows and read:
+            _row_phases(img, plane + ih * width - pw, buf, a * sw * phase_len + row * pitch,
+                        phase_len, -pw, sw, width, pitch, ranges, True)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv: ConvArgs,
+             tasks: int, plane: bool) -> None:
+    """y = depthwise conv(x, w) + bias; tasks take equal runs of (image, output channel) planes.
+
+    Args:
+        x: input (N, C_in, H, W), contiguous.
+        w: weights (C_out, 1, kH, kW), contiguous.
+        bias: (C_out,).
+        y: output (N, C_out, H_out, W_out), written.
+        conv: stride, padding, dilation and groups (= C_in).
+        tasks: parallel tasks (at most the planes).
+        plane: write="plane" (else "rows"; module docstring).
+    """
+    (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
+    n_img, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    og = c_out // groups
+    pitch, rows, phase_len = _layout(kh, kw, sh, sw, dh, dw, out_h, out_w)
+    zeros = sh * sw * phase_len  # where the block of zeros starts, if a pass is padded
+    offsets = _tap_offsets(kh, kw, sh, sw, dh, dw, pitch, phase_len, zeros)
+    zero_len = phase_len if offsets.size > kh * kw else 0
+    passes = offsets.size // TAPS
+    coef = np.zeros((c_out, offsets.size), w.dtype)
+    coef[:, : kh * kw] = w.reshape(c_out, kh * kw)
+    coef = coef.reshape(-1)
+    planes = n_img * c_out
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    for t in prange(tasks):
+        xbuf = np.zeros(zeros + zero_len, x.dtype)
+        ybuf = np.empty(out_h * pitch if plane else 0, x.dtype)
+        for p in range(t * planes // tasks, (t + 1) * planes // tasks):
+            n, o = p // c_out, p % c_out
+            _load(xf, (n * c_in + o // og) * h * wd, h, wd, sh, sw, ph, pw, dh, kh, xbuf, pitch,
+                  rows, phase_len)
+            out, b = p * out_h * out_w, bias[o]
+            if plane:
+                for q in range(passes):
+                    _taps(ybuf, 0, (out_h - 1) * pitch + out_w, xbuf, 0, offsets, q * TAPS, coef,
+                          (o * passes + q) * TAPS, b, q > 0)
+                for r in range(out_h):
+                    transfer(ybuf, r * pitch, yf, out + r * out_w, 1, out_w, False)
+            else:
+                for r in range(out_h):
+                    for q in range(passes):
+                        _taps(yf, out + r * out_w, out_w, xbuf, r * pitch, offsets, q * TAPS,
+                              coef, (o * passes + q) * TAPS, b, q > 0)
+
+
+# reassociation (only) lets LLVM keep one partial sum per vector lane in `_dots`: the sums differ
+# from sequential ones by rounding and are the same on every run
+@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
+def _grad_weight(x: np.ndarray, gy: np.ndarray, partial: np.ndarray, kh: int, kw: int,
+                 conv: ConvArgs, tasks: int) -> None:
+    """partial[n, o, tap] = the grad_weight of plane (n, o).
+
+    Args:
+        x: input (N, C_in, H, W), contiguous.
+        gy: grad_out (N, C_out, H_out, W_out), contiguous.
+        partial: (N, C_out, kH*kW), written.
+        kh, kw: the kernel's size.
+        conv: stride, padding, dilation and groups (= C_in).
+        tasks: parallel tasks (at most the planes).
+    """
+    (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
+    n_img, c_in, h, wd = x.shape
+    c_out, out_h, out_w = gy.shape[1], gy.shape[2], gy.shape[3]
+    og, n_taps = c_out // groups, kh * kw
+    pitch, rows, phase_len = _layout(kh, kw, sh, sw, dh, dw, out_h, out_w)
+    offsets = _tap_offsets(kh, kw, sh, sw, dh, dw, pitch, phase_len, 0)  # padded: dropped
+    n = (out_h - 1) * pitch + out_w
+    planes = n_img * c_out
+    xf, gyf = x.reshape(-1), gy.reshape(-1)
+    for t in prange(tasks):
+        xbuf = np.zeros(sh * sw * phase_len, x.dtype)
+        gybuf = np.zeros(out_h * pitch, x.dtype)  # junk columns stay zero
+        for p in range(t * planes // tasks, (t + 1) * planes // tasks):
+            img, o = p // c_out, p % c_out
+            _load(xf, (img * c_in + o // og) * h * wd, h, wd, sh, sw, ph, pw, dh, kh, xbuf,
+                  pitch, rows, phase_len)
+            for r in range(out_h):
+                transfer(gybuf, r * pitch, gyf, (p * out_h + r) * out_w, 1, out_w, True)
+            for q0 in range(0, n_taps, TAPS):
+                s = _dots(gybuf, n, xbuf, offsets, q0)
+                for q in range(min(TAPS, n_taps - q0)):
+                    partial[img, o, q0 + q] = s[q]
+
+
+def _tasks(planes: int) -> int:
+    return min(planes, TASKS_PER_THREAD * numba.get_num_threads())
+
+
+def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+            geometry: Conv2dGeometry, write: str = "rows") -> None:
+    """y = conv(x, w) + bias."""
+    bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
+    with one_thread_below(geometry.macs, PARALLEL_MIN_MACS):
+        _forward(x, w, bias, y, geometry.args, _tasks(y.shape[0] * y.shape[1]), write == "plane")
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry,
+               write: str = "rows") -> None:
+    """gx: the forward convolution of gy with the flipped kernel."""
+    flipped = np.ascontiguousarray(transposed_weights(w, geometry.groups))
+    forward(gy, flipped, None, gx, geometry.transposed(), write)
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dGeometry
+                ) -> None:
+    """gw: the adjoint of the forward in w, deterministic."""
+    partial = np.empty((x.shape[0], gw.shape[0], gw.shape[2] * gw.shape[3]), gw.dtype)
+    with one_thread_below(geometry.macs, PARALLEL_MIN_MACS):
+        _grad_weight(x, gy, partial, *geometry.kernel_hw, geometry.args,
+                     _tasks(partial.shape[0] * partial.shape[1]))
+    gw[...] = partial.sum(axis=0).reshape(gw.shape)
+
+
+def _supports(pass_: Pass, g: Conv2dGeometry) -> bool:
+    if pass_ == "grad_input":
+        return g.depthwise and g.out_per_group == 1 and g.has_transpose
+    return g.depthwise
+
+
+def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
+    if pass_ == "grad_weight":
+        return {}
+    width = g.output_hw[1] if pass_ == "forward" else g.input_hw[1]
+    return {"write": ("rows", "plane") if width >= ROWS_MIN_WIDTH else ("plane", "rows")}
+
+
+ALGORITHM = ConvAlgorithm(
+    "depthwise",
+    {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight},
+    f"one plane at a time in a zero-padded buffer, {TAPS} taps summed per store",
+    supports=_supports,
+    requirement="one input channel per group (grad_input: also one output channel per group, "
+                "stride 1 and padding <= dilation * (kernel size - 1))",
+    space=_space,
+    nonfinite_exact=frozenset({"forward"}),  # grad_input and grad_weight read zero padding
+)
