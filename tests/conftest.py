@@ -16,11 +16,13 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 import minitorch_resnext as mr  # noqa: E402
-from minitorch_resnext.kernels.cpu import blas_threads  # noqa: E402
+from minitorch_resnext.kernels.cpu import blas_threads, depthwise  # noqa: E402
 
-# The GEMM kernels hand images to other threads only for MIN_SPLIT_MACS multiply-adds or more;
-# the tests' convolutions are small, so the suite takes that path on every shape.
+# The GEMM kernels hand images to other threads only for MIN_SPLIT_MACS multiply-adds or more,
+# the depthwise kernels only from PARALLEL_MIN_MACS; the tests' convolutions are small, so the
+# suite takes those paths on every shape.
 blas_threads.MIN_SPLIT_MACS = 0
+depthwise.PARALLEL_MIN_MACS = 0
 
 settings.register_profile(
     "default",

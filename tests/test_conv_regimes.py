@@ -191,8 +191,8 @@ def test_resnext_convolutions(n, c_in, c_out, groups, kernel, stride, size):
 # --- determinism ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("regime", [MANY_BLOCKS, SLICES, CHUNKS, POINTWISE_PARTS],
-                         ids=["direct", "implicit", "gemm", "gemm-pointwise"])
+@pytest.mark.parametrize("regime", [MANY_BLOCKS, SLICES, CHUNKS, POINTWISE_PARTS, DEPTHWISE[1]],
+                         ids=["direct", "implicit", "gemm", "gemm-pointwise", "depthwise"])
 def test_grad_weight_is_deterministic_across_thread_counts(regime):
     """Each algorithm splits grad_weight's sums by the shape alone, so the result is bitwise the
     same on one thread (Numba's and BLAS's) and on all of them."""
@@ -210,6 +210,27 @@ def test_grad_weight_is_deterministic_across_thread_counts(regime):
             numba.set_num_threads(threads)
     assert all(np.array_equal(results[0], r) for r in results[1:])
     assert_matches_reference("grad_weight", results[0], problem)
+
+
+def test_small_depthwise_calls_run_on_the_calling_thread(monkeypatch):
+    """Below PARALLEL_MIN_MACS the kernel runs on one thread, and the caller's thread count is
+    back afterwards, also when the kernel raises."""
+    g = Conv2dGeometry.of((1, 2, 5, 5), (2, 1, 3, 3), padding=1, groups=2)
+    threads, seen = numba.get_num_threads(), []
+
+    def call(threshold: int) -> None:
+        monkeypatch.setattr(depthwise, "PARALLEL_MIN_MACS", threshold)
+        depthwise.forward(np.zeros(g.input_shape), np.zeros(g.weight_shape), None,
+                          np.zeros(g.output_shape), g)
+
+    monkeypatch.setattr(depthwise, "_forward", lambda *args: seen.append(numba.get_num_threads()))
+    call(g.macs + 1)
+    call(g.macs)
+    assert seen == [1, threads] and numba.get_num_threads() == threads
+    monkeypatch.setattr(depthwise, "_forward", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        call(g.macs + 1)
+    assert numba.get_num_threads() == threads
 
 
 # --- bounds ----------------------------------------------------------------------------------
