@@ -14,6 +14,7 @@ under a name, so a reader can see exactly what runs::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -80,9 +81,11 @@ def slp_vectorized() -> Iterator[None]:
 
 def main(argv: list[str]) -> int:
     """List the generated tiles, or print one's source (`python -m ...codegen [name]`)."""
-    # the package's modules (run with -m, this file is __main__, another module): importing
-    # depthwise, implicit and tiled generates their tiles into codegen.SOURCES
-    from . import codegen, depthwise, implicit, tiled  # noqa: F401
+    # the package's modules (run with -m, this file is __main__, another module): importing the
+    # algorithms generates their tiles into codegen.SOURCES. By name: a relative import here
+    # would make every module that imports this one stamp its kernels' cache with them all
+    codegen = importlib.import_module(f"{__package__}.codegen")
+    importlib.import_module(f"{__package__}.conv")
 
     if not argv:
         print("\n".join(sorted(codegen.SOURCES)))
