@@ -140,7 +140,7 @@ def check_all_kernels(problem: tuple, algorithm: str | Choice | None) -> None:
 
 def _channels(draw: st.DrawFn, kind: str) -> tuple[int, int, int]:
     """(groups, input, output channels per group) for a strategy `kind`."""
-    if kind == "depthwise":
+    if kind.startswith("depthwise"):
         return draw(st.integers(1, 6)), 1, draw(st.integers(1, 5))
     if kind == "general":
         return draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
@@ -154,9 +154,8 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     """A random convolution for one algorithm's regime.
 
     general / depthwise: few channels per group, kernels up to 7x7 (non-square), per-axis
-    stride and dilation up to 3 (depthwise: stride 1 half of the time, where the depthwise
-    kernel's grad_input is a forward convolution), padding up to past the kernel's extent,
-    output down to 1x1.
+    stride and dilation up to 3 (depthwise-s1: stride 1, where the depthwise kernel's grad_input
+    is a forward convolution), padding up to past the kernel's extent, output down to 1x1.
     direct / tiled / implicit / gemm: channels per group from CHANNEL_EDGES (up to 17, 40, 65
     and 40); kernels up to 3x3 when there are many channels (their cost grows with both);
     tiled: what it computes (stride 1, padding within the kernel's extent); implicit: stride 1
@@ -166,7 +165,7 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     """
     groups, cg, og = _channels(draw, kind)
     pointwise = kind == "gemm" and draw(st.booleans())
-    unit_stride = kind == "tiled" or (kind in ("implicit", "depthwise") and draw(st.booleans()))
+    unit_stride = kind in ("tiled", "depthwise-s1") or (kind == "implicit" and draw(st.booleans()))
     within = kind == "tiled" or (kind == "implicit" and unit_stride)  # padding <= extent
     max_k = 1 if pointwise else 7 if max(cg, og) <= 9 else 3
     axes = []

@@ -99,10 +99,11 @@ def test_cpu_kernels_match_reference_depthwise(problem, algorithm):
     check_all_kernels(problem, algorithm)
 
 
-@given(conv_problems("depthwise"), st.sampled_from(["rows", "plane"]))
+@given(conv_problems("depthwise") | conv_problems("depthwise-s1"),
+       st.sampled_from(["rows", "plane"]))
 def test_depthwise_kernels_match_reference(problem, write):
     """Both ways of writing the outputs, on kernels of 1 to 49 taps (passes of TAPS, the last
-    padded with zero weights)."""
+    padded with zero weights), strided or at stride 1 (where grad_input is the same loop)."""
     g, forced = geometry_of(problem[0]), Choice("depthwise", {"write": write}, "")
     for pass_ in ("forward", "grad_input"):
         if computes("depthwise", pass_, g):

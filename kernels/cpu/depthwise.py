@@ -50,8 +50,8 @@ TAPS = 9
 # images a row is a loop of a vector or two, and "plane"'s one long loop is faster
 ROWS_MIN_WIDTH = 32
 # below this many multiply-adds a call runs on one thread, which is faster there than waking
-# the others (on 2 vCPUs: up to 2^24, a 3x3 depthwise convolution of 4 images of 144 x 56 x 56)
-PARALLEL_MIN_MACS = 1 << 24
+# the others (on 2 vCPUs, a 3x3 depthwise convolution of one 144 x 56 x 56 image)
+PARALLEL_MIN_MACS = 1 << 22
 
 
 def taps_source(taps: int) -> str:
