@@ -92,7 +92,7 @@ DEPTHWISE = [
            "strided: row and column phases, the rows no tap reads skipped; three outputs per "
            "channel"),
     Regime("depthwise", config(3, 4, 1, 1, (5, 3), (7, 40), padding=(2, 1)), {},
-           "'rows' on 40-wide images: three passes straight into y, the last padded"),
+           "'rows' on 40-wide images: two passes straight into y, the second padded"),
 ]
 REGIMES = [
     MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,
@@ -257,7 +257,7 @@ def test_lane_tiles_read_only_the_channels_there_are(regime):
 @pytest.mark.parametrize("regime", DEPTHWISE, ids=["passes", "strided", "rows"])
 def test_depthwise_taps_read_only_their_buffers(regime):
     """The depthwise kernel's taps read at offsets into a plane's padded (and strided,
-    phase-split) buffer, a short last pass into the zero row past it, and grad_weight's dot
+    phase-split) buffer, a short last pass into the block of zeros past it, and grad_weight's dot
     products run over grad_out's buffer: checked for every pass in the bounds-checked process."""
     problem = random_problem(regime.cfg, "float32")
     with patched(regime):
