@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 os.environ.setdefault("MINITORCH_TUNE", "0")  # before the kernels are imported
 
+import elsewhere  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
@@ -47,6 +48,16 @@ NO_GPU = "cuda: no usable GPU here (needs CuPy and an NVIDIA GPU)"
 def _skip_without_gpu() -> None:
     if not mr.cuda_is_available():
         (pytest.fail if REQUIRE_GPU else pytest.skip)(NO_GPU)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the runs in other processes of the tests collected (`elsewhere`)."""
+    if not session.config.option.collectonly:
+        elsewhere.start(session.config, session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    elsewhere.stop()
 
 
 @pytest.fixture(scope="session", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

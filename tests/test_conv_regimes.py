@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
 
+import elsewhere
 import numba
 import numpy as np
 import pytest
@@ -264,23 +263,22 @@ def test_depthwise_taps_read_only_their_buffers(regime):
         check_all_kernels(problem, "depthwise")
 
 
-def _bounds_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """Where the bounds-checked kernels are cached: Numba's cache does not tell them from the
-    unchecked ones, so apart from those, and kept between runs where it can be."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return Path(os.environ["NUMBA_CACHE_DIR"] + "-boundscheck")
-    cache = getattr(request.config, "cache", None)
-    return cache.mkdir("numba-boundscheck") if cache is not None else tmp_path
+def _bounds_run(config: pytest.Config) -> elsewhere.Run:
+    """The `bounds` tests in a process with Numba's bounds checks on, their kernels cached apart
+    from the unchecked ones (Numba's cache does not tell them apart), kept between runs where
+    they can be."""
+    cache = (Path(os.environ["NUMBA_CACHE_DIR"] + "-boundscheck") if os.environ.get("NUMBA_CACHE_DIR")
+             else elsewhere.cache_dir(config, "numba-boundscheck"))
+    return elsewhere.Run(
+        ("-m", "pytest", "-q", "-x", "-m", "bounds", "-p", "no:cacheprovider",
+         str(Path(__file__).relative_to(ROOT))),
+        {"NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(cache)}, timeout=900)
 
 
-def test_kernels_stay_in_bounds(request, tmp_path):
-    """The `bounds` tests in a process with Numba's bounds checks on. They are few: compiling
-    the checked kernels takes minutes (once per change of the kernels)."""
-    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1",
-           "NUMBA_CACHE_DIR": str(_bounds_cache(request, tmp_path))}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-m", "bounds", "-p", "no:cacheprovider",
-         str(Path(__file__).relative_to(ROOT))],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+@elsewhere.early(_bounds_run)
+def test_kernels_stay_in_bounds(request):
+    """The `bounds` tests, in the process `_bounds_run` starts. They are few: compiling the
+    checked kernels takes minutes (once per change of the kernels)."""
+    done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "6 passed" in done.stdout, done.stdout[-4000:]

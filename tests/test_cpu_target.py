@@ -6,12 +6,12 @@ cache)."""
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import elsewhere
 import llvmlite.binding as ll
 import numba
 import numpy as np
@@ -27,7 +27,6 @@ from minitorch_resnext.kernels.selection import Choice
 
 X86 = ll.Target.from_triple(ll.get_process_triple()).name.startswith("x86")
 needs_x86 = pytest.mark.skipif(not X86, reason="the ISA probes are x86 instructions")
-REPO = Path(__file__).resolve().parents[1]
 
 
 @needs_x86
@@ -53,7 +52,7 @@ def test_avx512_targets_are_told_not_to_prefer_256_bit_vectors():
 
 @needs_x86
 def test_a_named_cpu_narrower_than_the_host_gets_its_own_features():
-    host = target.probe_isa(ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten())
+    host = _host()
     if host.vector_bytes <= target.SSE.vector_bytes:
         pytest.skip("the host has no vectors wider than SSE")
     assert target._features("x86-64", None) == ""
@@ -260,49 +259,60 @@ def test_one_image_of_one_group_is_split_and_exact(algorithm, monkeypatch):
                                atol=1e-12)
 
 
-# --- other builds, in subprocesses -----------------------------------------------------------
+# --- other builds, in subprocesses (started early: `elsewhere`) ---------------------------------
 
-def _run_build(cpu_name: str, cache: Path, tests: str, isa: str) -> None:
-    """Run `tests` (a -k expression of this file) in a process compiling for `cpu_name`, with
-    its own Numba cache, after checking the ISA it compiles for."""
-    env = {**os.environ, "NUMBA_CPU_NAME": cpu_name, "NUMBA_CACHE_DIR": str(cache)}
-    env.pop("NUMBA_CPU_FEATURES", None)
-    script = ("import sys, pytest\n"
-              "from minitorch_resnext.kernels.cpu import TARGET\n"
-              f"assert TARGET.isa.name == {isa!r}, TARGET.describe()\n"
-              f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-k', {tests!r}, "
-              f"{str(Path(__file__))!r}]))\n")
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=1800)
+def _host() -> target.ISA:
+    return target.probe_isa(ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten())
+
+
+def _other_build(cpu_name: str, isa: str, tests: str,
+                 runs_here: Callable[[target.ISA], bool]) -> elsewhere.RunFor:
+    """How to run `tests` (a -k expression of this file) in a process compiling for `cpu_name`,
+    with its own Numba cache, after checking that it compiles for `isa`; where the host's ISA
+    fails `runs_here`, nothing."""
+    def run_for(config: pytest.Config) -> elsewhere.Run | None:
+        if not X86 or not runs_here(_host()):
+            return None
+        cache = elsewhere.cache_dir(config, f"numba-{cpu_name}")
+        script = ("import sys, pytest\n"
+                  "from minitorch_resnext.kernels.cpu import TARGET\n"
+                  f"assert TARGET.isa.name == {isa!r}, TARGET.describe()\n"
+                  f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-k', {tests!r}, "
+                  f"{str(Path(__file__))!r}]))\n")
+        env = {"NUMBA_CPU_NAME": cpu_name, "NUMBA_CACHE_DIR": str(cache),
+               "NUMBA_CPU_FEATURES": None}
+        return elsewhere.Run(("-c", script), env, timeout=1800)
+    return run_for
+
+
+def _passed(done: subprocess.CompletedProcess) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def _numba_cache(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Path:
-    """A Numba cache kept between test runs (pytest's cache folder), so that only the first run
-    compiles the other build."""
-    cache = getattr(request.config, "cache", None)
-    return cache.mkdir(f"numba-{name}") if cache is not None else tmp_path
+AVX2_BUILD = _other_build(
+    "haswell", "avx2", "generated_tiles or target_vectors or sized_for_this or hoisted_tiles",
+    lambda host: host.vector_bytes >= target.AVX2.vector_bytes)
+INTEL_SERVER_BUILD = _other_build("sapphirerapids", "avx512", "target_vectors",
+                                  lambda host: host == target.AVX512)
 
 
 @needs_x86
 @pytest.mark.slow
-def test_avx2_build_is_exact(request, tmp_path):
+@elsewhere.early(AVX2_BUILD)
+def test_avx2_build_is_exact(request):
     """NUMBA_CPU_NAME=haswell on any AVX2 or AVX-512 machine: an AVX2 build, its tiles sized for
     8 lanes and 16 registers, every tile exact."""
-    host = target.probe_isa(ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten())
-    if host.vector_bytes < target.AVX2.vector_bytes:
+    if _host().vector_bytes < target.AVX2.vector_bytes:
         pytest.skip("this CPU cannot run AVX2 code")
-    _run_build("haswell", _numba_cache(request, tmp_path, "haswell"),
-               "generated_tiles or target_vectors or sized_for_this or hoisted_tiles", "avx2")
+    _passed(elsewhere.result(AVX2_BUILD, request.config))
 
 
 @needs_x86
 @pytest.mark.slow
-def test_intel_server_tuning_keeps_full_width_tiles(request, tmp_path):
+@elsewhere.early(INTEL_SERVER_BUILD)
+def test_intel_server_tuning_keeps_full_width_tiles(request):
     """LLVM's tuning for Sapphire Rapids prefers 256-bit vectors; with the host's AVX-512
     features and the pinned setting, the tiles still use 512-bit registers."""
-    host = target.probe_isa(ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten())
-    if host != target.AVX512:
+    if _host() != target.AVX512:
         pytest.skip("this CPU has no AVX-512")
-    _run_build("sapphirerapids", _numba_cache(request, tmp_path, "sapphirerapids"),
-               "target_vectors", "avx512")
+    _passed(elsewhere.result(INTEL_SERVER_BUILD, request.config))
