@@ -60,6 +60,11 @@ def regimes(algorithm: str) -> tuple[str, ...]:
             "-k", f"{algorithm} and float32 or {algorithm}_kernels_match")
 
 
+# the depthwise kernel's "stream" writes: its fixed case, then its hypothesis test
+STREAM = (f"{REGIMES}::test_kernel_regimes", f"{KERNELS}::test_depthwise_stream_matches_reference",
+          "-k", "depthwise and float32 or stream")
+
+
 def threshold(name: str, old: str, new: str) -> Mutant:
     return Mutant(f"rules: {name} {old} -> {new}", "kernels/cpu/rules.py",
                   ((f"\n{name} = {old}", f"\n{name} = {new}"),), (SELECTION,))
@@ -192,6 +197,15 @@ MUTANTS = [
     Mutant("depthwise: grad_weight's dot products stop a row short", "kernels/cpu/depthwise.py",
            (("    n = (out_h - 1) * pitch + out_w\n", "    n = (out_h - 1) * pitch\n"),),
            regimes("depthwise")),
+    Mutant("depthwise: 'stream' stops its loop over a plane a pixel short",
+           "kernels/cpu/depthwise.py",
+           (("(h - 2 * dh) * wd - 2 * dw, xf", "(h - 2 * dh) * wd - 2 * dw - 1, xf"),), STREAM),
+    Mutant("depthwise: 'stream' gives the bottom rows kernel rows 1 and 2",
+           "kernels/cpu/depthwise.py",
+           (("((r, 1), (h - dh + r, 0))", "((r, 1), (h - dh + r, 1))"),), STREAM),
+    Mutant("depthwise: 'stream' reads the right edge one column left",
+           "kernels/cpu/depthwise.py",
+           (("e = a + wd - 2 * dw ", "e = a + wd - 2 * dw - 1 "),), STREAM),
     # --- rules.py and the conditions of selection.py
     threshold("POINTWISE_GEMM_MIN_CHANNELS", "8", "16"),
     threshold("GEMM_MIN_CHANNELS", "96", "128"),

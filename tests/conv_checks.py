@@ -156,6 +156,8 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     general / depthwise: few channels per group, kernels up to 7x7 (non-square), per-axis
     stride and dilation up to 3 (depthwise-s1: stride 1, where the depthwise kernel's grad_input
     is a forward convolution), padding up to past the kernel's extent, output down to 1x1.
+    depthwise-same: 3x3 at stride 1 with padding = dilation (1-3 per axis), images from one
+    pixel more than the padding on both sides (where the depthwise kernel can write "stream").
     direct / tiled / implicit / gemm: channels per group from CHANNEL_EDGES (up to 17, 40, 65
     and 40); kernels up to 3x3 when there are many channels (their cost grows with both);
     tiled: what it computes (stride 1, padding within the kernel's extent); implicit: stride 1
@@ -164,6 +166,10 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     without padding half of the time (its batched-GEMM path, strided or not).
     """
     groups, cg, og = _channels(draw, kind)
+    if kind == "depthwise-same":
+        d = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        hw = tuple(draw(st.integers(2 * di + 1, 2 * di + 10)) for di in d)
+        return config(draw(st.integers(1, 3)), groups, cg, og, (3, 3), hw, (1, 1), d, d)
     pointwise = kind == "gemm" and draw(st.booleans())
     unit_stride = kind in ("tiled", "depthwise-s1") or (kind == "implicit" and draw(st.booleans()))
     within = kind == "tiled" or (kind == "implicit" and unit_stride)  # padding <= extent

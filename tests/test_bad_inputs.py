@@ -174,7 +174,8 @@ def test_resume_and_overwrite_exclude_each_other(tmp_path):
     ((1, 2, 5, 5), (2, 2, 3, 3), 1),     # direct kernel
     ((2, 64, 8, 8), (64, 16, 3, 3), 4),  # tiled kernel
     ((2, 64, 7, 7), (64, 32, 3, 3), 2),  # implicit kernel
-], ids=["direct", "tiled", "implicit"])
+    ((1, 4, 6, 6), (4, 1, 3, 3), 4),     # depthwise kernel, writing "stream"
+], ids=["direct", "tiled", "implicit", "depthwise"])
 def test_conv2d_with_nan_and_inf_matches_the_reference(x_shape, w_shape, groups):
     """Kernels that multiply zero padding (or skip it) must not move NaN and Inf: the outputs
     that are NaN, infinite or finite are those of the definition (and PyTorch)."""

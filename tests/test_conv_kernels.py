@@ -111,6 +111,36 @@ def test_depthwise_kernels_match_reference(problem, write):
     check_all_kernels(problem, "depthwise")  # grad_weight, and the passes it must refuse
 
 
+@given(conv_problems("depthwise-same"))
+def test_depthwise_stream_matches_reference(problem):
+    """write="stream" reads x in place: one loop over each plane, then the edge rows and
+    columns, whose taps leave the image or wrap around a row's end, again; dilations 1-3."""
+    g, forced = geometry_of(problem[0]), Choice("depthwise", {"write": "stream"}, "")
+    for pass_ in ("forward", "grad_input"):
+        if computes("depthwise", pass_, g):
+            assert_matches_reference(pass_, run_pass(pass_, problem, forced), problem)
+
+
+def test_depthwise_stream_moves_nan_and_inf_of_its_input_as_the_definition():
+    """"stream" computes the edge pixels first from reads across a row's end: a NaN or Inf read
+    there must reach only the outputs whose taps see it (finite weights; with a NaN weight the
+    padding's products count, and the kernel writes "rows")."""
+    g = Conv2dGeometry.of((1, 2, 6, 7), (2, 1, 3, 3), padding=1, groups=2)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(g.input_shape), rng.standard_normal(g.weight_shape)
+    x[0, 0, 2, -1], x[0, 1, 3, 0], x[0, 0, 0, 0] = np.nan, np.inf, -np.inf
+    stream = Choice("depthwise", {"write": "stream"}, "")
+    for got, want in ((cpu.conv2d_forward(x, w, None, g, stream),
+                       reference.conv2d_forward(x, w, None, g)),
+                      (cpu.conv2d_grad_input(x, w, g, stream),
+                       reference.conv2d_grad_input(x, w, g))):
+        assert np.isfinite(want).any() and not np.isfinite(want).all()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+
+
 @given(conv_problems("direct"))
 def test_direct_kernels_match_reference(problem):
     """Channels per group on both sides of the direct kernel's blocks of four."""

@@ -92,6 +92,8 @@ DEPTHWISE = [
            "channel"),
     Regime("depthwise", config(3, 4, 1, 1, (5, 3), (7, 40), padding=(2, 1)), {},
            "'rows' on 40-wide images: two passes straight into y, the second padded"),
+    Regime("depthwise", config(2, 3, 1, 1, (3, 3), (7, 40), padding=(2, 1), dilation=(2, 1)),
+           {}, "'stream': x read in place, two edge rows each side computed again (dilation 2)"),
 ]
 REGIMES = [
     MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,
@@ -148,10 +150,11 @@ def test_regimes_reach_what_they_are_for():
         blocks = direct_blocks(geometry_of(MANY_BLOCKS.cfg), itemsize)
         assert blocks > direct._GRAD_WEIGHT_TASKS and blocks % direct._GRAD_WEIGHT_TASKS
     assert {geometry_of(r.cfg).out_per_group % implicit.TILE.lanes for r in LANE_TILES} == {1, 8}
-    passes, _, rows = (geometry_of(r.cfg) for r in DEPTHWISE)
+    passes, _, rows, stream = (geometry_of(r.cfg) for r in DEPTHWISE)
     assert passes.taps % depthwise.TAPS and rows.taps % depthwise.TAPS
-    assert [depthwise.ALGORITHM.defaults("forward", g)["write"] for g in (passes, rows)] == [
-        "plane", "rows"]
+    assert [depthwise.ALGORITHM.defaults("forward", g)["write"] for g in (passes, rows, stream)
+            ] == ["plane", "rows", "stream"]
+    assert stream.dilation[0] == stream.padding[0] == 2
 
 
 # --- ResNeXt's own convolutions ----------------------------------------------------------
@@ -253,10 +256,11 @@ def test_lane_tiles_read_only_the_channels_there_are(regime):
 
 
 @bounds
-@pytest.mark.parametrize("regime", DEPTHWISE, ids=["passes", "strided", "rows"])
+@pytest.mark.parametrize("regime", DEPTHWISE, ids=["passes", "strided", "rows", "stream"])
 def test_depthwise_taps_read_only_their_buffers(regime):
     """The depthwise kernel's taps read at offsets into a plane's padded (and strided,
-    phase-split) buffer, a short last pass into the block of zeros past it, and grad_weight's dot
+    phase-split) buffer, a short last pass into the block of zeros past it, "stream" into x
+    itself (its loop over a plane must stop where the taps would leave it), and grad_weight's dot
     products run over grad_out's buffer: checked for every pass in the bounds-checked process."""
     problem = random_problem(regime.cfg, "float32")
     with patched(regime):
@@ -281,4 +285,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "6 passed" in done.stdout, done.stdout[-4000:]
+    assert "7 passed" in done.stdout, done.stdout[-4000:]

@@ -208,9 +208,26 @@ def test_depthwise_grad_input_the_depthwise_kernel_cannot_run_goes_to_direct(rul
 @pytest.mark.parametrize("width, write", [(depthwise.ROWS_MIN_WIDTH, "rows"),
                                           (depthwise.ROWS_MIN_WIDTH - 1, "plane")])
 def test_depthwise_writes_rows_of_wide_images(rules_only, width, write):
-    g = Conv2dGeometry.of((2, 8, 9, width), (8, 1, 3, 3), padding=1, groups=8)
+    g = Conv2dGeometry.of((2, 8, 9, width), (8, 1, 3, 5), padding=(1, 2), groups=8)  # not 3x3
     choices = cpu.conv2d_algorithm(g)
     assert choices.forward.params == choices.grad_input.params == {"write": write}
+
+
+@pytest.mark.parametrize("kernel, hw, stride, padding, dilation, streams, default", [
+    ((3, 3), (9, 32), 1, 1, 1, True, "stream"),
+    ((3, 3), (9, 31), 1, 1, 1, True, "plane"),  # narrow: "stream" is a candidate only
+    ((3, 3), (5, 40), 1, (2, 1), (2, 1), True, "stream"),  # one pixel past the padding
+    ((3, 3), (4, 40), 1, (2, 1), (2, 1), False, "rows"),  # ... and not
+    ((3, 3), (9, 33), 1, 1, 2, False, "plane"),  # padding != dilation: 31 wide outputs
+    ((3, 3), (9, 80), 2, 1, 1, False, "rows"),
+    ((5, 5), (9, 40), 1, 2, 1, False, "rows"),
+])
+def test_depthwise_streams_wide_3x3_convolutions_with_padding_equal_to_dilation(
+        rules_only, kernel, hw, stride, padding, dilation, streams, default):
+    g = Conv2dGeometry.of((2, 8, *hw), (8, 1, *kernel), stride, padding, dilation, groups=8)
+    assert depthwise.streams(g) == streams
+    assert ("stream" in depthwise.ALGORITHM.space("forward", g)["write"]) == streams
+    assert cpu.conv2d_algorithm(g).forward.params == {"write": default}
 
 
 ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_WIDTHS[-1]

@@ -185,7 +185,8 @@ def _cases() -> list[tuple[str, Choice | str, tuple]]:
                (2, 2 * 5, 2 * (implicit.ROW_LANES - 1), 2, (4, w), 1, 1))
               for w in implicit.ROW_WIDTHS]
     cases += [(f"depthwise {write}", Choice("depthwise", {"write": write}, ""),
-               (2, 5, 5, 5, (9, width), 1, 1)) for write, width in (("rows", 40), ("plane", 11))]
+               (2, 5, 5, 5, (9, width), 1, 1))
+              for write, width in (("rows", 40), ("plane", 11), ("stream", 40))]
     cases.append(("depthwise dots", "depthwise", (2, 4, 4, 4, (7, 9), 2, 2)))
     return cases
 

@@ -17,12 +17,19 @@ A generated loop sums `TAPS` taps (9: a 3x3 kernel in one pass) and stores each 
 larger kernels take several passes, and a short last pass reads zero weights against a block of
 zeros past the plane (zero times a value of the plane could be NaN). The direct kernel, by
 contrast, fills its scratch rows, reads and writes each output four times per 3x3 kernel and
-copies the result out, which costs more than the memory traffic itself. Two ways to write the
-outputs (the tuning parameter `write`):
+copies the result out, which costs more than the memory traffic itself. Three ways to write
+the outputs (the tuning parameter `write`):
 
 - "rows": each output row straight into y, for wide images (the loop is the row);
 - "plane": the whole plane, junk columns included (`pitch - W_out` per row), in one long loop
-  into a scratch plane, then copied into y: for narrow images, whose rows are a few vectors.
+  into a scratch plane, then copied into y: for narrow images, whose rows are a few vectors;
+- "stream", the default on wide images where it applies (3x3 at stride 1 with padding =
+  dilation, the output as large as the input: `streams`): no buffer at all. One loop over the plane reads x in
+  place at the taps' fixed offsets and writes y, from the first pixel whose taps all lie in the
+  image to the last; the pixels of the first and last dW columns, whose taps read across a
+  row's end, and of the first and last dH rows are computed again from the taps that reach the
+  image. Copying a plane into its buffer cost as much as a third of the kernel, and the
+  reads and writes of one long loop stream.
 
 grad_input with one output channel per group (stride 1, padding within the kernel's extent) is
 the forward convolution of grad_out with the flipped kernel (`Conv2dGeometry.transposed`);
@@ -40,7 +47,7 @@ from numba import njit, prange
 
 from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm, Pass
-from ._numba import TASKS_PER_THREAD, one_thread_below, transfer
+from ._numba import TASKS_PER_THREAD, fill, one_thread_below, transfer, u
 from .codegen import compile_tile
 from .direct import _col_ranges, _input_taps, _row_phases
 from .tiled import transposed_weights
@@ -52,6 +59,8 @@ ROWS_MIN_WIDTH = 32
 # below this many multiply-adds a call runs on one thread, which is faster there than waking
 # the others (on 2 vCPUs, a 3x3 depthwise convolution of one 144 x 56 x 56 image)
 PARALLEL_MIN_MACS = 1 << 22
+WRITES = ("rows", "plane", "stream")  # the `write` parameter's values, by their index ...
+ROWS, PLANE, STREAM = range(3)  # ... in the kernel
 
 
 def taps_source(taps: int) -> str:
@@ -139,9 +148,55 @@ def _load_phases(img: np.ndarray, plane: int, h: int, width: int, sh: int, sw: i
                         phase_len, -pw, sw, width, pitch, ranges, True)
 
 
+@njit(cache=True, inline="always")
+def _row_taps(yf: np.ndarray, yb: int, xf: np.ndarray, xr: int, wd: int, dw: int,
+              coef: np.ndarray, c: int) -> None:
+    """y[yb + q] += the three taps coef[c : c + 3] of one kernel row on the image row at x[xr],
+    each over the columns it reaches (q - dw, q and q + dw inside the row)."""
+    a0, a1, a2 = coef[c], coef[c + 1], coef[c + 2]
+    for q in range(dw, wd):
+        yf[u(yb + q)] += a0 * xf[u(xr + q - dw)]
+    for q in range(wd):
+        yf[u(yb + q)] += a1 * xf[u(xr + q)]
+    for q in range(wd - dw):
+        yf[u(yb + q)] += a2 * xf[u(xr + q + dw)]
+
+
+@njit(cache=True, inline="always")
+def _stream(xf: np.ndarray, xb: int, yf: np.ndarray, yb: int, h: int, wd: int, dh: int,
+            dw: int, offsets: np.ndarray, coef: np.ndarray, c: int, b: float) -> None:
+    """write="stream" on one plane: a 3x3 convolution with padding = dilation (`streams`).
+
+    One loop over the plane in place, from the first output pixel that all taps reach inside
+    the image to the last: every read stays in the plane, but the first and last dw columns of
+    each row read across the row's end. Those columns, and the first and last dh rows (whose
+    taps leave the image), are then computed again from the taps that reach the image."""
+    _taps(yf, yb + dh * wd + dw, (h - 2 * dh) * wd - 2 * dw, xf, xb + dh * wd + dw, offsets, 0,
+          coef, c, b, False)
+    for r in range(dh):  # the top rows see kernel rows 1 and 2, the bottom ones 0 and 1
+        for row, first in ((r, 1), (h - dh + r, 0)):
+            fill(yf, yb + row * wd, wd, b)
+            for i in range(first, first + 2):
+                _row_taps(yf, yb + row * wd, xf, xb + (row + (i - 1) * dh) * wd, wd, dw, coef,
+                          c + 3 * i)
+    step = dh * wd  # between kernel rows in x
+    for r in range(dh, h - dh):
+        for q in range(dw):  # the left columns see kernel columns 1 and 2, the right 0 and 1
+            a = xb + (r - dh) * wd + q
+            yf[u(yb + r * wd + q)] = (
+                b + coef[c + 1] * xf[u(a)] + coef[c + 2] * xf[u(a + dw)]
+                + coef[c + 4] * xf[u(a + step)] + coef[c + 5] * xf[u(a + step + dw)]
+                + coef[c + 7] * xf[u(a + 2 * step)] + coef[c + 8] * xf[u(a + 2 * step + dw)])
+            e = a + wd - 2 * dw  # the right column wd - dw + q, from its tap at column - dw
+            yf[u(yb + r * wd + wd - dw + q)] = (
+                b + coef[c] * xf[u(e)] + coef[c + 1] * xf[u(e + dw)]
+                + coef[c + 3] * xf[u(e + step)] + coef[c + 4] * xf[u(e + step + dw)]
+                + coef[c + 6] * xf[u(e + 2 * step)] + coef[c + 7] * xf[u(e + 2 * step + dw)])
+
+
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv: ConvArgs,
-             tasks: int, plane: bool) -> None:
+             tasks: int, mode: int) -> None:
     """y = depthwise conv(x, w) + bias; tasks take equal runs of (image, output channel) planes.
 
     Args:
@@ -151,7 +206,7 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
         y: output (N, C_out, H_out, W_out), written.
         conv: stride, padding, dilation and groups (= C_in).
         tasks: parallel tasks (at most the planes).
-        plane: write="plane" (else "rows"; module docstring).
+        mode: the `write` parameter, its index in WRITES (module docstring).
     """
     (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
     n_img, c_in, h, wd = x.shape
@@ -168,14 +223,21 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
     coef = coef.reshape(-1)
     planes = n_img * c_out
     xf, yf = x.reshape(-1), y.reshape(-1)
+    flat = np.empty(kh * kw, np.int64)  # "stream": where tap (i, j) reads, from the pixel
+    for i in range(kh):
+        for j in range(kw):
+            flat[i * kw + j] = (i * dh - ph) * wd + j * dw - pw
+    stream, plane = mode == STREAM, mode == PLANE
     for t in prange(tasks):
-        xbuf = np.zeros(zeros + zero_len, x.dtype)
+        xbuf = np.zeros(0 if stream else zeros + zero_len, x.dtype)
         ybuf = np.empty(out_h * pitch if plane else 0, x.dtype)
         for p in range(t * planes // tasks, (t + 1) * planes // tasks):
             n, o = p // c_out, p % c_out
-            _load(xf, (n * c_in + o // og) * h * wd, h, wd, sh, sw, ph, pw, dh, kh, xbuf, pitch,
-                  rows, phase_len)
-            out, b = p * out_h * out_w, bias[o]
+            xb, out, b = (n * c_in + o // og) * h * wd, p * out_h * out_w, bias[o]
+            if stream:
+                _stream(xf, xb, yf, out, h, wd, dh, dw, flat, coef, o * TAPS, b)
+                continue
+            _load(xf, xb, h, wd, sh, sw, ph, pw, dh, kh, xbuf, pitch, rows, phase_len)
             if plane:
                 for q in range(passes):
                     _taps(ybuf, 0, (out_h - 1) * pitch + out_w, xbuf, 0, offsets, q * TAPS, coef,
@@ -236,8 +298,11 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
             geometry: Conv2dGeometry, write: str = "rows") -> None:
     """y = conv(x, w) + bias."""
     bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
+    if write == "stream" and not np.isfinite(w).all():
+        write = "rows"  # the definition multiplies the padding too: 0 x NaN, which "stream" skips
     with one_thread_below(geometry.macs, PARALLEL_MIN_MACS):
-        _forward(x, w, bias, y, geometry.args, _tasks(y.shape[0] * y.shape[1]), write == "plane")
+        _forward(x, w, bias, y, geometry.args, _tasks(y.shape[0] * y.shape[1]),
+                 WRITES.index(write))
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry,
@@ -263,11 +328,23 @@ def _supports(pass_: Pass, g: Conv2dGeometry) -> bool:
     return g.depthwise
 
 
+def streams(g: Conv2dGeometry) -> bool:
+    """Whether write="stream" computes this depthwise convolution: 3x3 at stride 1 with padding
+    = dilation (the output as large as the input, and so is grad_input's), on images larger
+    than the padding on both sides."""
+    (h, wd), (dh, dw) = g.input_hw, g.dilation
+    return (g.kernel_hw == (3, 3) and g.unit_stride and g.padding == g.dilation
+            and h > 2 * dh and wd > 2 * dw)
+
+
 def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
     if pass_ == "grad_weight":
         return {}
     width = g.output_hw[1] if pass_ == "forward" else g.input_hw[1]
-    return {"write": ("rows", "plane") if width >= ROWS_MIN_WIDTH else ("plane", "rows")}
+    if width >= ROWS_MIN_WIDTH:
+        return {"write": ("stream", "rows", "plane") if streams(g) else ("rows", "plane")}
+    # on narrow images the edges that "stream" computes again are a large part of a plane
+    return {"write": ("plane", "rows", "stream") if streams(g) else ("plane", "rows")}
 
 
 ALGORITHM = ConvAlgorithm(
