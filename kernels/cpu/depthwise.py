@@ -24,12 +24,12 @@ the outputs (the tuning parameter `write`):
 - "plane": the whole plane, junk columns included (`pitch - W_out` per row), in one long loop
   into a scratch plane, then copied into y: for narrow images, whose rows are a few vectors;
 - "stream", the default on wide images where it applies (3x3 at stride 1 with padding =
-  dilation, the output as large as the input: `streams`): no buffer at all. One loop over the plane reads x in
-  place at the taps' fixed offsets and writes y, from the first pixel whose taps all lie in the
-  image to the last; the pixels of the first and last dW columns, whose taps read across a
-  row's end, and of the first and last dH rows are computed again from the taps that reach the
-  image. Copying a plane into its buffer cost as much as a third of the kernel, and the
-  reads and writes of one long loop stream.
+  dilation, the output as large as the input: `streams`): no buffer at all. One loop over the
+  plane reads x in place at the taps' fixed offsets and writes y, from the first pixel whose
+  taps all lie in the image to the last; the pixels of the first and last dW columns, whose
+  taps read across a row's end, and of the first and last dH rows are computed again from the
+  taps that reach the image. It saves the pass that copies each plane into a buffer, and its
+  reads and writes run as one long stream per plane.
 
 grad_input with one output channel per group (stride 1, padding within the kernel's extent) is
 the forward convolution of grad_out with the flipped kernel (`Conv2dGeometry.transposed`);
@@ -59,8 +59,8 @@ ROWS_MIN_WIDTH = 32
 # below this many multiply-adds a call runs on one thread, which is faster there than waking
 # the others (on 2 vCPUs, a 3x3 depthwise convolution of one 144 x 56 x 56 image)
 PARALLEL_MIN_MACS = 1 << 22
-WRITES = ("rows", "plane", "stream")  # the `write` parameter's values, by their index ...
-ROWS, PLANE, STREAM = range(3)  # ... in the kernel
+WRITES = ("rows", "plane", "stream")  # the `write` parameter's values; the kernel takes the index
+PLANE, STREAM = WRITES.index("plane"), WRITES.index("stream")
 
 
 def taps_source(taps: int) -> str:
