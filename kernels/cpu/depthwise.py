@@ -165,14 +165,16 @@ def _row_taps(yf: np.ndarray, yb: int, xf: np.ndarray, xr: int, wd: int, dw: int
 @njit(cache=True, inline="always")
 def _stream(xf: np.ndarray, xb: int, yf: np.ndarray, yb: int, h: int, wd: int, dh: int,
             dw: int, offsets: np.ndarray, coef: np.ndarray, c: int, b: float) -> None:
-    """write="stream" on one plane: a 3x3 convolution with padding = dilation (`streams`).
+    """write="stream" on one plane: a 3x3 convolution with padding = dilation (`streams`);
+    `offsets`: where each tap reads, from the pixel the first tap of output pixel 0 reads.
 
     One loop over the plane in place, from the first output pixel that all taps reach inside
-    the image to the last: every read stays in the plane, but the first and last dw columns of
-    each row read across the row's end. Those columns, and the first and last dh rows (whose
-    taps leave the image), are then computed again from the taps that reach the image."""
-    _taps(yf, yb + dh * wd + dw, (h - 2 * dh) * wd - 2 * dw, xf, xb + dh * wd + dw, offsets, 0,
-          coef, c, b, False)
+    the image (whose first tap reads pixel 0) to the last: every read stays in the plane, but
+    the first and last dw columns of each row read across the row's end. Those columns, and the
+    first and last dh rows (whose taps leave the image), are then computed again from the taps
+    that reach the image."""
+    _taps(yf, yb + dh * wd + dw, (h - 2 * dh) * wd - 2 * dw, xf, xb, offsets, 0, coef, c, b,
+          False)
     for r in range(dh):  # the top rows see kernel rows 1 and 2, the bottom ones 0 and 1
         for row, first in ((r, 1), (h - dh + r, 0)):
             fill(yf, yb + row * wd, wd, b)
@@ -223,10 +225,7 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
     coef = coef.reshape(-1)
     planes = n_img * c_out
     xf, yf = x.reshape(-1), y.reshape(-1)
-    flat = np.empty(kh * kw, np.int64)  # "stream": where tap (i, j) reads, from the pixel
-    for i in range(kh):
-        for j in range(kw):
-            flat[i * kw + j] = (i * dh - ph) * wd + j * dw - pw
+    in_place = _input_taps(1, kh, kw, 1, 1, dh, dw, wd, 0)  # "stream": the taps in x itself
     stream, plane = mode == STREAM, mode == PLANE
     for t in prange(tasks):
         xbuf = np.zeros(0 if stream else zeros + zero_len, x.dtype)
@@ -235,7 +234,7 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
             n, o = p // c_out, p % c_out
             xb, out, b = (n * c_in + o // og) * h * wd, p * out_h * out_w, bias[o]
             if stream:
-                _stream(xf, xb, yf, out, h, wd, dh, dw, flat, coef, o * TAPS, b)
+                _stream(xf, xb, yf, out, h, wd, dh, dw, in_place, coef, o * TAPS, b)
                 continue
             _load(xf, xb, h, wd, sh, sw, ph, pw, dh, kh, xbuf, pitch, rows, phase_len)
             if plane:
@@ -340,11 +339,12 @@ def streams(g: Conv2dGeometry) -> bool:
 def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
     if pass_ == "grad_weight":
         return {}
-    width = g.output_hw[1] if pass_ == "forward" else g.input_hw[1]
-    if width >= ROWS_MIN_WIDTH:
-        return {"write": ("stream", "rows", "plane") if streams(g) else ("rows", "plane")}
+    wide = (g.output_hw[1] if pass_ == "forward" else g.input_hw[1]) >= ROWS_MIN_WIDTH
+    buffered = ("rows", "plane") if wide else ("plane", "rows")
+    if not streams(g):
+        return {"write": buffered}
     # on narrow images the edges that "stream" computes again are a large part of a plane
-    return {"write": ("plane", "rows", "stream") if streams(g) else ("plane", "rows")}
+    return {"write": ("stream", *buffered) if wide else (*buffered, "stream")}
 
 
 ALGORITHM = ConvAlgorithm(
