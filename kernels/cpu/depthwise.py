@@ -26,17 +26,27 @@ the outputs (the tuning parameter `write`):
 - "stream", the default on wide images where it applies (3x3 at stride 1 with padding =
   dilation, the output as large as the input: `streams`): no buffer at all. One loop over the
   plane reads x in place at the taps' fixed offsets and writes y, from the first pixel whose
-  taps all lie in the image to the last; the pixels of the first and last dW columns, whose
-  taps read across a row's end, and of the first and last dH rows are computed again from the
-  taps that reach the image. It saves the pass that copies each plane into a buffer, and its
-  reads and writes run as one long stream per plane.
+  taps all lie in the image to the last, so that every read stays in the plane. On the first
+  and last dW columns of a row, the taps of the first or last kernel column read across the
+  row's end: there a 0/1 mask of the columns selects zero for that kernel column's sum (a
+  select, not a product, so a NaN or Inf read there goes nowhere). The masks span a few rows
+  (`MASK_LEN`) and stay in L1. The first and last dH rows, and the dW pixels on either side of
+  the loop, are then computed from the taps that reach the image. It saves the pass that
+  copies each plane into a buffer, and its reads and writes run as one long stream per plane.
 
 grad_input with one output channel per group (stride 1, padding within the kernel's extent) is
 the forward convolution of grad_out with the flipped kernel (`Conv2dGeometry.transposed`);
 other depthwise grad_inputs are the direct kernel's. grad_weight: per plane, the TAPS dot
-products of grad_out (in a buffer of the output pitch, junk columns zero) with the padded
-input at each tap's offset, one load of grad_out for all of them; the per-plane sums are
-added over the images in order, so the result does not depend on the thread count.
+products of grad_out with the input at each tap's offset, one load of grad_out for all of
+them; the per-plane sums are added over the images in order, so the result does not depend on
+the thread count. Two ways to read the planes (the tuning parameter `read`):
+
+- "buffers": x into its padded buffer as above, grad_out into one of the same pitch whose junk
+  columns stay zero;
+- "stream" (where `streams`, the default on wide images): both in place, over the forward's
+  "stream" loop and edges, the masks selecting zero for grad_out where a tap of the first or
+  last kernel column reads across a row's end. Copying both planes cost more than their dot
+  products: two 56 x 56 buffers and the lines streaming into them do not fit in L1.
 """
 
 from __future__ import annotations
@@ -53,14 +63,18 @@ from .direct import _col_ranges, _input_taps, _row_phases
 from .tiled import transposed_weights
 
 TAPS = 9
-# "rows" by default from this output width on, where saving the plane's copy pays; on narrower
-# images a row is a loop of a vector or two, and "plane"'s one long loop is faster
+# "rows" and "stream" (and grad_weight's "stream") by default from this output width on, where
+# saving the plane's copy pays; on narrower images a row is a loop of a vector or two, and one
+# long loop over a buffered plane is faster
 ROWS_MIN_WIDTH = 32
 # below this many multiply-adds a call runs on one thread, which is faster there than waking
 # the others (on 2 vCPUs, a 3x3 depthwise convolution of one 144 x 56 x 56 image)
 PARALLEL_MIN_MACS = 1 << 22
 WRITES = ("rows", "plane", "stream")  # the `write` parameter's values; the kernel takes the index
 PLANE, STREAM = WRITES.index("plane"), WRITES.index("stream")
+# about this many pixels per call of "stream"'s masked loop (whole rows): its two masks stay in
+# L1, and grad_weight's 9 sums are reduced across the vector lanes once per call
+MASK_LEN = 512
 
 
 def taps_source(taps: int) -> str:
@@ -93,9 +107,47 @@ def dots_source(taps: int) -> str:
     return "\n".join(lines)
 
 
+def masked_taps_source() -> str:
+    """Python source of write="stream"'s loop for a 3x3 kernel, in place: dst[d + k] = init +
+    (the taps of kernel column 0 if left[m + k]) + (those of column 1) + (those of column 2 if
+    right[m + k]), tap q reading src[s + offsets[q] + k] with weight coef[c + q]. A mask of 0
+    drops its column's sum, whatever (NaN or Inf included) it read across a row's end."""
+    lines = ["def tile(dst, d, n, src, s, offsets, coef, c, init, left, right, m):",
+             "    zero = dst.dtype.type(0)"]
+    lines += [f"    o{q} = s + offsets[{q}]" for q in range(TAPS)]
+    lines += [f"    a{q} = coef[c + {q}]" for q in range(TAPS)]
+    lines += ["    for k in range(n):"]
+    lines += [f"        c{j} = " + " + ".join(f"a{q} * src[np.uint64(o{q} + k)]"
+                                        for q in range(j, TAPS, 3)) for j in range(3)]
+    lines += ["        c0 = c0 if left[np.uint64(m + k)] else zero",
+              "        c2 = c2 if right[np.uint64(m + k)] else zero",
+              "        dst[np.uint64(d + k)] = init + c0 + c1 + c2"]
+    return "\n".join(lines)
+
+
+def masked_dots_source() -> str:
+    """Python source of read="stream"'s 9 dot products for a 3x3 kernel, in place: sum over
+    k < n of v[k] * b[bb + offsets[q] + k] for tap q, where v[k] is a[ab + k], or 0 where the
+    mask of the tap's kernel column (left: column 0, right: column 2) is 0 at m + k."""
+    masked = ("vl", "v", "vr")
+    lines = ["def tile(a, ab, n, b, bb, offsets, left, right, m):",
+             "    zero = a.dtype.type(0)"]
+    lines += [f"    o{q} = bb + offsets[{q}]" for q in range(TAPS)]
+    lines += [f"    s{q} = zero" for q in range(TAPS)]
+    lines += ["    for k in range(n):",
+              "        v = a[np.uint64(ab + k)]",
+              "        vl = v if left[np.uint64(m + k)] else zero",
+              "        vr = v if right[np.uint64(m + k)] else zero"]
+    lines += [f"        s{q} += {masked[q % 3]} * b[np.uint64(o{q} + k)]" for q in range(TAPS)]
+    lines.append(f"    return ({', '.join(f's{q}' for q in range(TAPS))},)")
+    return "\n".join(lines)
+
+
 # inlined, the tiles compile with the fast-math flags of the kernel that calls them
 _taps = compile_tile("depthwise.taps", taps_source(TAPS))
 _dots = compile_tile("depthwise.dots", dots_source(TAPS))
+_masked_taps = compile_tile("depthwise.masked_taps", masked_taps_source())
+_masked_dots = compile_tile("depthwise.masked_dots", masked_dots_source())
 
 
 @njit(cache=True)
@@ -148,6 +200,43 @@ def _load_phases(img: np.ndarray, plane: int, h: int, width: int, sh: int, sw: i
                         phase_len, -pw, sw, width, pitch, ranges, True)
 
 
+@njit(cache=True)
+def _column_masks(wd: int, dw: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right): `rows` rows `wd` wide, left 0 on a row's first `dw` columns and right on
+    its last `dw` (where a tap of kernel column 0 or 2 leaves the row), 1 elsewhere."""
+    col = np.arange(rows * wd) % wd
+    return (col >= dw).astype(np.uint8), (col < wd - dw).astype(np.uint8)
+
+
+@njit(cache=True, inline="always")
+def _loop(h: int, wd: int, dh: int, dw: int, masks: tuple[np.ndarray, np.ndarray]
+          ) -> tuple[int, int, int]:
+    """(first, n, per_call) of "stream"'s loop over a plane: the first output pixel whose taps
+    all reach into the image, how many pixels from there to the last, and how many a call
+    covers (whole rows, so that every call starts at column dw of the masks)."""
+    return dh * wd + dw, (h - 2 * dh) * wd - 2 * dw, masks[0].size - wd
+
+
+@njit(cache=True)
+def _edges(h: int, wd: int, dh: int, dw: int) -> tuple[np.ndarray, np.ndarray]:
+    """What "stream"'s loop over a plane leaves out. (rows, ends): the first and last dh rows
+    as (row, i), which see kernel rows i and i + 1 only; and the taps (pixel, source, tap)
+    that reach the image from the dw pixels on either side of the loop (`_loop`)."""
+    rows = np.empty((2 * dh, 2), np.int64)
+    for r in range(dh):  # the top rows see kernel rows 1 and 2, the bottom ones 0 and 1
+        rows[2 * r] = (r, 1)
+        rows[2 * r + 1] = (h - dh + r, 0)
+    ends, count = np.empty((2 * dw * TAPS, 3), np.int64), 0
+    for row, lo in ((dh, 0), (h - dh - 1, wd - dw)):
+        for q in range(lo, lo + dw):
+            for t in range(TAPS):
+                ih, iw = row + (t // 3 - 1) * dh, q + (t % 3 - 1) * dw
+                if 0 <= ih < h and 0 <= iw < wd:
+                    ends[count] = (row * wd + q, ih * wd + iw, t)
+                    count += 1
+    return rows, ends[:count]
+
+
 @njit(cache=True, inline="always")
 def _row_taps(yf: np.ndarray, yb: int, xf: np.ndarray, xr: int, wd: int, dw: int,
               coef: np.ndarray, c: int) -> None:
@@ -164,41 +253,37 @@ def _row_taps(yf: np.ndarray, yb: int, xf: np.ndarray, xr: int, wd: int, dw: int
 
 @njit(cache=True, inline="always")
 def _stream(xf: np.ndarray, xb: int, yf: np.ndarray, yb: int, h: int, wd: int, dh: int,
-            dw: int, offsets: np.ndarray, coef: np.ndarray, c: int, b: float) -> None:
+            dw: int, offsets: np.ndarray, masks: tuple[np.ndarray, np.ndarray],
+            edges: tuple[np.ndarray, np.ndarray], coef: np.ndarray, c: int, b: float) -> None:
     """write="stream" on one plane: a 3x3 convolution with padding = dilation (`streams`);
-    `offsets`: where each tap reads, from the pixel the first tap of output pixel 0 reads.
+    `offsets`: where each tap reads, from the pixel the first tap of output pixel 0 reads;
+    `masks`: `_column_masks`, one row more than a call of the loop covers; `edges`: `_edges`.
 
-    One loop over the plane in place, from the first output pixel that all taps reach inside
-    the image (whose first tap reads pixel 0) to the last: every read stays in the plane, but
-    the first and last dw columns of each row read across the row's end. Those columns, and the
-    first and last dh rows (whose taps leave the image), are then computed again from the taps
-    that reach the image."""
-    _taps(yf, yb + dh * wd + dw, (h - 2 * dh) * wd - 2 * dw, xf, xb, offsets, 0, coef, c, b,
-          False)
-    for r in range(dh):  # the top rows see kernel rows 1 and 2, the bottom ones 0 and 1
-        for row, first in ((r, 1), (h - dh + r, 0)):
-            fill(yf, yb + row * wd, wd, b)
-            for i in range(first, first + 2):
-                _row_taps(yf, yb + row * wd, xf, xb + (row + (i - 1) * dh) * wd, wd, dw, coef,
-                          c + 3 * i)
-    step = dh * wd  # between kernel rows in x
-    for r in range(dh, h - dh):
-        for q in range(dw):  # the left columns see kernel columns 1 and 2, the right 0 and 1
-            a = xb + (r - dh) * wd + q
-            yf[u(yb + r * wd + q)] = (
-                b + coef[c + 1] * xf[u(a)] + coef[c + 2] * xf[u(a + dw)]
-                + coef[c + 4] * xf[u(a + step)] + coef[c + 5] * xf[u(a + step + dw)]
-                + coef[c + 7] * xf[u(a + 2 * step)] + coef[c + 8] * xf[u(a + 2 * step + dw)])
-            e = a + wd - 2 * dw  # the right column wd - dw + q, from its tap at column - dw
-            yf[u(yb + r * wd + wd - dw + q)] = (
-                b + coef[c] * xf[u(e)] + coef[c + 1] * xf[u(e + dw)]
-                + coef[c + 3] * xf[u(e + step)] + coef[c + 4] * xf[u(e + step + dw)]
-                + coef[c + 6] * xf[u(e + 2 * step)] + coef[c + 7] * xf[u(e + 2 * step + dw)])
+    One loop over the plane in place (`_loop`), so that every read stays in the plane; on the
+    first and last dw columns of each row the masks drop the taps that read across the row's
+    end. Then the `edges`, from the taps that reach the image."""
+    first, n, per_call = _loop(h, wd, dh, dw, masks)
+    left, right = masks
+    for k in range(0, n, per_call):
+        _masked_taps(yf, yb + first + k, min(per_call, n - k), xf, xb + k, offsets, coef, c, b,
+                     left, right, dw)
+    rows, ends = edges
+    for e in range(ends.shape[0]):
+        yf[u(yb + ends[e, 0])] = b
+    for e in range(ends.shape[0]):
+        pixel, source, t = ends[e]
+        yf[u(yb + pixel)] += coef[c + t] * xf[u(xb + source)]
+    for e in range(rows.shape[0]):
+        row, top = rows[e]
+        fill(yf, yb + row * wd, wd, b)
+        for i in range(top, top + 2):
+            _row_taps(yf, yb + row * wd, xf, xb + (row + (i - 1) * dh) * wd, wd, dw, coef,
+                      c + 3 * i)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv: ConvArgs,
-             tasks: int, mode: int) -> None:
+             tasks: int, mode: int, masks: tuple[np.ndarray, np.ndarray]) -> None:
     """y = depthwise conv(x, w) + bias; tasks take equal runs of (image, output channel) planes.
 
     Args:
@@ -209,6 +294,7 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
         conv: stride, padding, dilation and groups (= C_in).
         tasks: parallel tasks (at most the planes).
         mode: the `write` parameter, its index in WRITES (module docstring).
+        masks: "stream"'s `_column_masks`, one row more than a call of its loop covers.
     """
     (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
     n_img, c_in, h, wd = x.shape
@@ -227,6 +313,7 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
     xf, yf = x.reshape(-1), y.reshape(-1)
     in_place = _input_taps(1, kh, kw, 1, 1, dh, dw, wd, 0)  # "stream": the taps in x itself
     stream, plane = mode == STREAM, mode == PLANE
+    edges = _edges(h, wd, dh, dw) if stream else _edges(0, 0, 0, 0)
     for t in prange(tasks):
         xbuf = np.zeros(0 if stream else zeros + zero_len, x.dtype)
         ybuf = np.empty(out_h * pitch if plane else 0, x.dtype)
@@ -234,7 +321,8 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
             n, o = p // c_out, p % c_out
             xb, out, b = (n * c_in + o // og) * h * wd, p * out_h * out_w, bias[o]
             if stream:
-                _stream(xf, xb, yf, out, h, wd, dh, dw, in_place, coef, o * TAPS, b)
+                _stream(xf, xb, yf, out, h, wd, dh, dw, in_place, masks, edges, coef,
+                        o * TAPS, b)
                 continue
             _load(xf, xb, h, wd, sh, sw, ph, pw, dh, kh, xbuf, pitch, rows, phase_len)
             if plane:
@@ -250,11 +338,55 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
                               coef, (o * passes + q) * TAPS, b, q > 0)
 
 
+@njit(cache=True, inline="always")
+def _row_dots(s: np.ndarray, gyf: np.ndarray, gb: int, xf: np.ndarray, xr: int, wd: int,
+              dw: int, i: int) -> None:
+    """s[3i + j] += the dot products of grad_out's row at gy[gb] with the taps (i, j) of kernel
+    row i on the image row at x[xr], each over the columns it reaches (`_row_taps`)."""
+    zero = s.dtype.type(0)
+    t0, t1, t2 = zero, zero, zero
+    for q in range(dw, wd):
+        t0 += gyf[u(gb + q)] * xf[u(xr + q - dw)]
+    for q in range(wd):
+        t1 += gyf[u(gb + q)] * xf[u(xr + q)]
+    for q in range(wd - dw):
+        t2 += gyf[u(gb + q)] * xf[u(xr + q + dw)]
+    s[3 * i] += t0
+    s[3 * i + 1] += t1
+    s[3 * i + 2] += t2
+
+
+@njit(cache=True, inline="always")
+def _stream_dots(s: np.ndarray, xf: np.ndarray, xb: int, gyf: np.ndarray, gb: int, h: int,
+                 wd: int, dh: int, dw: int, offsets: np.ndarray,
+                 masks: tuple[np.ndarray, np.ndarray], edges: tuple[np.ndarray, np.ndarray]
+                 ) -> None:
+    """read="stream" on one plane, at x[xb] and gy[gb] (the output as large as the input): s =
+    the 9 taps' dot products, over the loop and `edges` of the forward's "stream" (`_stream`,
+    whose arguments these are)."""
+    first, n, per_call = _loop(h, wd, dh, dw, masks)
+    left, right = masks
+    s[:] = 0
+    for k in range(0, n, per_call):
+        sums = _masked_dots(gyf, gb + first + k, min(per_call, n - k), xf, xb + k, offsets,
+                            left, right, dw)
+        for q in range(TAPS):
+            s[q] += sums[q]
+    rows, ends = edges
+    for e in range(ends.shape[0]):
+        pixel, source, t = ends[e]
+        s[t] += gyf[u(gb + pixel)] * xf[u(xb + source)]
+    for e in range(rows.shape[0]):
+        row, top = rows[e]
+        for i in range(top, top + 2):
+            _row_dots(s, gyf, gb + row * wd, xf, xb + (row + (i - 1) * dh) * wd, wd, dw, i)
+
+
 # reassociation (only) lets LLVM keep one partial sum per vector lane in `_dots`: the sums differ
 # from sequential ones by rounding and are the same on every run
 @njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
 def _grad_weight(x: np.ndarray, gy: np.ndarray, partial: np.ndarray, kh: int, kw: int,
-                 conv: ConvArgs, tasks: int) -> None:
+                 conv: ConvArgs, tasks: int, masks: tuple[np.ndarray, np.ndarray]) -> None:
     """partial[n, o, tap] = the grad_weight of plane (n, o).
 
     Args:
@@ -264,6 +396,8 @@ def _grad_weight(x: np.ndarray, gy: np.ndarray, partial: np.ndarray, kh: int, kw
         kh, kw: the kernel's size.
         conv: stride, padding, dilation and groups (= C_in).
         tasks: parallel tasks (at most the planes).
+        masks: read="stream" (module docstring): its `_column_masks`, one row more than a
+            call of its dot products covers; empty: "buffers".
     """
     (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
     n_img, c_in, h, wd = x.shape
@@ -274,19 +408,27 @@ def _grad_weight(x: np.ndarray, gy: np.ndarray, partial: np.ndarray, kh: int, kw
     n = (out_h - 1) * pitch + out_w
     planes = n_img * c_out
     xf, gyf = x.reshape(-1), gy.reshape(-1)
+    in_place = _input_taps(1, kh, kw, 1, 1, dh, dw, wd, 0)
+    stream = masks[0].size > 0
+    edges = _edges(h, wd, dh, dw) if stream else _edges(0, 0, 0, 0)
     for t in prange(tasks):
-        xbuf = np.zeros(sh * sw * phase_len, x.dtype)
-        gybuf = np.zeros(out_h * pitch, x.dtype)  # junk columns stay zero
+        xbuf = np.zeros(0 if stream else sh * sw * phase_len, x.dtype)
+        gybuf = np.zeros(0 if stream else out_h * pitch, x.dtype)  # junk columns stay zero
+        s = np.empty(TAPS, x.dtype)
         for p in range(t * planes // tasks, (t + 1) * planes // tasks):
             img, o = p // c_out, p % c_out
-            _load(xf, (img * c_in + o // og) * h * wd, h, wd, sh, sw, ph, pw, dh, kh, xbuf,
-                  pitch, rows, phase_len)
+            xb = (img * c_in + o // og) * h * wd
+            if stream:
+                _stream_dots(s, xf, xb, gyf, p * h * wd, h, wd, dh, dw, in_place, masks, edges)
+                partial[img, o, :] = s
+                continue
+            _load(xf, xb, h, wd, sh, sw, ph, pw, dh, kh, xbuf, pitch, rows, phase_len)
             for r in range(out_h):
                 transfer(gybuf, r * pitch, gyf, (p * out_h + r) * out_w, 1, out_w, True)
             for q0 in range(0, n_taps, TAPS):
-                s = _dots(gybuf, n, xbuf, offsets, q0)
+                sums = _dots(gybuf, n, xbuf, offsets, q0)
                 for q in range(min(TAPS, n_taps - q0)):
-                    partial[img, o, q0 + q] = s[q]
+                    partial[img, o, q0 + q] = sums[q]
 
 
 def _tasks(planes: int) -> int:
@@ -301,7 +443,14 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
         write = "rows"  # the definition multiplies the padding too: 0 x NaN, which "stream" skips
     with one_thread_below(geometry.macs, PARALLEL_MIN_MACS):
         _forward(x, w, bias, y, geometry.args, _tasks(y.shape[0] * y.shape[1]),
-                 WRITES.index(write))
+                 WRITES.index(write), _masks(geometry, write == "stream"))
+
+
+def _masks(geometry: Conv2dGeometry, stream: bool) -> tuple[np.ndarray, np.ndarray]:
+    """"stream"'s `_column_masks`: whole rows, about MASK_LEN pixels (a row at least) per call
+    of its loop and a row more (a call starts at column dW); none for the other ways."""
+    wd, dw = geometry.input_hw[1], geometry.dilation[1]
+    return _column_masks(wd, dw, max(1, MASK_LEN // wd) + 1 if stream else 0)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry,
@@ -311,13 +460,14 @@ def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGe
     forward(gy, flipped, None, gx, geometry.transposed(), write)
 
 
-def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dGeometry
-                ) -> None:
+def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dGeometry,
+                read: str = "buffers") -> None:
     """gw: the adjoint of the forward in w, deterministic."""
     partial = np.empty((x.shape[0], gw.shape[0], gw.shape[2] * gw.shape[3]), gw.dtype)
     with one_thread_below(geometry.macs, PARALLEL_MIN_MACS):
         _grad_weight(x, gy, partial, *geometry.kernel_hw, geometry.args,
-                     _tasks(partial.shape[0] * partial.shape[1]))
+                     _tasks(partial.shape[0] * partial.shape[1]),
+                     _masks(geometry, read == "stream"))
     gw[...] = partial.sum(axis=0).reshape(gw.shape)
 
 
@@ -337,13 +487,15 @@ def streams(g: Conv2dGeometry) -> bool:
 
 
 def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
+    wide = (g.input_hw[1] if pass_ == "grad_input" else g.output_hw[1]) >= ROWS_MIN_WIDTH
+    # on narrow images the edges that "stream" does row by row are a large part of a plane
     if pass_ == "grad_weight":
-        return {}
-    wide = (g.output_hw[1] if pass_ == "forward" else g.input_hw[1]) >= ROWS_MIN_WIDTH
+        if not streams(g):
+            return {}
+        return {"read": ("stream", "buffers") if wide else ("buffers", "stream")}
     buffered = ("rows", "plane") if wide else ("plane", "rows")
     if not streams(g):
         return {"write": buffered}
-    # on narrow images the edges that "stream" computes again are a large part of a plane
     return {"write": ("stream", *buffered) if wide else (*buffered, "stream")}
 
 
