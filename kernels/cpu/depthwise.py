@@ -478,9 +478,9 @@ def _supports(pass_: Pass, g: Conv2dGeometry) -> bool:
 
 
 def streams(g: Conv2dGeometry) -> bool:
-    """Whether write="stream" computes this depthwise convolution: 3x3 at stride 1 with padding
-    = dilation (the output as large as the input, and so is grad_input's), on images larger
-    than the padding on both sides."""
+    """Whether "stream" (the forward's and grad_input's `write`, grad_weight's `read`) computes
+    this depthwise convolution: 3x3 at stride 1 with padding = dilation (the output as large as
+    the input, and so is grad_input's), on images larger than the padding on both sides."""
     (h, wd), (dh, dw) = g.input_hw, g.dilation
     return (g.kernel_hw == (3, 3) and g.unit_stride and g.padding == g.dilation
             and h > 2 * dh and wd > 2 * dw)
