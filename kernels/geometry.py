@@ -219,6 +219,14 @@ class Conv2dGeometry:
                               self.kernel_hw, (1, 1), self.transposed_padding, self.dilation,
                               self.groups)
 
+    def transposed_weights(self, w: Any) -> Any:
+        """The weights of `transposed()`: each group's input and output channels swapped and its
+        taps flipped, (C_in, C_out / groups, kH, kW): mostly a copy, but a view (not contiguous)
+        where the reshape allows one; any array with NumPy's reshape, transpose and slicing."""
+        groups, og, cg, (kh, kw) = self.groups, self.out_per_group, self.in_per_group, self.kernel_hw
+        flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
+        return flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
+
     def with_batch(self, batch: int) -> Conv2dGeometry:
         """The same convolution on `batch` images."""
         return Conv2dGeometry(batch, self.in_channels, self.input_hw, self.out_channels,

@@ -189,9 +189,10 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
 @st.composite
 def row_tile_configs(draw: st.DrawFn) -> dict:
     """A conv the implicit kernel's row tiles compute (3x3, stride 1, padding 1, an image width
-    they are made for, up to their lane count of output channels), with channels per group on
-    both sides of the lane count for grad_input (whose output channels are the input's)."""
-    cg, og = draw(st.integers(1, 20)), draw(st.integers(1, implicit.ROW_LANES))
+    they are made for), with channels per group in one, two and three registers of lanes on
+    either side (grad_input's output channels are the input's)."""
+    lanes = implicit.ROW_LANES
+    cg, og = (draw(st.integers(1, 2 * lanes + 2)) for _ in range(2))
     hw = (draw(st.integers(1, 16)), draw(st.sampled_from(implicit.ROW_WIDTHS)))
     return config(draw(st.integers(1, 3)), draw(st.integers(1, 3)), cg, og, hw=hw)
 

@@ -75,6 +75,9 @@ POINTWISE_PARTS = Regime("gemm", config(7, 2, 8, 9, (1, 1), (5, 4), padding=(0, 
                          "of one image")
 ROW_LANES = Regime("implicit", config(2, 2, 12, 15, hw=(4, 14)), {},
                    "row tiles 14 wide, 15 of 16 lanes; grad_input on row tiles too")
+ROW_PASSES = Regime("implicit", config(2, 3, 17, 16, hw=(7, 7)), {},
+                    "row tiles 7 wide, 16 lanes; grad_input's 17 output channels in two "
+                    "passes, the second of one channel")
 LANE_TILES = [
     Regime("implicit", config(3, 2, 8, 65, hw=(5, 6)), {"_IMAGES": 2},
            "three lane tiles, the third of one output channel; a last block of one image"),
@@ -112,8 +115,7 @@ REGIMES = [
            {"_BLOCK_COLUMNS": 8}, "bands of two rows; padding and dilation differ per axis"),
     *LANE_TILES,
     ROW_LANES,
-    Regime("implicit", config(2, 3, 17, 16, hw=(7, 7)), {},
-           "row tiles 7 wide, 16 lanes; grad_input's 17 output channels on planned tiles"),
+    ROW_PASSES,
     SLICES,
     Regime("implicit", config(2, 1, 65, 17, hw=(5, 5)), {},
            "grad_weight: input channels over three lane tiles, output channels in two slices"),
@@ -246,8 +248,8 @@ def test_small_depthwise_calls_run_on_the_calling_thread(monkeypatch):
 
 
 @bounds
-@pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], ROW_LANES],
-                         ids=["planned", "strided", "rows"])
+@pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], ROW_LANES, ROW_PASSES],
+                         ids=["planned", "strided", "rows", "row passes"])
 def test_lane_tiles_read_only_the_channels_there_are(regime):
     """The implicit kernel's forward and grad_input tiles compute whole lane tiles of output
     channels: past the last channel they must read no bias or weight (and strided, grad_input's
@@ -294,4 +296,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "8 passed" in done.stdout, done.stdout[-4000:]
+    assert "9 passed" in done.stdout, done.stdout[-4000:]

@@ -97,7 +97,7 @@ def plain(c_in: int, c_out: int) -> Chosen:
 
 
 def rows_or_plain(c: int) -> Chosen:
-    if rules.ROW_MIN_CHANNELS <= c <= implicit.ROW_LANES:
+    if c >= rules.ROW_MIN_CHANNELS:
         return ("implicit/rows", "implicit/rows", weight_pass(c, c))
     return plain(c, c)
 
@@ -137,8 +137,6 @@ BOUNDARIES = [
              IMPLICIT, ("tiled", "tiled", "implicit"), most=True),
     Boundary("ROW_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(5, implicit.ROW_WIDTHS[-1])),
              rows_or_plain, rows_or_plain),
-    Boundary("ROW_LANES", lambda c: config(2, 2, c, c, hw=(3, 7)),
-             ROWS, ("tiled", "tiled", "implicit"), most=True, module=implicit),
 ]
 
 
@@ -239,11 +237,13 @@ ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_WIDTHS[-1]
 @pytest.mark.parametrize(
     "cg, hw, rows",
     [*((ROW_LANES, w, True) for w in implicit.ROW_WIDTHS), (rules.ROW_MIN_CHANNELS, ROW_WIDTH, True),
+     (2 * ROW_LANES, 7, True), (4 * ROW_LANES, 7, True), (2 * ROW_LANES + 1, ROW_WIDTH, True),
      (ROW_LANES // 2, ROW_WIDTH, False), (ROW_LANES, 16, False), (ROW_LANES, 28, False)],
 )
 def test_row_tiles_are_chosen_for_their_widths_and_channels(rules_only, cg, hw, rows):
     """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images (with
-    AVX-512; a row tile's lanes are one vector register of the target)."""
+    AVX-512; a row tile's lanes are one vector register of the target), and ResNeXt-101's of
+    32 and 64, which take a pass per register of output channels."""
     g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
     for choice in (cpu.conv2d_algorithm(g).forward, cpu.conv2d_algorithm(g).grad_input):
         assert (choice.algorithm == "implicit") == rows

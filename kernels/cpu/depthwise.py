@@ -60,7 +60,6 @@ from ..selection import ConvAlgorithm, Pass
 from ._numba import TASKS_PER_THREAD, fill, one_thread_below, transfer, u
 from .codegen import compile_tile
 from .direct import _col_ranges, _input_taps, _row_phases
-from .tiled import transposed_weights
 
 TAPS = 9
 # "rows" and "stream" (and grad_weight's "stream") by default from this output width on, where
@@ -456,7 +455,7 @@ def _masks(geometry: Conv2dGeometry, stream: bool) -> tuple[np.ndarray, np.ndarr
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry,
                write: str = "rows") -> None:
     """gx: the forward convolution of gy with the flipped kernel."""
-    flipped = np.ascontiguousarray(transposed_weights(w, geometry.groups))
+    flipped = np.ascontiguousarray(geometry.transposed_weights(w))
     forward(gy, flipped, None, gx, geometry.transposed(), write)
 
 

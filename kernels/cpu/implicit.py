@@ -27,12 +27,12 @@ pixel reads them (at stride 2, a quarter of the pixels are read through one tap 
 half through two, a quarter through four), each row reads grad_out at those output pixels, and
 the weights are packed with each group's input and output channels swapped.
 
-With at most ROW_LANES output channels per group the lanes are one register, and a tile of
-rows would need a broadcast per multiply-add. For the 3x3 convolutions (stride 1, padding 1)
-of ResNeXt's 7x7 and 14x14 stages there are row tiles instead (`row_tile_source`, the
-parameter ``tiles="rows"``): all the output pixels of one image row are the tile's rows, so
-each input value, broadcast once, feeds the (up to) three outputs whose taps read it, and no
-tap outside the image is multiplied.
+For the 3x3 convolutions (stride 1, padding 1) of ResNeXt's 7x7 and 14x14 stages there are
+row tiles (`row_tile_source`, the parameter ``tiles="rows"``): all the output pixels of one
+image row by ROW_LANES output channels (one register), so each input value, broadcast once,
+feeds the (up to) three outputs whose taps read it, three vector multiply-adds where the tile
+above gets two, and no tap outside the image is multiplied. More output channels per group
+take one pass over the row per register of them.
 
 grad_weight sums, for each tap, over the output pixels where the tap is in bounds:
 ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Output channels go on the rows,
@@ -60,7 +60,7 @@ from numba import njit, prange
 
 from ..geometry import Conv2dGeometry
 from ..selection import Condition, ConvAlgorithm, Pass
-from ._numba import min_tasks_per_group, u
+from ._numba import fill, min_tasks_per_group, u
 from .codegen import Tile, compile_tile, slp_vectorized
 from .intrinsics import pack_pixels
 from .target import ISA
@@ -160,7 +160,7 @@ class RowSpan(NamedTuple):
     """Where one row tile reads and writes, and which kernel rows fall inside the image."""
 
     x: int  # the input row above the output row (r - 1), the group's first channel
-    w: int  # the packed weights of (group, lane tile)
+    w: int  # the lane tile's packed weights
     y: int  # the output row of the lane tile's first output channel
     bias: int  # the lane tile's first (lane-padded) bias
     first_row: int  # kernel rows first_row .. last_row - 1 are inside the image
@@ -175,7 +175,7 @@ class RowSpan(NamedTuple):
 def row_tile_source(width: int, lanes: int = ROW_LANES) -> str:
     """Python source of the row tile for a 3x3 kernel, stride 1, padding 1 on images `width`
     wide: acc[k, l] = bias[l] + sum over the kernel rows inside the image, channels c and taps
-    j of x[row i, c, k + j - 1] * w[i, c, j, l] for the `width` outputs k of one row, skipping
+    j of x[row i, c, k + j - 1] * w[c, i, j, l] for the `width` outputs k of one row, skipping
     the taps outside the row. Each input value is broadcast once and used by every k that
     reads it; the outputs go through `ct` (k-major) to y, output channel l at l * out_plane."""
     acc = [[f"s{k}_{lane}" for lane in range(lanes)] for k in range(width)]
@@ -183,10 +183,10 @@ def row_tile_source(width: int, lanes: int = ROW_LANES) -> str:
     lines += [f"    {' = '.join(row)} = zero" for row in acc]
     lines += ["    for i in range(at.first_row, at.last_row):",
               "        xi = at.x + i * at.width",
-              f"        wi = at.w + i * at.channels * {3 * lanes}",
+              f"        wi = at.w + i * {3 * lanes}",
               "        for c in range(at.channels):",
               "            xo = np.uint64(xi + c * at.plane)",
-              f"            wo = np.uint64(wi + c * {3 * lanes})"]
+              f"            wo = np.uint64(wi + c * {9 * lanes})"]
     lines += [f"            b{j}_{lane} = w[wo + np.uint64({j * lanes + lane})]"
               for j in range(3) for lane in range(lanes)]
     for col in range(width):
@@ -392,16 +392,6 @@ def _pack(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
     return np.ascontiguousarray(wt.reshape(*wt.shape[:4], -1).transpose(0, 1, 4, 3, 2))
 
 
-def _pack_rows(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
-    """The row tiles' weights wq[g, jt, i, c, j, l] = w[g*og + jt*ROW_LANES + l, c, i, j] (see
-    `_by_lane_tiles`), in one copy; `transposed`: with the taps flipped too, the weights of the
-    forward convolution `Conv2dGeometry.transposed()`."""
-    if transposed:
-        w = w[:, :, ::-1, ::-1]
-    return np.ascontiguousarray(
-        _by_lane_tiles(w, groups, transposed, ROW_LANES).transpose(0, 1, 4, 3, 5, 2))
-
-
 def _pad_bias(bias: np.ndarray | None, out_channels: int, groups: int, lanes: int,
               dtype: np.dtype) -> np.ndarray:
     """bias (zeros if None) laid out like the packed weights' output channels: each group's
@@ -449,42 +439,54 @@ def _forward(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, y: np.ndarray, blo
 
 def rows_fit(geometry: Conv2dGeometry) -> bool:
     """Whether the forward convolution runs on row tiles (module docstring)."""
-    return (geometry.out_per_group <= ROW_LANES and geometry.kernel_hw == (3, 3)
-            and geometry.stride == (1, 1) and geometry.padding == (1, 1)
-            and geometry.dilation == (1, 1) and geometry.input_hw[1] in ROW_WIDTHS)
+    return (geometry.kernel_hw == (3, 3) and geometry.stride == (1, 1)
+            and geometry.padding == (1, 1) and geometry.dilation == (1, 1)
+            and geometry.input_hw[1] in ROW_WIDTHS)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward_rows(x: np.ndarray, wq: np.ndarray, bias: np.ndarray, y: np.ndarray) -> None:
-    """y (+ bias) on row tiles, one task per (image, group).
+def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
+                  per_task: int) -> None:
+    """y (+ bias) on row tiles, one task per (group, block of images). Each task packs its
+    group's weights for the tiles first, wl[jt, c, i, j, l] = w[g*og + jt*ROW_LANES + l, c, i,
+    j] (zero past the last output channel), into a buffer that stays in its core's cache: a
+    separate packing pass would read and write all the weights once more.
 
     Args:
         x: input (N, C_in, H, W), contiguous, W one of ROW_WIDTHS.
-        wq: weights packed by `_pack_rows`, (groups, lane tiles, 3, cg, 3, ROW_LANES).
+        w: weights (C_out, cg, 3, 3), contiguous.
         bias: (groups * lane tiles * ROW_LANES,), laid out by `_pad_bias`.
         y: output (N, C_out, H, W), written.
+        per_task: images per task.
     """
     n_img, c_in, h, wd = x.shape
-    _, c_out, oh, ow = y.shape
-    groups, jts, kh, cg, kw, nr = wq.shape
+    c_out, cg, kh, kw = w.shape
+    _, _, oh, ow = y.shape
+    groups, nr, taps = c_in // cg, ROW_LANES, cg * kh * kw
     og = c_out // groups
-    xf, yf, wf = x.reshape(-1), y.reshape(-1), wq.reshape(-1)
+    jts, blocks = -(-og // nr), -(-n_img // per_task)
+    xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     zero = np.zeros(1, y.dtype)[0]
-    for task in prange(n_img * groups):
-        n, g = task // groups, task % groups
+    for task in prange(groups * blocks):
+        g, first = task // blocks, task % blocks * per_task
+        wl = np.empty(jts * taps * nr, w.dtype)
+        for jt in range(jts):
+            lanes = min(nr, og - jt * nr)
+            pack_pixels(wl, jt * taps * nr, nr, wf, (g * og + jt * nr) * taps, taps, taps, lanes)
+            for p in range(taps):  # lanes past the last channel: computed, never stored, so
+                fill(wl, (jt * taps + p) * nr + lanes, nr - lanes, zero)  # no denormals there
         ct = np.empty(ow * nr, y.dtype)
         for jt in range(jts):
-            for r in range(oh):
-                span = RowSpan(
-                    (n * c_in + g * cg) * h * wd + (r - 1) * wd,
-                    (g * jts + jt) * kh * cg * kw * nr,
-                    ((n * c_out + g * og + jt * nr) * oh + r) * ow,
-                    (g * jts + jt) * nr, max(0, 1 - r), min(kh, h + 1 - r), cg, wd, h * wd,
-                    oh * ow, og - jt * nr)
-                if wd == 7:
-                    _row_tile_7(xf, wf, yf, bias, ct, span, zero)
-                else:
-                    _row_tile_14(xf, wf, yf, bias, ct, span, zero)
+            for n in range(first, min(first + per_task, n_img)):
+                for r in range(oh):
+                    span = RowSpan(
+                        (n * c_in + g * cg) * h * wd + (r - 1) * wd, jt * taps * nr,
+                        ((n * c_out + g * og + jt * nr) * oh + r) * ow, (g * jts + jt) * nr,
+                        max(0, 1 - r), min(kh, h + 1 - r), cg, wd, h * wd, oh * ow, og - jt * nr)
+                    if wd == 7:
+                        _row_tile_7(xf, wl, yf, bias, ct, span, zero)
+                    else:
+                        _row_tile_14(xf, wl, yf, bias, ct, span, zero)
 
 
 def _images(n_img: int, image_bytes: int, budget: int, min_blocks: int = 1) -> int:
@@ -505,7 +507,9 @@ def _convolve(x: np.ndarray, w: np.ndarray, gradient: bool, bias: np.ndarray | N
         lanes = ROW_LANES if tiles == "rows" else TILE.lanes
         b = _pad_bias(bias, y.shape[1], groups, lanes, y.dtype)
         if tiles == "rows":
-            _forward_rows(x, _pack_rows(w, groups, gradient), b, y)
+            if gradient:
+                w = np.ascontiguousarray(geometry.transposed_weights(w))
+            _forward_rows(x, w, b, y, -(-n_img // min(n_img, min_tasks_per_group(groups))))
             return
         wp = _pack(w, groups, gradient)
         m = _images(n_img, wp.shape[3] * x.shape[2] * x.shape[3] * x.itemsize, _BLOCK_BYTES,
@@ -645,7 +649,7 @@ def planes_spread(geometry: Conv2dGeometry) -> bool:
 PLANES_SPREAD = Condition(f"input planes not a multiple of {_ALIASED_PLANE} pixels",
                           planes_spread)
 ROWS_FIT = Condition(f"3x3, stride 1, padding 1 on {' or '.join(map(str, ROW_WIDTHS))}-wide "
-                     f"images, <= {ROW_LANES} output channels per group", rows_fit)
+                     "images", rows_fit)
 
 
 def _space(pass_: Pass, geometry: Conv2dGeometry) -> dict[str, tuple[str, ...]]:

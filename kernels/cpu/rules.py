@@ -20,7 +20,6 @@ from ..selection import (
     Condition,
     Rule,
     channels_at_least,
-    channels_at_most,
     image_macs_at_least,
     input_channels_at_least,
     output_pixels_at_most,
@@ -40,7 +39,8 @@ TILED_MIN_CHANNELS = 8
 IMPLICIT_MIN_CHANNELS = TILE.lanes
 IMPLICIT_MAX_PIXELS = 16 * 16  # ... up to this many output pixels per image.
 # The implicit kernel's row tiles beat the tiled kernel from 3/4 of their ROW_LANES output
-# channels per group (12 of 16 with AVX-512); with half, they lose.
+# channels per group (12 of 16 with AVX-512); with half, they lose. With more channels than
+# their lanes they take a pass per register of them, and still beat the planned tiles.
 ROW_MIN_CHANNELS = ROW_LANES * 3 // 4
 # Strided, where the tiled kernel has no form, the implicit GEMM beats the direct kernel: the
 # forward and grad_weight from this many channels per group (with 8, both lose on large
@@ -87,8 +87,7 @@ _IMPLICIT = Rule(
     "taps that fall on padding, where a padded layout's junk pixels cost most",
     {"tiles": "planned"})
 _ROWS = Rule(
-    "implicit", (TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS),
-                 channels_at_most(ROW_LANES)),
+    "implicit", (TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS)),
     "the implicit kernel's row tiles hold one output row by one register of output channels, so "
     "each input value is broadcast once for all the taps that read it",
     {"tiles": "rows"})
@@ -109,12 +108,12 @@ def _strided(min_channels: int, *more: Condition, why: str = _STRIDED_WHY) -> Ru
                              image_macs_at_least(STRIDED_MIN_IMAGE_MACS)), why)
 
 
-FORWARD = (*_FIRST, _IMPLICIT, _ROWS, _strided(STRIDED_MIN_CHANNELS), _TILED, _DIRECT)
+FORWARD = (*_FIRST, _ROWS, _IMPLICIT, _strided(STRIDED_MIN_CHANNELS), _TILED, _DIRECT)
 
 # grad_input is a convolution of the same cost as the forward (at stride 1, literally the
 # forward convolution `Conv2dGeometry.transposed()`), so the same rules choose, except that
 # strided, the implicit kernel needs more channels (its tiles reduce over fewer taps).
-GRAD_INPUT = (*_FIRST, _IMPLICIT, _ROWS,
+GRAD_INPUT = (*_FIRST, _ROWS, _IMPLICIT,
               _strided(STRIDED_GRAD_INPUT_MIN_CHANNELS, PLANES_SPREAD), _TILED, _DIRECT)
 
 GRAD_WEIGHT = (

@@ -241,18 +241,9 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
                  geometry.args, block)
 
 
-def transposed_weights(w: np.ndarray, groups: int) -> np.ndarray:
-    """The weights of grad_input's forward convolution (`Conv2dGeometry.transposed`): each
-    group's weights transposed (input and output channels swapped) and flipped."""
-    c_out, cg, kh, kw = w.shape
-    og = c_out // groups
-    flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
-    return flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
-
-
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry) -> None:
     """gx: the forward convolution of gy with each group's weights transposed and flipped."""
-    forward(gy, transposed_weights(w, geometry.groups), None, gx, geometry.transposed())
+    forward(gy, geometry.transposed_weights(w), None, gx, geometry.transposed())
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})

@@ -112,6 +112,4 @@ def plan(g: Conv2dGeometry, ctype_: str, device: Device) -> Launch | None:
 def transposed_weights(xp: Any, w: Any, g: Conv2dGeometry) -> Any:
     """The weights of `g.transposed()`: each group's input and output channels swapped and its
     taps flipped, (C_in, C_out / groups, kH, kW), C-contiguous."""
-    groups, og, cg, kh, kw = g.groups, g.out_per_group, g.in_per_group, *g.kernel_hw
-    flipped = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)[:, :, :, ::-1, ::-1]
-    return xp.ascontiguousarray(flipped).reshape(groups * cg, og, kh, kw)
+    return xp.ascontiguousarray(g.transposed_weights(w))
