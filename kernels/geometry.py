@@ -223,7 +223,8 @@ class Conv2dGeometry:
         """The weights of `transposed()`: each group's input and output channels swapped and its
         taps flipped, (C_in, C_out / groups, kH, kW): mostly a copy, but a view (not contiguous)
         where the reshape allows one; any array with NumPy's reshape, transpose and slicing."""
-        groups, og, cg, (kh, kw) = self.groups, self.out_per_group, self.in_per_group, self.kernel_hw
+        groups, og, cg = self.groups, self.out_per_group, self.in_per_group
+        kh, kw = self.kernel_hw
         flipped = w.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1]
         return flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, og, kh, kw)
 

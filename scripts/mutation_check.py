@@ -155,7 +155,7 @@ MUTANTS = [
            regimes("implicit")),
     Mutant("implicit: row tiles' second lane tile packed from the first's weights",
            "kernels/cpu/implicit.py",
-           (("(g * og + jt * nr) * taps, taps", "g * og * taps, taps"),),
+           (("(g * og + jt * nr) * per_out, per_out", "g * og * per_out, per_out"),),
            regimes("implicit")),
     Mutant("implicit: grad_weight's slices of output channels leave some out",
            "kernels/cpu/implicit.py",

@@ -10,7 +10,6 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -38,7 +37,6 @@ THRESHOLDS = [name for node in ast.parse(Path(rules.__file__).read_text()).body
               if name.isupper() and isinstance(getattr(rules, name), int)]
 IMPLICIT = ("implicit/planned", "implicit/planned", "implicit")
 WEIGHT_CHANNELS = max(rules.IMPLICIT_WEIGHT_MIN_CHANNELS, rules.TILED_MIN_CHANNELS)
-ROWS = ("implicit/rows", "implicit/rows", "implicit")
 
 
 Chosen = tuple[str, str, str]
@@ -48,17 +46,16 @@ class Boundary(NamedTuple):
     """A threshold T and what forward, grad_input and grad_weight run on either side of it: one
     of "at least" lies between T - 1 and T, one of "at most" (`most`) between T and T + 1."""
 
-    name: str  # in rules.py, or in implicit.py
+    name: str  # in rules.py
     make: Callable[[int], dict]  # the convolution for a channel (or pixel) count
     # what runs, or a function of the count where it depends on how the target's thresholds
     # fall against each other (AVX2's narrower tiles put some below TILED_MIN_CHANNELS)
     before: Chosen | Callable[[int], Chosen]
     after: Chosen | Callable[[int], Chosen]
     most: bool = False
-    module: ModuleType = rules
 
     def counts(self) -> tuple[int, int]:
-        value = getattr(self.module, self.name)
+        value = getattr(rules, self.name)
         return (value, value + 1) if self.most else (value - 1, value)
 
     def expected(self, side: int) -> Chosen:
@@ -141,7 +138,7 @@ BOUNDARIES = [
 
 
 def test_every_threshold_has_its_boundary_cases():
-    assert {b.name for b in BOUNDARIES if b.module is rules} == set(THRESHOLDS)
+    assert {b.name for b in BOUNDARIES} == set(THRESHOLDS)
 
 
 def test_thresholds_are_the_measured_ones():

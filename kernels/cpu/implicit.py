@@ -462,25 +462,27 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
     n_img, c_in, h, wd = x.shape
     c_out, cg, kh, kw = w.shape
     _, _, oh, ow = y.shape
-    groups, nr, taps = c_in // cg, ROW_LANES, cg * kh * kw
+    per_out = cg * kh * kw  # weights per output channel
+    groups, nr = c_in // cg, ROW_LANES
     og = c_out // groups
     jts, blocks = -(-og // nr), -(-n_img // per_task)
     xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     zero = np.zeros(1, y.dtype)[0]
     for task in prange(groups * blocks):
         g, first = task // blocks, task % blocks * per_task
-        wl = np.empty(jts * taps * nr, w.dtype)
+        wl = np.empty(jts * per_out * nr, w.dtype)
         for jt in range(jts):
             lanes = min(nr, og - jt * nr)
-            pack_pixels(wl, jt * taps * nr, nr, wf, (g * og + jt * nr) * taps, taps, taps, lanes)
-            for p in range(taps):  # lanes past the last channel: computed, never stored, so
-                fill(wl, (jt * taps + p) * nr + lanes, nr - lanes, zero)  # no denormals there
+            pack_pixels(wl, jt * per_out * nr, nr, wf, (g * og + jt * nr) * per_out, per_out,
+                        per_out, lanes)
+            for p in range(per_out):  # lanes past the last channel: computed, never stored, so
+                fill(wl, (jt * per_out + p) * nr + lanes, nr - lanes, zero)  # no denormals there
         ct = np.empty(ow * nr, y.dtype)
         for jt in range(jts):
             for n in range(first, min(first + per_task, n_img)):
                 for r in range(oh):
                     span = RowSpan(
-                        (n * c_in + g * cg) * h * wd + (r - 1) * wd, jt * taps * nr,
+                        (n * c_in + g * cg) * h * wd + (r - 1) * wd, jt * per_out * nr,
                         ((n * c_out + g * og + jt * nr) * oh + r) * ow, (g * jts + jt) * nr,
                         max(0, 1 - r), min(kh, h + 1 - r), cg, wd, h * wd, oh * ow, og - jt * nr)
                     if wd == 7:
