@@ -189,11 +189,12 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
 @st.composite
 def row_tile_configs(draw: st.DrawFn) -> dict:
     """A conv the implicit kernel's row tiles compute (3x3, stride 1, padding 1, an image width
-    they are made for), with channels per group in one, two and three registers of lanes on
-    either side (grad_input's output channels are the input's)."""
+    of one to three of their segments), with channels per group in one, two and three registers
+    of lanes on either side (grad_input's output channels are the input's)."""
     lanes = implicit.ROW_LANES
     cg, og = (draw(st.integers(1, 2 * lanes + 2)) for _ in range(2))
-    hw = (draw(st.integers(1, 16)), draw(st.sampled_from(implicit.ROW_WIDTHS)))
+    width = draw(st.sampled_from(implicit.ROW_SEGMENTS)) * draw(st.integers(1, 3))
+    hw = (draw(st.integers(1, 16)), width)
     return config(draw(st.integers(1, 3)), draw(st.integers(1, 3)), cg, og, hw=hw)
 
 

@@ -78,6 +78,9 @@ ROW_LANES = Regime("implicit", config(2, 2, 12, 15, hw=(4, 14)), {},
 ROW_PASSES = Regime("implicit", config(2, 3, 17, 16, hw=(7, 7)), {},
                     "row tiles 7 wide, 16 lanes; grad_input's 17 output channels in two "
                     "passes, the second of one channel")
+ROW_SEGMENTS = Regime("implicit", config(2, 2, 13, 14, hw=(5, 3 * implicit.ROW_SEGMENTS[-1])), {},
+                      "rows of three row-tile segments: the columns before and after a segment "
+                      "read in the middle one only")
 LANE_TILES = [
     Regime("implicit", config(3, 2, 8, 65, hw=(5, 6)), {"_IMAGES": 2},
            "three lane tiles, the third of one output channel; a last block of one image"),
@@ -116,6 +119,7 @@ REGIMES = [
     *LANE_TILES,
     ROW_LANES,
     ROW_PASSES,
+    ROW_SEGMENTS,
     SLICES,
     Regime("implicit", config(2, 1, 65, 17, hw=(5, 5)), {},
            "grad_weight: input channels over three lane tiles, output channels in two slices"),
@@ -248,8 +252,9 @@ def test_small_depthwise_calls_run_on_the_calling_thread(monkeypatch):
 
 
 @bounds
-@pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], ROW_LANES, ROW_PASSES],
-                         ids=["planned", "strided", "rows", "row passes"])
+@pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], ROW_LANES, ROW_PASSES,
+                                    ROW_SEGMENTS],
+                         ids=["planned", "strided", "rows", "row passes", "row segments"])
 def test_lane_tiles_read_only_the_channels_there_are(regime):
     """The implicit kernel's forward and grad_input tiles compute whole lane tiles of output
     channels: past the last channel they must read no bias or weight (and strided, grad_input's

@@ -128,11 +128,11 @@ BOUNDARIES = [
              lambda c: plain(c, rules.TILED_MIN_CHANNELS)),
     Boundary("IMPLICIT_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(9, 9)),
              ("tiled", "tiled", "implicit"), IMPLICIT),
-    Boundary("IMPLICIT_MAX_PIXELS",  # one row of that many pixels
+    Boundary("IMPLICIT_MAX_PIXELS",  # one column of that many pixels (too narrow for rows)
              lambda p: config(1, 1, rules.IMPLICIT_MIN_CHANNELS, rules.IMPLICIT_MIN_CHANNELS,
-                              hw=(1, p)),
+                              hw=(p, 1)),
              IMPLICIT, ("tiled", "tiled", "implicit"), most=True),
-    Boundary("ROW_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(5, implicit.ROW_WIDTHS[-1])),
+    Boundary("ROW_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(5, implicit.ROW_SEGMENTS[-1])),
              rows_or_plain, rows_or_plain),
 ]
 
@@ -170,15 +170,16 @@ def test_default_choice_on_both_sides_of_each_threshold(rules_only, boundary, si
     "c_in, c_out, groups, kernel, expected",
     [
         (128, 128, 32, 3, "direct"),  # ResNeXt-50 stage 1: 4 channels per group
-        (256, 256, 32, 3, "tiled"),  # ResNeXt-50 stage 2: 8 channels per group
+        # ResNeXt-50 stage 2: 8 channels per group, a row tile's register with AVX2 only
+        (256, 256, 32, 3, "implicit" if 8 >= rules.ROW_MIN_CHANNELS else "tiled"),
         (1024, 1024, 32, 3, "implicit"),  # ResNeXt-50 stage 4: 32 channels per group
-        (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images
-        # ResNeXt-50 stage 3 (16 channels per group) with AVX-512: half a lane tile
-        (32 * (implicit.TILE.lanes // 2), 32 * (implicit.TILE.lanes // 2), 32, 3, "tiled"),
+        (512, 512, 8, 3, "implicit"),  # 64 channels per group on 16x16 images: row tiles
+        # 16 channels per group with AVX-512: half a planned tile, a row tile's register
+        (32 * (implicit.TILE.lanes // 2), 32 * (implicit.TILE.lanes // 2), 32, 3, "implicit"),
         (144, 144, 144, 3, "depthwise"),  # depthwise
         (64, 192, 64, 3, "depthwise"),  # depthwise multiplier 3
         (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
-        (128, 128, 1, 3, "gemm"),  # dense
+        (128, 128, 1, 3, "implicit"),  # dense: row tiles
         (256, 128, 1, 1, "gemm"),  # pointwise
         (64, 64, 16, 1, "direct"),  # pointwise with 4 channels per group
     ],
@@ -228,20 +229,25 @@ def test_depthwise_streams_wide_3x3_convolutions_with_padding_equal_to_dilation(
     assert choices.grad_weight.params == ({} if read is None else {"read": read})
 
 
-ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_WIDTHS[-1]
+ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_SEGMENTS[-1]
 
 
 @pytest.mark.parametrize(
-    "cg, hw, rows",
-    [*((ROW_LANES, w, True) for w in implicit.ROW_WIDTHS), (rules.ROW_MIN_CHANNELS, ROW_WIDTH, True),
-     (2 * ROW_LANES, 7, True), (4 * ROW_LANES, 7, True), (2 * ROW_LANES + 1, ROW_WIDTH, True),
-     (ROW_LANES // 2, ROW_WIDTH, False), (ROW_LANES, 16, False), (ROW_LANES, 28, False)],
+    "cg, hw, groups, rows",
+    [*((ROW_LANES, w, 32, True) for w in implicit.ROW_SEGMENTS),
+     (ROW_LANES, 2 * ROW_WIDTH, 32, True), (rules.ROW_MIN_CHANNELS, ROW_WIDTH, 32, True),
+     (2 * ROW_LANES, 7, 32, True), (4 * ROW_LANES, 7, 32, True),
+     (2 * ROW_LANES + 1, ROW_WIDTH, 32, True), (ROW_LANES // 2, ROW_WIDTH, 32, False),
+     (ROW_LANES, 11, 32, False), (ROW_LANES, 17, 32, False),
+     (128, 28, 1, True), (128, 17, 1, False), (64, 32, 8, True)],
 )
-def test_row_tiles_are_chosen_for_their_widths_and_channels(rules_only, cg, hw, rows):
+def test_row_tiles_are_chosen_for_their_widths_and_channels(rules_only, cg, hw, groups, rows):
     """ResNeXt-50's 3x3 convolutions of 16 channels per group on 14x14 and 7x7 images (with
-    AVX-512; a row tile's lanes are one vector register of the target), and ResNeXt-101's of
-    32 and 64, which take a pass per register of output channels."""
-    g = Conv2dGeometry.of((8, 32 * cg, hw, hw), (32 * cg, cg, 3, 3), 1, 1, 1, 32)
+    AVX-512; a row tile's lanes are one vector register of the target), ResNeXt-101's of 32
+    and 64, which take a pass per register of output channels, rows of several segments
+    (ResNeXt-29's 64 channels per group on 32x32), and dense ones, ahead of im2col + GEMM;
+    not where no segment divides the width."""
+    g = Conv2dGeometry.of((8, groups * cg, hw, hw), (groups * cg, cg, 3, 3), 1, 1, 1, groups)
     for choice in (cpu.conv2d_algorithm(g).forward, cpu.conv2d_algorithm(g).grad_input):
         assert (choice.algorithm == "implicit") == rows
         assert (choice.params.get("tiles") == "rows") == rows

@@ -80,7 +80,7 @@ def test_the_tiles_are_sized_for_this_target():
     assert tiled.TILE == Tile.fitting(target.ISA, 2, 8, hoisted=True)
     assert implicit.TILE.lanes == implicit.WEIGHT_TILE.lanes == 2 * target.ISA.lanes()
     assert implicit.NARROW_TILE.lanes == implicit.ROW_LANES == target.ISA.lanes()
-    for width in implicit.ROW_WIDTHS:  # a row of accumulators, 3 weight vectors, a broadcast
+    for width in implicit.ROW_SEGMENTS:  # a row's accumulators, 3 weight vectors, a broadcast
         assert width + 4 <= target.ISA.registers
 
 
@@ -181,9 +181,10 @@ def _cases() -> list[tuple[str, Choice | str, tuple]]:
         ("implicit grad_weight wide", "implicit",
          (2, 2 * (narrow.lanes + 1), 2 * (wide.rows + 1), 2, (5, 6), 1, 1)),
     ]
-    cases += [(f"implicit rows {w}", Choice("implicit", {"tiles": "rows"}, ""),
-               (2, 2 * 5, 2 * (implicit.ROW_LANES - 1), 2, (4, w), 1, 1))
-              for w in implicit.ROW_WIDTHS]
+    cases += [(f"implicit rows {s}{'' if k == 1 else f' x {k}'}",
+               Choice("implicit", {"tiles": "rows"}, ""),
+               (2, 2 * 5, 2 * (implicit.ROW_LANES - 1), 2, (4, k * s), 1, 1))
+              for s in implicit.ROW_SEGMENTS for k in (1, 3)]  # a segment alone; three in a row
     cases += [(f"depthwise {write}", Choice("depthwise", {"write": write}, ""),
                (2, 5, 5, 5, (9, width), 1, 1))
               for write, width in (("rows", 40), ("plane", 11), ("stream", 40))]

@@ -27,12 +27,14 @@ pixel reads them (at stride 2, a quarter of the pixels are read through one tap 
 half through two, a quarter through four), each row reads grad_out at those output pixels, and
 the weights are packed with each group's input and output channels swapped.
 
-For the 3x3 convolutions (stride 1, padding 1) of ResNeXt's 7x7 and 14x14 stages there are
-row tiles (`row_tile_source`, the parameter ``tiles="rows"``): all the output pixels of one
-image row by ROW_LANES output channels (one register), so each input value, broadcast once,
+For 3x3 convolutions (stride 1, padding 1) there are row tiles (`row_tile_source`, the
+parameter ``tiles="rows"``): a segment of one image row (all of it on ResNeXt's 7x7 and 14x14
+stages) by ROW_LANES output channels (one register), so each input value, broadcast once,
 feeds the (up to) three outputs whose taps read it, three vector multiply-adds where the tile
-above gets two, and no tap outside the image is multiplied. More output channels per group
-take one pass over the row per register of them.
+above gets two, and no tap outside the image is multiplied. A segment's accumulators take one
+register per pixel, so wider rows are cut into segments of a width in ROW_SEGMENTS that
+divides them (two of 16 on a 32-wide image with AVX-512, four of 8 with AVX2). More output
+channels per group take one pass over the row per register of them.
 
 grad_weight sums, for each tap, over the output pixels where the tap is in bounds:
 ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Output channels go on the rows,
@@ -73,10 +75,12 @@ TILE = Tile.fitting(ISA, vectors=2, max_rows=8)  # forward: output pixels x outp
 WEIGHT_TILE = Tile.fitting(ISA, vectors=2, max_rows=8, hoisted=True)
 RUN = 3  # grad_weight with one register of input channels: 3 adjacent taps at once
 NARROW_TILE = Tile.fitting(ISA, vectors=1, max_rows=4, taps=RUN, hoisted=True)
-# row tiles: one register of output channels; the image widths whose accumulators (one register
-# per output pixel of the row), three weight vectors and a broadcast fit the registers
+# row tiles: one register of output channels by a segment of a row. Their widths: ResNeXt's 7-
+# and 14-wide stages whole, and the widest power of two for other rows, where the accumulators
+# (one register per pixel), three weight vectors and a broadcast fit the registers
 ROW_LANES = ISA.lanes(np.float32)
-ROW_WIDTHS = tuple(w for w in (7, 14) if w + 3 + 1 <= ISA.registers)
+ROW_SEGMENTS = tuple(sorted({s for s in (7, 14, 1 << (ISA.registers - 4).bit_length() - 1)
+                             if s + 3 + 1 <= ISA.registers}))
 _IMAGES = 8  # images per task (up to), so that the tiles of the corner pixels are full ...
 _BLOCK_BYTES = 256 * 1024  # ... while the task's input stays in the per-core L2 cache
 _WEIGHT_BLOCK_BYTES = 64 * 1024  # grad_weight: the packed input and grad_out in the L1 cache
@@ -157,14 +161,18 @@ def tile_source(rows: int, lanes: int) -> str:
 
 
 class RowSpan(NamedTuple):
-    """Where one row tile reads and writes, and which kernel rows fall inside the image."""
+    """Where one row tile reads and writes, and which of its taps fall inside the image."""
 
-    x: int  # the input row above the output row (r - 1), the group's first channel
+    x: int  # the input row above the output row (r - 1), the group's first channel, the column
+    #         before the segment
     w: int  # the lane tile's packed weights
-    y: int  # the output row of the lane tile's first output channel
+    y: int  # the segment's first pixel in the lane tile's first output channel
     bias: int  # the lane tile's first (lane-padded) bias
     first_row: int  # kernel rows first_row .. last_row - 1 are inside the image
     last_row: int
+    before: bool  # the column before the segment is inside the image (not padding) ...
+    after: bool  # ... and the column after it
+    segment: int  # its width, one of ROW_SEGMENTS
     channels: int  # input channels per group
     width: int  # image width
     plane: int  # elements per input channel, H * W
@@ -172,13 +180,15 @@ class RowSpan(NamedTuple):
     lanes: int  # output channels of the lane tile that exist
 
 
-def row_tile_source(width: int, lanes: int = ROW_LANES) -> str:
-    """Python source of the row tile for a 3x3 kernel, stride 1, padding 1 on images `width`
-    wide: acc[k, l] = bias[l] + sum over the kernel rows inside the image, channels c and taps
-    j of x[row i, c, k + j - 1] * w[c, i, j, l] for the `width` outputs k of one row, skipping
-    the taps outside the row. Each input value is broadcast once and used by every k that
-    reads it; the outputs go through `ct` (k-major) to y, output channel l at l * out_plane."""
-    acc = [[f"s{k}_{lane}" for lane in range(lanes)] for k in range(width)]
+def row_tile_source(segment: int, lanes: int = ROW_LANES) -> str:
+    """Python source of the row tile for a 3x3 kernel, stride 1, padding 1 on a segment of
+    `segment` output pixels k of a row: acc[k, l] = bias[l] + sum over the kernel rows i inside
+    the image, channels c and taps j of x[row i, c, k + j - 1] * w[c, i, j, l], the columns
+    before and after the segment only where they are inside the image (`at.before`,
+    `at.after`: a branch per channel, so no tap on padding is multiplied). Each input value is
+    broadcast once and used by every k that reads it; the outputs go through `ct` (k-major) to
+    y, output channel l at l * out_plane."""
+    acc = [[f"s{k}_{lane}" for lane in range(lanes)] for k in range(segment)]
     lines = ["def tile(x, w, y, bias, ct, at, zero):"]
     lines += [f"    {' = '.join(row)} = zero" for row in acc]
     lines += ["    for i in range(at.first_row, at.last_row):",
@@ -189,18 +199,31 @@ def row_tile_source(width: int, lanes: int = ROW_LANES) -> str:
               f"            wo = np.uint64(wi + c * {9 * lanes})"]
     lines += [f"            b{j}_{lane} = w[wo + np.uint64({j * lanes + lane})]"
               for j in range(3) for lane in range(lanes)]
-    for col in range(width):
-        lines.append(f"            a = x[xo + np.uint64({col})]")
+    for col in range(-1, segment + 1):  # relative to the segment's first pixel
+        indent = "            "
+        if col in (-1, segment):
+            lines.append(f"{indent}if at.{'before' if col < 0 else 'after'}:")
+            indent += "    "
+        lines.append(f"{indent}a = x[xo + np.uint64({col + 1})]")
         for j in range(3):
-            if 0 <= col + 1 - j < width:
-                lines += [f"            {acc[col + 1 - j][lane]} += a * b{j}_{lane}"
+            if 0 <= col + 1 - j < segment:
+                lines += [f"{indent}{acc[col + 1 - j][lane]} += a * b{j}_{lane}"
                           for lane in range(lanes)]
     lines += [f"    ct[{k * lanes + lane}] = {acc[k][lane]} + bias[at.bias + {lane}]"
-              for k in range(width) for lane in range(lanes)]
+              for k in range(segment) for lane in range(lanes)]
     lines += [f"    for lane in range(min(at.lanes, {lanes})):",
               "        q = at.y + lane * at.out_plane",
-              f"        for k in range({width}):",
+              f"        for k in range({segment}):",
               f"            y[np.uint64(q + k)] = ct[k * {lanes} + lane]"]
+    return "\n".join(lines)
+
+
+def row_dispatch_source(segments: tuple[int, ...]) -> str:
+    """Python source of the row tile that calls the one for `at.segment`."""
+    lines = ["def tile(x, w, y, bias, ct, at, zero):"]
+    for i, segment in enumerate(segments):
+        lines += [f"    {'if' if i == 0 else 'elif'} at.segment == {segment}:",
+                  f"        row_tile_{segment}(x, w, y, bias, ct, at, zero)"]
     return "\n".join(lines)
 
 
@@ -248,8 +271,9 @@ def weight_tile_source(rows: int, lanes: int, taps: int) -> str:
 
 
 _tile = compile_tile("implicit.tile", tile_source(*TILE))
-_row_tile_7, _row_tile_14 = (compile_tile(f"implicit.row_tile_{w}", row_tile_source(w))
-                             for w in (7, 14))  # run where ROW_WIDTHS allow
+_row_tile = compile_tile("implicit.row_tile", row_dispatch_source(ROW_SEGMENTS), {
+    f"row_tile_{s}": compile_tile(f"implicit.row_tile_{s}", row_tile_source(s))
+    for s in ROW_SEGMENTS})  # only this target's: each takes ~20 s to compile
 _weight_tile = compile_tile("implicit.weight_tile", weight_tile_source(*WEIGHT_TILE, 1))
 _weight_tile_1, _weight_tile_2, _weight_tile_3 = (
     compile_tile(f"implicit.weight_tile_{k}", weight_tile_source(*NARROW_TILE, k))
@@ -437,27 +461,34 @@ def _forward(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, y: np.ndarray, blo
                 _tile(xf, wf, yf, bias, ct, taps, xoff, yoff, span, zero)
 
 
+def row_segment(width: int) -> int:
+    """The row tiles' segment on images `width` wide: the widest of ROW_SEGMENTS that divides
+    it, or 0 where none does."""
+    return max((s for s in ROW_SEGMENTS if width % s == 0), default=0)
+
+
 def rows_fit(geometry: Conv2dGeometry) -> bool:
     """Whether the forward convolution runs on row tiles (module docstring)."""
     return (geometry.kernel_hw == (3, 3) and geometry.stride == (1, 1)
             and geometry.padding == (1, 1) and geometry.dilation == (1, 1)
-            and geometry.input_hw[1] in ROW_WIDTHS)
+            and row_segment(geometry.input_hw[1]) > 0)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
-                  per_task: int) -> None:
+                  per_task: int, segment: int) -> None:
     """y (+ bias) on row tiles, one task per (group, block of images). Each task packs its
     group's weights for the tiles first, wl[jt, c, i, j, l] = w[g*og + jt*ROW_LANES + l, c, i,
     j] (zero past the last output channel), into a buffer that stays in its core's cache: a
     separate packing pass would read and write all the weights once more.
 
     Args:
-        x: input (N, C_in, H, W), contiguous, W one of ROW_WIDTHS.
+        x: input (N, C_in, H, W), contiguous, W a multiple of `segment`.
         w: weights (C_out, cg, 3, 3), contiguous.
         bias: (groups * lane tiles * ROW_LANES,), laid out by `_pad_bias`.
         y: output (N, C_out, H, W), written.
         per_task: images per task.
+        segment: pixels per row tile, one of ROW_SEGMENTS.
     """
     n_img, c_in, h, wd = x.shape
     c_out, cg, kh, kw = w.shape
@@ -477,18 +508,18 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
                         per_out, lanes)
             for p in range(per_out):  # lanes past the last channel: computed, never stored, so
                 fill(wl, (jt * per_out + p) * nr + lanes, nr - lanes, zero)  # no denormals there
-        ct = np.empty(ow * nr, y.dtype)
+        ct = np.empty(segment * nr, y.dtype)
         for jt in range(jts):
             for n in range(first, min(first + per_task, n_img)):
                 for r in range(oh):
-                    span = RowSpan(
-                        (n * c_in + g * cg) * h * wd + (r - 1) * wd, jt * per_out * nr,
-                        ((n * c_out + g * og + jt * nr) * oh + r) * ow, (g * jts + jt) * nr,
-                        max(0, 1 - r), min(kh, h + 1 - r), cg, wd, h * wd, oh * ow, og - jt * nr)
-                    if wd == 7:
-                        _row_tile_7(xf, wl, yf, bias, ct, span, zero)
-                    else:
-                        _row_tile_14(xf, wl, yf, bias, ct, span, zero)
+                    for k in range(0, ow, segment):
+                        span = RowSpan(
+                            (n * c_in + g * cg) * h * wd + (r - 1) * wd + k - 1,
+                            jt * per_out * nr, ((n * c_out + g * og + jt * nr) * oh + r) * ow + k,
+                            (g * jts + jt) * nr,
+                            max(0, 1 - r), min(kh, h + 1 - r), k > 0, k + segment < ow, segment,
+                            cg, wd, h * wd, oh * ow, og - jt * nr)
+                        _row_tile(xf, wl, yf, bias, ct, span, zero)
 
 
 def _images(n_img: int, image_bytes: int, budget: int, min_blocks: int = 1) -> int:
@@ -511,7 +542,8 @@ def _convolve(x: np.ndarray, w: np.ndarray, gradient: bool, bias: np.ndarray | N
         if tiles == "rows":
             if gradient:
                 w = np.ascontiguousarray(geometry.transposed_weights(w))
-            _forward_rows(x, w, b, y, -(-n_img // min(n_img, min_tasks_per_group(groups))))
+            _forward_rows(x, w, b, y, -(-n_img // min(n_img, min_tasks_per_group(groups))),
+                          row_segment(x.shape[3]))
             return
         wp = _pack(w, groups, gradient)
         m = _images(n_img, wp.shape[3] * x.shape[2] * x.shape[3] * x.itemsize, _BLOCK_BYTES,
@@ -650,8 +682,8 @@ def planes_spread(geometry: Conv2dGeometry) -> bool:
 
 PLANES_SPREAD = Condition(f"input planes not a multiple of {_ALIASED_PLANE} pixels",
                           planes_spread)
-ROWS_FIT = Condition(f"3x3, stride 1, padding 1 on {' or '.join(map(str, ROW_WIDTHS))}-wide "
-                     "images", rows_fit)
+ROWS_FIT = Condition("3x3, stride 1, padding 1 on images a multiple of "
+                     f"{' or '.join(map(str, ROW_SEGMENTS))} wide", rows_fit)
 
 
 def _space(pass_: Pass, geometry: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
