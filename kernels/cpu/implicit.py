@@ -509,9 +509,9 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
             for p in range(per_out):  # lanes past the last channel: computed, never stored, so
                 fill(wl, (jt * per_out + p) * nr + lanes, nr - lanes, zero)  # no denormals there
         ct = np.empty(segment * nr, y.dtype)
-        for jt in range(jts):
-            for n in range(first, min(first + per_task, n_img)):
-                for r in range(oh):
+        for n in range(first, min(first + per_task, n_img)):
+            for r in range(oh):  # all lane tiles of a row while its input rows are in cache
+                for jt in range(jts):
                     for k in range(0, ow, segment):
                         span = RowSpan(
                             (n * c_in + g * cg) * h * wd + (r - 1) * wd + k - 1,
