@@ -231,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
           + (f"; load average {machine['load_average_1min']:.1f}" if machine["load_average_1min"] else ""))
 
     with common.blas_threads(threads):
+        _compile(plan)
+        _tune(plan)
         torch_mm = {} if torch is None else {TORCH: lambda a, b: torch.from_dlpack(a) @ torch.from_dlpack(b)}
         probe = getattr(plan.backend.kernels, "peak_probe", None)  # the CPU's vector FMA peak
         # probes are timed after a pause: OpenBLAS's threads spin for ~0.1 s after a matmul
@@ -241,7 +243,6 @@ def run(args: argparse.Namespace) -> int:
         matmuls = ", ".join(f"{k} {v:.1f}" for k, v in roof.method["matmul_gflops"].items())
         print(f"roofline: peak {roof.peak_flops / 1e9:.1f} GFLOP/s (best of: {matmuls}), bandwidth "
               f"{roof.bandwidth / 1e9:.1f} GB/s (copy), balance {roof.balance:.1f} FLOP/B")
-        _compile(plan)
         shapes, results = [], []
         for i, shape in enumerate(plan.shapes, 1):
             record, rows = _bench_shape(shape, plan, torch, onnxrt, roof)
@@ -377,6 +378,17 @@ def _compile(plan: _Plan) -> None:
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 
+def _tune(plan: _Plan) -> None:
+    """Tune every shape's passes at the timed batch (a no-op where tuning is off), before
+    PyTorch or ONNX Runtime has run anything: measured between their calls, this package's
+    two-thread kernels read up to 2x slower than alone, and the tuner chose im2col + GEMM
+    (37 ms) over the row tiles (25 ms alone) for a forward it timed there."""
+    tune_ahead = getattr(plan.backend.kernels, "tune_conv2d", None)
+    if tune_ahead is not None:
+        for shape in plan.shapes:
+            tune_ahead(shape.geometry(plan.batch))
+
+
 def _host(array: Any) -> np.ndarray:
     """A NumPy copy of a NumPy, CuPy or PyTorch array."""
     if hasattr(array, "detach"):
@@ -409,10 +421,7 @@ def _bench_shape(
 
     flops, nbytes = conv_flops(g), conv_min_bytes(g)
     attainable = roof.attainable(flops, nbytes)
-    tune_ahead = getattr(bk.kernels, "tune_conv2d", None)
-    if tune_ahead is not None:  # measured here, before any timed call (a no-op where it is off)
-        tune_ahead(g)
-    choices = bk.conv2d_algorithm(g)
+    choices = bk.conv2d_algorithm(g)  # tuned by `_tune` where tuning is on
     record = {"name": shape.name, "note": shape.note, "x": x_shape, "w": w_shape, "y": y_shape,
               "stride": shape.stride, "padding": shape.padding, "dilation": shape.dilation,
               "groups": shape.groups, "channels_per_group": shape.channels_per_group,
