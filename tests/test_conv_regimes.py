@@ -81,6 +81,9 @@ ROW_PASSES = Regime("implicit", config(2, 3, 17, 16, hw=(7, 7)), {},
 ROW_SEGMENTS = Regime("implicit", config(2, 2, 13, 14, hw=(5, 3 * implicit.ROW_SEGMENTS[-1])), {},
                       "rows of three row-tile segments: the columns before and after a segment "
                       "read in the middle one only")
+ROW_SLICES = Regime("implicit", config(1, 1, 5, 2 * implicit.ROW_LANES + 3, hw=(4, 7)), {},
+                    "batch 1, one group: its three lane tiles (the last of three channels) "
+                    "sliced over the tasks, at any thread count")
 LANE_TILES = [
     Regime("implicit", config(3, 2, 8, 65, hw=(5, 6)), {"_IMAGES": 2},
            "three lane tiles, the third of one output channel; a last block of one image"),
@@ -120,6 +123,7 @@ REGIMES = [
     ROW_LANES,
     ROW_PASSES,
     ROW_SEGMENTS,
+    ROW_SLICES,
     SLICES,
     Regime("implicit", config(2, 1, 65, 17, hw=(5, 5)), {},
            "grad_weight: input channels over three lane tiles, output channels in two slices"),
@@ -253,8 +257,9 @@ def test_small_depthwise_calls_run_on_the_calling_thread(monkeypatch):
 
 @bounds
 @pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], ROW_LANES, ROW_PASSES,
-                                    ROW_SEGMENTS],
-                         ids=["planned", "strided", "rows", "row passes", "row segments"])
+                                    ROW_SEGMENTS, ROW_SLICES],
+                         ids=["planned", "strided", "rows", "row passes", "row segments",
+                              "row slices"])
 def test_lane_tiles_read_only_the_channels_there_are(regime):
     """The implicit kernel's forward and grad_input tiles compute whole lane tiles of output
     channels: past the last channel they must read no bias or weight (and strided, grad_input's

@@ -273,7 +273,7 @@ def weight_tile_source(rows: int, lanes: int, taps: int) -> str:
 _tile = compile_tile("implicit.tile", tile_source(*TILE))
 _row_tile = compile_tile("implicit.row_tile", row_dispatch_source(ROW_SEGMENTS), {
     f"row_tile_{s}": compile_tile(f"implicit.row_tile_{s}", row_tile_source(s))
-    for s in ROW_SEGMENTS})  # only this target's: each takes ~20 s to compile
+    for s in ROW_SEGMENTS})  # only this target's: each segment's tile adds to the compile time
 _weight_tile = compile_tile("implicit.weight_tile", weight_tile_source(*WEIGHT_TILE, 1))
 _weight_tile_1, _weight_tile_2, _weight_tile_3 = (
     compile_tile(f"implicit.weight_tile_{k}", weight_tile_source(*NARROW_TILE, k))
@@ -476,11 +476,13 @@ def rows_fit(geometry: Conv2dGeometry) -> bool:
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
-                  per_task: int, segment: int) -> None:
-    """y (+ bias) on row tiles, one task per (group, block of images). Each task packs its
-    group's weights for the tiles first, wl[jt, c, i, j, l] = w[g*og + jt*ROW_LANES + l, c, i,
-    j] (zero past the last output channel), into a buffer that stays in its core's cache: a
-    separate packing pass would read and write all the weights once more.
+                  per_task: int, parts: int, segment: int) -> None:
+    """y (+ bias) on row tiles, one task per (group, block of images, slice of the lane tiles):
+    the lane tiles are sliced only where groups and images are too few for the threads (a
+    dense convolution at batch 1). Each task packs its slice's weights for the tiles first,
+    wl[jt, c, i, j, l] = w[g*og + jt*ROW_LANES + l, c, i, j] (zero past the last output
+    channel), into a buffer that stays in its core's cache: a separate packing pass would read
+    and write all the weights once more.
 
     Args:
         x: input (N, C_in, H, W), contiguous, W a multiple of `segment`.
@@ -488,6 +490,7 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
         bias: (groups * lane tiles * ROW_LANES,), laid out by `_pad_bias`.
         y: output (N, C_out, H, W), written.
         per_task: images per task.
+        parts: slices of each group's lane tiles.
         segment: pixels per row tile, one of ROW_SEGMENTS.
     """
     n_img, c_in, h, wd = x.shape
@@ -497,25 +500,29 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
     groups, nr = c_in // cg, ROW_LANES
     og = c_out // groups
     jts, blocks = -(-og // nr), -(-n_img // per_task)
+    per_part = -(-jts // parts)
     xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     zero = np.zeros(1, y.dtype)[0]
-    for task in prange(groups * blocks):
-        g, first = task // blocks, task % blocks * per_task
-        wl = np.empty(jts * per_out * nr, w.dtype)
-        for jt in range(jts):
-            lanes = min(nr, og - jt * nr)
-            pack_pixels(wl, jt * per_out * nr, nr, wf, (g * og + jt * nr) * per_out, per_out,
+    for task in prange(groups * blocks * parts):
+        g, block, part = task // (blocks * parts), task // parts % blocks, task % parts
+        first, jt0 = block * per_task, part * per_part
+        jt1 = min(jt0 + per_part, jts)
+        wl = np.empty(per_part * per_out * nr, w.dtype)
+        for jt in range(jt0, jt1):
+            lanes, at = min(nr, og - jt * nr), (jt - jt0) * per_out
+            pack_pixels(wl, at * nr, nr, wf, (g * og + jt * nr) * per_out, per_out,
                         per_out, lanes)
             for p in range(per_out):  # lanes past the last channel: computed, never stored, so
-                fill(wl, (jt * per_out + p) * nr + lanes, nr - lanes, zero)  # no denormals there
+                fill(wl, (at + p) * nr + lanes, nr - lanes, zero)  # no denormals there
         ct = np.empty(segment * nr, y.dtype)
         for n in range(first, min(first + per_task, n_img)):
             for r in range(oh):  # all lane tiles of a row while its input rows are in cache
-                for jt in range(jts):
+                for jt in range(jt0, jt1):
                     for k in range(0, ow, segment):
                         span = RowSpan(
                             (n * c_in + g * cg) * h * wd + (r - 1) * wd + k - 1,
-                            jt * per_out * nr, ((n * c_out + g * og + jt * nr) * oh + r) * ow + k,
+                            (jt - jt0) * per_out * nr,
+                            ((n * c_out + g * og + jt * nr) * oh + r) * ow + k,
                             (g * jts + jt) * nr,
                             max(0, 1 - r), min(kh, h + 1 - r), k > 0, k + segment < ow, segment,
                             cg, wd, h * wd, oh * ow, og - jt * nr)
@@ -542,8 +549,10 @@ def _convolve(x: np.ndarray, w: np.ndarray, gradient: bool, bias: np.ndarray | N
         if tiles == "rows":
             if gradient:
                 w = np.ascontiguousarray(geometry.transposed_weights(w))
-            _forward_rows(x, w, b, y, -(-n_img // min(n_img, min_tasks_per_group(groups))),
-                          row_segment(x.shape[3]))
+            per_group = min_tasks_per_group(groups)
+            blocks = min(n_img, per_group)
+            parts = min(-(-y.shape[1] // groups // ROW_LANES), -(-per_group // blocks))
+            _forward_rows(x, w, b, y, -(-n_img // blocks), parts, row_segment(x.shape[3]))
             return
         wp = _pack(w, groups, gradient)
         m = _images(n_img, wp.shape[3] * x.shape[2] * x.shape[3] * x.itemsize, _BLOCK_BYTES,
