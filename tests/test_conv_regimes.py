@@ -163,6 +163,11 @@ def test_regimes_reach_what_they_are_for():
         blocks = direct_blocks(geometry_of(MANY_BLOCKS.cfg), itemsize)
         assert blocks > direct._GRAD_WEIGHT_TASKS and blocks % direct._GRAD_WEIGHT_TASKS
     assert {geometry_of(r.cfg).out_per_group % implicit.TILE.lanes for r in LANE_TILES} == {1, 8}
+    segments, slices = geometry_of(ROW_SEGMENTS.cfg), geometry_of(ROW_SLICES.cfg)
+    assert implicit.rows_fit(segments) and implicit.rows_fit(slices)
+    assert segments.input_hw[1] == 3 * implicit.row_segment(segments.input_hw[1])
+    assert -(-slices.out_per_group // implicit.ROW_LANES) == 3  # lane tiles, to slice ...
+    assert implicit.min_tasks_per_group(slices.groups) > slices.batch  # ... for idle threads
     passes, _, rows, stream, chunks = (geometry_of(r.cfg) for r in DEPTHWISE)
     assert passes.taps % depthwise.TAPS and rows.taps % depthwise.TAPS
     assert [depthwise.ALGORITHM.defaults("forward", g)["write"] for g in (passes, rows, stream)
@@ -306,4 +311,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "9 passed" in done.stdout, done.stdout[-4000:]
+    assert "11 passed" in done.stdout, done.stdout[-4000:]
