@@ -239,8 +239,8 @@ MUTANTS = [
     Mutant("selection: 'at least n channels' compares with >", "kernels/selection.py",
            (("lambda g: g.min_channels >= n", "lambda g: g.min_channels > n"),), (SELECTION,)),
     Mutant("rules: the row tiles' shape condition dropped", "kernels/cpu/rules.py",
-           (("(TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS),",
-             "(TRANSPOSABLE, channels_at_least(ROW_MIN_CHANNELS),"),), (SELECTION,)),
+           (("(TRANSPOSABLE, ROWS_FIT, channels_at_least(ROW_MIN_CHANNELS)),",
+             "(TRANSPOSABLE, channels_at_least(ROW_MIN_CHANNELS)),"),), (SELECTION,)),
 ]
 
 
