@@ -490,7 +490,7 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
         bias: (groups * lane tiles * ROW_LANES,), laid out by `_pad_bias`.
         y: output (N, C_out, H, W), written.
         per_task: images per task.
-        parts: slices of each group's lane tiles.
+        parts: slices of each group's lane tiles wanted (at most one per lane tile).
         segment: pixels per row tile, one of ROW_SEGMENTS.
     """
     n_img, c_in, h, wd = x.shape
@@ -500,6 +500,7 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
     groups, nr = c_in // cg, ROW_LANES
     og = c_out // groups
     jts, blocks = -(-og // nr), -(-n_img // per_task)
+    parts = min(parts, jts)
     per_part = -(-jts // parts)
     xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     zero = np.zeros(1, y.dtype)[0]
@@ -509,11 +510,11 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
         jt1 = min(jt0 + per_part, jts)
         wl = np.empty(per_part * per_out * nr, w.dtype)
         for jt in range(jt0, jt1):
-            lanes, at = min(nr, og - jt * nr), (jt - jt0) * per_out
-            pack_pixels(wl, at * nr, nr, wf, (g * og + jt * nr) * per_out, per_out,
+            lanes, base = min(nr, og - jt * nr), (jt - jt0) * per_out
+            pack_pixels(wl, base * nr, nr, wf, (g * og + jt * nr) * per_out, per_out,
                         per_out, lanes)
             for p in range(per_out):  # lanes past the last channel: computed, never stored, so
-                fill(wl, (at + p) * nr + lanes, nr - lanes, zero)  # no denormals there
+                fill(wl, (base + p) * nr + lanes, nr - lanes, zero)  # no denormals there
         ct = np.empty(segment * nr, y.dtype)
         for n in range(first, min(first + per_task, n_img)):
             for r in range(oh):  # all lane tiles of a row while its input rows are in cache
@@ -551,8 +552,8 @@ def _convolve(x: np.ndarray, w: np.ndarray, gradient: bool, bias: np.ndarray | N
                 w = np.ascontiguousarray(geometry.transposed_weights(w))
             per_group = min_tasks_per_group(groups)
             blocks = min(n_img, per_group)
-            parts = min(-(-y.shape[1] // groups // ROW_LANES), -(-per_group // blocks))
-            _forward_rows(x, w, b, y, -(-n_img // blocks), parts, row_segment(x.shape[3]))
+            _forward_rows(x, w, b, y, -(-n_img // blocks), -(-per_group // blocks),
+                          row_segment(x.shape[3]))
             return
         wp = _pack(w, groups, gradient)
         m = _images(n_img, wp.shape[3] * x.shape[2] * x.shape[3] * x.itemsize, _BLOCK_BYTES,

@@ -380,9 +380,9 @@ def _compile(plan: _Plan) -> None:
 
 def _tune(plan: _Plan) -> None:
     """Tune every shape's passes at the timed batch (a no-op where tuning is off), before
-    PyTorch or ONNX Runtime has run anything: measured between their calls, this package's
-    two-thread kernels read up to 2x slower than alone, and the tuner chose im2col + GEMM
-    (37 ms) over the row tiles (25 ms alone) for a forward it timed there."""
+    PyTorch or ONNX Runtime has run anything: between their calls this package's two-thread
+    candidates run slower than alone, unevenly, and the tuner can keep the wrong one
+    (docs/benchmarks.md, "Row tiles on any width")."""
     tune_ahead = getattr(plan.backend.kernels, "tune_conv2d", None)
     if tune_ahead is not None:
         for shape in plan.shapes:
