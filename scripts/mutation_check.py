@@ -190,6 +190,20 @@ MUTANTS = [
            (("s = plane + ih * wd + lo * sw + j * dw - pw",
              "s = plane + ih * wd + lo * sw + j * dh - pw"),),
            regimes("gemm")),
+    # --- pointwise.py
+    Mutant("pointwise: the last, partial strip of columns dropped", "kernels/cpu/pointwise.py",
+           (("    strips = -(-columns // NR)\n    panels", "    strips = columns // NR\n    panels"),),
+           regimes("pointwise")),
+    Mutant("pointwise: strided columns stepped by the row stride", "kernels/cpu/pointwise.py",
+           (("src[j] = n * x_image + r * x_step[0] * x_hw[1] + q * x_step[1]",
+             "src[j] = n * x_image + r * x_step[0] * x_hw[1] + q * x_step[0]"),),
+           regimes("pointwise")),
+    Mutant("pointwise: a panel's last, partial block of tiles dropped", "kernels/cpu/pointwise.py",
+           (("    blocks = -(-tiles // tiles_per_task)", "    blocks = tiles // tiles_per_task"),),
+           regimes("pointwise")),
+    Mutant("pointwise: rows past the last tile's read the next rows' weights",
+           "kernels/cpu/pointwise.py",
+           (("rows[i] = min(i, valid - 1) * row_step", "rows[i] = i * row_step"),), (BOUNDS,)),
     # --- depthwise.py
     Mutant("depthwise: the task split drops the remainder", "kernels/cpu/depthwise.py",
            (("        for p in range(t * planes // tasks, (t + 1) * planes // tasks):\n"

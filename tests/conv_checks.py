@@ -62,7 +62,8 @@ def computes(algorithm: str | Choice | None, pass_: str, g: Conv2dGeometry) -> b
     """Whether a forced algorithm must compute this pass: tiled has no grad_weight and needs a
     transposable convolution (stride 1, padding within the kernel's extent); depthwise needs
     one input channel per group, and for grad_input also one output channel per group and a
-    transposable convolution; the others compute every pass of every convolution."""
+    transposable convolution; pointwise has no grad_weight and needs a 1x1 kernel without
+    padding; the others compute every pass of every convolution."""
     name = algorithm.algorithm if isinstance(algorithm, Choice) else algorithm
     transposable = g.stride == (1, 1) and all(
         p <= d * (k - 1) for p, d, k in zip(g.padding, g.dilation, g.kernel_hw))
@@ -73,6 +74,8 @@ def computes(algorithm: str | Choice | None, pass_: str, g: Conv2dGeometry) -> b
         if pass_ == "grad_input":
             return one_input and g.out_channels == g.groups and transposable
         return one_input
+    if name == "pointwise":
+        return pass_ != "grad_weight" and g.kernel_hw == (1, 1) and g.padding == (0, 0)
     return True
 
 
@@ -158,19 +161,22 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     is a forward convolution), padding up to past the kernel's extent, output down to 1x1.
     depthwise-same: 3x3 at stride 1 with padding = dilation (1-3 per axis), images from one
     pixel more than the padding on both sides (where the depthwise kernel can write "stream").
-    direct / tiled / implicit / gemm: channels per group from CHANNEL_EDGES (up to 17, 40, 65
-    and 40); kernels up to 3x3 when there are many channels (their cost grows with both);
+    direct / tiled / implicit / gemm / pointwise: channels per group from CHANNEL_EDGES (up to
+    17, 40, 65, 40 and 65); kernels up to 3x3 when there are many channels (their cost grows
+    with both);
     tiled: what it computes (stride 1, padding within the kernel's extent); implicit: stride 1
     and padding within the extent half of the time (ResNeXt's 3x3 convolutions, beside
     strided ones, whose grad_input reads grad_out at every stride-th pixel); gemm: 1x1
-    without padding half of the time (its batched-GEMM path, strided or not).
+    without padding half of the time (its batched-GEMM path, strided or not); pointwise: 1x1
+    without padding, strided or not, images whose pixels fill one to several strips of
+    pointwise.NR columns (the strips run across images).
     """
     groups, cg, og = _channels(draw, kind)
     if kind == "depthwise-same":
         d = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
         hw = tuple(draw(st.integers(2 * di + 1, 2 * di + 10)) for di in d)
         return config(draw(st.integers(1, 3)), groups, cg, og, (3, 3), hw, (1, 1), d, d)
-    pointwise = kind == "gemm" and draw(st.booleans())
+    pointwise = kind == "pointwise" or (kind == "gemm" and draw(st.booleans()))
     unit_stride = kind in ("tiled", "depthwise-s1") or (kind == "implicit" and draw(st.booleans()))
     within = kind == "tiled" or (kind == "implicit" and unit_stride)  # padding <= extent
     max_k = 1 if pointwise else 7 if max(cg, og) <= 9 else 3

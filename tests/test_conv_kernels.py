@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minitorch_resnext.kernels import cpu, reference
-from minitorch_resnext.kernels.cpu import gemm, implicit, tiled
+from minitorch_resnext.kernels.cpu import gemm, implicit, pointwise, tiled
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.kernels.selection import Choice
 
@@ -183,6 +183,15 @@ def test_gemm_kernels_match_reference(problem, gemm_columns):
     images sized for 1024 and for 16 columns."""
     with mock.patch.object(gemm, "_GEMM_COLUMNS", gemm_columns):
         check_all_kernels(problem, "gemm")
+
+
+@given(conv_problems("pointwise"), st.sampled_from([pointwise._PANEL_BYTES, 1]))
+def test_pointwise_kernels_match_reference(problem, panel_bytes):
+    """1x1 convolutions at strides 1 to 3, output channels on both sides of the tiles' rows,
+    strips of columns that span images and a last one partly filled, in panels of as many
+    strips as fit and of one strip each (`panel_bytes` 1)."""
+    with mock.patch.object(pointwise, "_PANEL_BYTES", panel_bytes):
+        check_all_kernels(problem, "pointwise")
 
 
 def test_forced_parameters_are_checked():

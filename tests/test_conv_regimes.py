@@ -29,7 +29,7 @@ from conv_checks import (
 )
 from threadpoolctl import threadpool_limits
 
-from minitorch_resnext.kernels.cpu import depthwise, direct, gemm, implicit, tiled
+from minitorch_resnext.kernels.cpu import depthwise, direct, gemm, implicit, pointwise, tiled
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +73,15 @@ POINTWISE_PARTS = Regime("gemm", config(7, 2, 8, 9, (1, 1), (5, 4), padding=(0, 
                          {"_PRODUCT_BYTES": 1},
                          "1x1 grad_weight: four partial sums of one-image products, the last "
                          "of one image")
+POINTWISE = [
+    Regime("pointwise", config(3, 2, 9, 7, (1, 1), (7, 7), padding=(0, 0)), {},
+           "1x1: strips of columns across three 7x7 images, the last partial; 7 and 9 rows of a "
+           "group (forward, grad_input): partial tiles"),
+    Regime("pointwise", config(2, 1, 33, 9, (1, 1), (9, 8), (2, 3), (0, 0)), {"_PANEL_BYTES": 1},
+           "strided 1x1: columns gathered from every 2nd row, 3rd column (grad_input: scattered, "
+           "zero between); a panel per strip, its tiles split over tasks (grad_input's 33 rows: "
+           "a last block of fewer tiles)"),
+]
 ROW_LANES = Regime("implicit", config(2, 2, 12, 15, hw=(4, 14)), {},
                    "row tiles 14 wide, 15 of 16 lanes; grad_input on row tiles too")
 ROW_PASSES = Regime("implicit", config(2, 3, 17, 16, hw=(7, 7)), {},
@@ -135,10 +144,11 @@ REGIMES = [
            "1x1 on images of over 1024 pixels"),
     CHUNKS,
     POINTWISE_PARTS,
+    *POINTWISE,
     *DEPTHWISE,
 ]
 MODULES = {"depthwise": depthwise, "direct": direct, "tiled": tiled, "implicit": implicit,
-           "gemm": gemm}
+           "gemm": gemm, "pointwise": pointwise}
 
 
 def patched(regime: Regime) -> contextlib.AbstractContextManager:
@@ -177,6 +187,15 @@ def test_regimes_reach_what_they_are_for():
             ] == ["stream", "stream"]
     (h, wd), (dh, dw) = chunks.input_hw, chunks.dilation
     assert ((h - 2 * dh) * wd - 2 * dw) % wd and dw == 2  # a shorter last call
+    across, strided = (geometry_of(r.cfg) for r in POINTWISE)
+    pixels = across.output_hw[0] * across.output_hw[1]
+    assert pixels % pointwise.NR and across.batch * pixels % pointwise.NR  # strips across images
+    assert across.out_per_group % pointwise.MR and across.in_per_group % pointwise.MR
+    with patched(POINTWISE[1]):  # grad_input: its rows are the input channels
+        per_panel, per_task = pointwise._tasks(strided, strided.in_per_group,
+                                               strided.out_per_group, 4)
+    assert per_panel == 1 and per_task < -(-strided.in_per_group // pointwise.MR)
+    assert strided.stride == (2, 3)
 
 
 # --- ResNeXt's own convolutions ----------------------------------------------------------
@@ -280,6 +299,18 @@ def test_lane_tiles_read_only_the_channels_there_are(regime):
 
 
 @bounds
+@pytest.mark.parametrize("regime", POINTWISE, ids=["across images", "strided"])
+def test_pointwise_reads_only_its_columns(regime):
+    """The pointwise kernel's tiles compute whole tiles of rows and strips of columns: past the
+    last row they must read no weight or bias, past the last column no input, and strided
+    they gather and scatter at every stride-th pixel only (bounds-checked process)."""
+    problem = random_problem(regime.cfg, "float32")
+    with patched(regime):
+        for pass_ in ("forward", "grad_input"):
+            assert_matches_reference(pass_, run_pass(pass_, problem, "pointwise"), problem)
+
+
+@bounds
 @pytest.mark.parametrize("regime", DEPTHWISE,
                          ids=["passes", "strided", "rows", "stream", "stream-calls"])
 def test_depthwise_taps_read_only_their_buffers(regime):
@@ -311,4 +342,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "11 passed" in done.stdout, done.stdout[-4000:]
+    assert "13 passed" in done.stdout, done.stdout[-4000:]

@@ -20,7 +20,7 @@ from numba.core import codegen
 
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import codegen as tile_codegen
-from minitorch_resnext.kernels.cpu import implicit, target, tiled
+from minitorch_resnext.kernels.cpu import implicit, pointwise, target, tiled
 from minitorch_resnext.kernels.cpu.codegen import Tile, slp_vectorized
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.kernels.selection import Choice
@@ -77,7 +77,7 @@ def test_tiles_fill_the_registers(isa, vectors, max_rows, taps, hoisted):
 
 def test_the_tiles_are_sized_for_this_target():
     assert target.TARGET.full_width, target.TARGET.describe()  # set before Numba's codegen
-    assert tiled.TILE == Tile.fitting(target.ISA, 2, 8, hoisted=True)
+    assert tiled.TILE == pointwise.TILE == Tile.fitting(target.ISA, 2, 8, hoisted=True)
     assert implicit.TILE.lanes == implicit.WEIGHT_TILE.lanes == 2 * target.ISA.lanes()
     assert implicit.NARROW_TILE.lanes == implicit.ROW_LANES == target.ISA.lanes()
     for width in implicit.ROW_SEGMENTS:  # a row's accumulators, 3 weight vectors, a broadcast
@@ -105,7 +105,7 @@ def test_compiled_tiles_use_the_target_vectors():
 
 
 _INDEX_ARRAYS = {"taps", "xoff", "yoff", "rows", "rowoff", "grow", "xrow"}
-_OFFSETS = {"ai", "bi", "ci", "ldc"}
+_OFFSETS = {"ai", "bi", "ci", "ldc", "ao", "bo", "yo", "ldy", "step", "k"}
 
 
 def _tile_arguments(tile) -> list:
@@ -115,6 +115,8 @@ def _tile_arguments(tile) -> list:
             return implicit.WeightSpan(*[0] * len(implicit.WeightSpan._fields))
         if parameter == "zero":
             return np.float32(0)
+        if parameter == "direct":
+            return True
         if parameter in _OFFSETS:
             return 0
         return np.zeros(8, np.int64 if parameter in _INDEX_ARRAYS else np.float32)
@@ -145,7 +147,7 @@ def _stack_traffic_in_loops(asm: str) -> list[str]:
 
 
 @needs_x86
-@pytest.mark.parametrize("name", ["tiled.tile", "implicit.weight_tile",
+@pytest.mark.parametrize("name", ["tiled.tile", "pointwise.tile", "implicit.weight_tile",
                                   *(f"implicit.weight_tile_{k}" for k in (1, 2, 3))])
 def test_hoisted_tiles_keep_their_values_in_registers(name):
     """The tiles sized with `hoisted=True` hold their accumulators, a step's vectors and all of
@@ -166,8 +168,9 @@ def test_hoisted_tiles_keep_their_values_in_registers(name):
 # --- every generated tile against the reference ----------------------------------------------
 
 def _cases() -> list[tuple[str, Choice | str, tuple]]:
-    """(name, forced algorithm, (n, c_in, c_out, groups, hw, padding, dilation)) reaching each
-    generated tile of this target, with channel counts just past its rows and lanes."""
+    """(name, forced algorithm, (n, c_in, c_out, groups, hw, padding, dilation[, kernel size,
+    stride], 3 and 1 if not given)) reaching each generated tile of this target, with channel
+    counts just past its rows and lanes."""
     lanes = implicit.TILE.lanes
     narrow, wide = implicit.NARROW_TILE, implicit.WEIGHT_TILE
     cases = [
@@ -189,6 +192,10 @@ def _cases() -> list[tuple[str, Choice | str, tuple]]:
                (2, 5, 5, 5, (9, width), 1, 1))
               for write, width in (("rows", 40), ("plane", 11), ("stream", 40))]
     cases.append(("depthwise dots", "depthwise", (2, 4, 4, 4, (7, 9), 2, 2)))
+    # 1x1: strips of columns across images and a partial last one; a partial tile of rows
+    cases += [(f"pointwise stride {s}", "pointwise",
+               (3, 2 * (pointwise.MR + 1), 2 * (pointwise.MR - 1), 2, (7, 9), 0, 1, 1, s))
+              for s in (1, 2)]
     cases.append(("depthwise masked dots", Choice("depthwise", {"read": "stream"}, ""),
                   (2, 5, 5, 5, (9, 40), 1, 1)))
     return cases
@@ -197,9 +204,9 @@ def _cases() -> list[tuple[str, Choice | str, tuple]]:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name, algorithm, sizes", _cases(), ids=[c[0] for c in _cases()])
 def test_generated_tiles_match_reference(name, algorithm, sizes, dtype):
-    n, c_in, c_out, groups, hw, padding, dilation = sizes
-    g = Conv2dGeometry.of((n, c_in, *hw), (c_out, c_in // groups, 3, 3), 1, padding, dilation,
-                          groups)
+    n, c_in, c_out, groups, hw, padding, dilation, k, stride = (*sizes, 3, 1)[:9]
+    g = Conv2dGeometry.of((n, c_in, *hw), (c_out, c_in // groups, k, k), stride, padding,
+                          dilation, groups)
     rng = np.random.default_rng(7)
     x, w, b, gy = (rng.standard_normal(s).astype(dtype)
                    for s in (g.input_shape, g.weight_shape, (c_out,), g.output_shape))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numba
@@ -49,6 +49,16 @@ class Tile(NamedTuple):
         rows = ((isa.registers - operands) // (operands + 1) if hoisted
                 else (isa.registers - operands - 1) // operands)
         return cls(min(max_rows, rows), vectors * isa.lanes(np.float32))
+
+
+def outer_product(acc: list[list[str]], row: Callable[[int], str], indent: str) -> list[str]:
+    """Source lines of one reduction step of a tile: row i's value broadcast (``a{i} =
+    row(i)``) and multiplied with the step's vectors ``b{j}`` into the accumulators acc[i][j]."""
+    lines = []
+    for i, sums in enumerate(acc):
+        lines.append(f"{indent}a{i} = {row(i)}")
+        lines += [f"{indent}{total} += a{i} * b{j}" for j, total in enumerate(sums)]
+    return lines
 
 
 def compile_tile(name: str, source: str, calls: dict | None = None

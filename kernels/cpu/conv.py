@@ -17,11 +17,11 @@ import numpy as np
 
 from ..geometry import Conv2dGeometry
 from ..selection import PASSES, Choice, ConvAlgorithm, ConvChoices, Pass, choose, requested
-from . import depthwise, direct, gemm, implicit, rules, tiled, tune
+from . import depthwise, direct, gemm, implicit, pointwise, rules, tiled, tune
 
 ALGORITHMS: dict[str, ConvAlgorithm] = {
     a.name: a for a in (depthwise.ALGORITHM, direct.ALGORITHM, gemm.ALGORITHM, implicit.ALGORITHM,
-                        tiled.ALGORITHM)
+                        pointwise.ALGORITHM, tiled.ALGORITHM)
 }
 DType = np.dtype | type | str
 

@@ -63,7 +63,7 @@ from numba import njit, prange
 from ..geometry import Conv2dGeometry
 from ..selection import Condition, ConvAlgorithm, Pass
 from ._numba import fill, min_tasks_per_group, u
-from .codegen import Tile, compile_tile, slp_vectorized
+from .codegen import Tile, compile_tile, outer_product, slp_vectorized
 from .intrinsics import pack_pixels
 from .target import ISA
 
@@ -140,9 +140,7 @@ def tile_source(rows: int, lanes: int) -> str:
               f"            co = wo + np.uint64(c * {lanes})",
               "            cc = np.uint64(c * at.plane)"]
     lines += [f"            b{j} = w[co + np.uint64({j})]" for j in range(lanes)]
-    for i in range(rows):
-        lines.append(f"            a{i} = x[r{i} + cc]")
-        lines += [f"            {acc[i][j]} += a{i} * b{j}" for j in range(lanes)]
+    lines += outer_product(acc, lambda i: f"x[r{i} + cc]", " " * 12)
     # through a contiguous buffer: stores adjacent along j let SLP keep j on the lanes
     for i in range(rows):
         lines += [f"    ct[{i * lanes + j}] = {acc[i][j]} + bias[at.bias + {j}]"

@@ -45,7 +45,7 @@ from numba import njit, prange
 from ..geometry import Conv2dGeometry, ConvArgs, Pair
 from ..selection import ConvAlgorithm
 from ._numba import min_tasks_per_group, u
-from .codegen import Tile, compile_tile, slp_vectorized
+from .codegen import Tile, compile_tile, outer_product, slp_vectorized
 from .intrinsics import prefetch_range
 from .target import ISA
 
@@ -69,9 +69,7 @@ def tile_source(mr: int, nr: int) -> str:
               "        bo = np.uint64(bi + rows[d])",
               f"        ao = np.uint64(ai + d * {mr})"]
     lines += [f"        b{j} = b[bo + np.uint64({j})]" for j in range(nr)]
-    for i in range(mr):
-        lines.append(f"        a{i} = a[ao + np.uint64({i})]")
-        lines += [f"        {acc[i][j]} += a{i} * b{j}" for j in range(nr)]
+    lines += outer_product(acc, lambda i: f"a[ao + np.uint64({i})]", " " * 8)
     for i in range(mr):
         lines.append(f"    co = np.uint64(ci + {i} * ldc)")
         lines += [f"    c[co + np.uint64({j})] = {acc[i][j]}" for j in range(nr)]
