@@ -2,12 +2,18 @@
 the measurement behind a threshold of `kernels/cpu/rules.py`, to take again on another CPU.
 
 Each cell is a grouped 3x3 convolution (padding 1, `--stride`) of `--batch` images with that
-many channels per group (32 groups below 32 channels per group, 8 from there, as in ResNeXt),
-each pass timed with each algorithm forced, interleaved, after a warm-up; the table gives the
-medians and the ratio first / second (above 1: the second algorithm is faster). Writes JSON
-(atomically). The rows for stride-2 convolutions in docs/benchmarks.md came from
+many channels per group (32 groups below 32 channels per group, 8 from there, as in ResNeXt,
+or `--groups`), or with `--kernel 1` a 1x1 convolution without padding; each pass that both
+algorithms compute is timed with each forced, interleaved, after a warm-up; the table gives
+the medians and the ratio first / second (above 1: the second algorithm is faster). Writes
+JSON (atomically). The rows for stride-2 convolutions in docs/benchmarks.md came from
 
     python scripts/rule_sweep.py --stride 2 --out bench-results/rule-sweep-s2.json
+
+and those of the 1x1 convolutions from
+
+    python scripts/rule_sweep.py --algorithms gemm pointwise --kernel 1 --groups 1 --stride 1 \
+        --channels 256 512 1024 2048 --sizes 7 14 28 56 --batch 8 --threads 1
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ if TYPE_CHECKING:
 
 def time_passes(g: Conv2dGeometry, algorithms: list[str], repeats: int, rng: np.random.Generator
                 ) -> dict[str, dict[str, float]]:
-    """Median milliseconds of each pass of `g` with each algorithm forced, interleaved."""
+    """Median milliseconds of each pass of `g` that every algorithm computes, with each forced,
+    interleaved."""
     from minitorch_resnext.bench import _common as common
     from minitorch_resnext.kernels import cpu
 
@@ -36,6 +43,8 @@ def time_passes(g: Conv2dGeometry, algorithms: list[str], repeats: int, rng: np.
              "grad_weight": lambda a: cpu.conv2d_grad_weight(x, gy, g, a)}
     medians = {}
     for pass_, call in calls.items():
+        if not all(cpu.ALGORITHMS[a].computes(pass_, g) for a in algorithms):
+            continue
         stats = common.time_interleaved(
             [common.Candidate(a, functools.partial(call, a), repeats) for a in algorithms])
         medians[pass_] = {a: stats[a].median * 1e3 for a in algorithms}
@@ -47,6 +56,11 @@ def main() -> int:
     parser.add_argument("--algorithms", nargs=2, default=["direct", "implicit"],
                         metavar=("FIRST", "SECOND"))
     parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--kernel", type=int, choices=(1, 3), default=3,
+                        help="3: 3x3 with padding 1; 1: 1x1 without padding")
+    parser.add_argument("--groups", type=int,
+                        help="groups of every cell (default: 32 below 32 channels per group, 8 "
+                        "from there)")
     parser.add_argument("--channels", type=int, nargs="+", default=[8, 12, 16, 24, 32, 64],
                         help="channels per group")
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 14, 16, 28, 30, 32, 56],
@@ -70,29 +84,37 @@ def main() -> int:
     first, second = args.algorithms
     rng = np.random.default_rng(0)
     cells, rows = [], []
-    for cg in args.channels:
-        groups = 32 if cg < 32 else 8
-        for hw in args.sizes:
-            if args.batch * groups * cg * hw * hw * 4 > args.max_mb * 2**20:
-                continue
-            g = Conv2dGeometry.of((args.batch, groups * cg, hw, hw), (groups * cg, cg, 3, 3),
-                                  args.stride, 1, 1, groups)
-            cell, row = {"channels_per_group": cg, "groups": groups, "size": hw}, [cg, hw]
-            for pass_, ms in time_passes(g, args.algorithms, args.repeats, rng).items():
-                cell[pass_] = {**{f"{a}_ms": round(v, 6) for a, v in ms.items()},
-                               "ratio": round(ms[first] / ms[second], 3)}
-                row += [f"{ms[first]:.2f}", f"{ms[second]:.2f}", f"{ms[first] / ms[second]:.2f}x"]
-            cells.append(cell)
-            rows.append([str(v) for v in row])
-            print(f"  {cg} channels per group, {hw}x{hw}: done", file=sys.stderr, flush=True)
+    passes = []
+    with common.blas_threads(threads):  # im2col + GEMM on as many threads as the others
+        for cg in args.channels:
+            groups = args.groups or (32 if cg < 32 else 8)
+            for hw in args.sizes:
+                if args.batch * groups * cg * hw * hw * 4 > args.max_mb * 2**20:
+                    continue
+                g = Conv2dGeometry.of((args.batch, groups * cg, hw, hw),
+                                      (groups * cg, cg, args.kernel, args.kernel), args.stride,
+                                      args.kernel // 2, 1, groups)
+                cell, row = {"channels_per_group": cg, "groups": groups, "size": hw}, [cg, hw]
+                timed = time_passes(g, args.algorithms, args.repeats, rng)
+                passes = list(timed)
+                for pass_, ms in timed.items():
+                    cell[pass_] = {**{f"{a}_ms": round(v, 6) for a, v in ms.items()},
+                                   "ratio": round(ms[first] / ms[second], 3)}
+                    row += [f"{ms[first]:.2f}", f"{ms[second]:.2f}", f"{ms[first] / ms[second]:.2f}x"]
+                cells.append(cell)
+                rows.append([str(v) for v in row])
+                print(f"  {cg} channels per group, {hw}x{hw}: done", file=sys.stderr, flush=True)
     print(f"{common.cpu_model()}, kernels compiled for {common.compiled_isa()}, {threads} "
-          f"thread(s), batch {args.batch}, stride {args.stride}; ratio = {first} / {second}")
-    header = ["ch/group", "size"] + [f"{p} {a}" for p in ("fwd", "gin", "gw")
+          f"thread(s), batch {args.batch}, {args.kernel}x{args.kernel}, stride {args.stride}; "
+          f"ratio = {first} / {second}")
+    short = {"forward": "fwd", "grad_input": "gin", "grad_weight": "gw"}
+    header = ["ch/group", "size"] + [f"{short[p]} {a}" for p in passes
                                      for a in (first, second, "ratio")]
     print(common.format_table(header, rows, right=[True] * len(header)))
     if args.out:
         common.write_json(args.out, {"machine": common.machine_info(), "threads": threads,
                                      "batch": args.batch, "stride": args.stride,
+                                     "kernel": args.kernel,
                                      "algorithms": args.algorithms, "cells": cells})
     return 0
 

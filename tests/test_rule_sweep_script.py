@@ -43,6 +43,22 @@ def test_each_cell_times_both_algorithms_and_records_their_ratio(tmp_path, monke
     assert "ratio = direct / implicit" in table and len(table.strip().splitlines()) == 5
 
 
+def test_1x1_cells_time_the_passes_both_algorithms_compute(tmp_path, monkeypatch, capsys,
+                                                           threads):
+    out = tmp_path / "sweep.json"
+    monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "gemm", "pointwise",
+                                      "--kernel", "1", "--groups", "1", "--stride", "1",
+                                      "--channels", "16", "--sizes", "7", "--batch", "2",
+                                      "--repeats", "1", "--threads", "1", "--out", str(out)])
+    assert script.main() == 0
+    data = json.loads(out.read_text())
+    [cell] = data["cells"]
+    assert data["kernel"] == 1 and (cell["channels_per_group"], cell["groups"]) == (16, 1)
+    assert set(cell) - {"channels_per_group", "groups", "size"} == {"forward", "grad_input"}
+    header = capsys.readouterr().out.splitlines()[1]
+    assert "fwd pointwise" in header and "gin gemm" in header and "gw" not in header
+
+
 def test_an_unknown_algorithm_is_one_line(monkeypatch, threads):
     monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct", "winograd"])
     with pytest.raises(SystemExit, match=r"--algorithms: 'winograd' is not one of"):
