@@ -434,7 +434,7 @@ ax = fig.subplots()
 grid_i = np.logspace(-1, 3, 200)
 roof_line, = ax.loglog(grid_i, [attainable(i) / 1e9 for i in grid_i], "k-")
 ridge = ax.axvline(BALANCE, color="gray", linestyle=":")
-markers = dict(zip(cpu.ALGORITHMS, "osD^v"))
+markers = dict(zip(cpu.ALGORITHMS, "osD^v<>"))  # a marker per algorithm, and spares
 colors = dict(zip(SHAPES, ("tab:green", "tab:blue", "tab:red")))
 for label, algo, intensity, rate in points:
     ax.loglog(intensity, rate / 1e9, markers[algo], color=colors[label], markersize=9,
