@@ -435,6 +435,7 @@ grid_i = np.logspace(-1, 3, 200)
 roof_line, = ax.loglog(grid_i, [attainable(i) / 1e9 for i in grid_i], "k-")
 ridge = ax.axvline(BALANCE, color="gray", linestyle=":")
 markers = dict(zip(cpu.ALGORITHMS, "osD^v<>"))  # a marker per algorithm, and spares
+drawn = [algo for algo in markers if any(algo == a for _, a, _, _ in points)]
 colors = dict(zip(SHAPES, ("tab:green", "tab:blue", "tab:red")))
 for label, algo, intensity, rate in points:
     ax.loglog(intensity, rate / 1e9, markers[algo], color=colors[label], markersize=9,
@@ -444,8 +445,8 @@ shapes_legend = ax.legend(
     [f"roofline (peak {PEAK / 1e9:.0f} GFLOP/s, {BANDWIDTH / 1e9:.0f} GB/s, measured here)",
      f"machine balance {BALANCE:.1f} FLOP/byte", *colors], fontsize=8, loc="upper left")
 ax.add_artist(shapes_legend)
-ax.legend([Line2D([], [], color="gray", marker=m, ls="") for m in markers.values()],
-          [f"{algo}" for algo in markers], title="algorithm (filled: the one chosen)",
+ax.legend([Line2D([], [], color="gray", marker=markers[algo], ls="") for algo in drawn],
+          drawn, title="algorithm (filled: the one chosen)",
           fontsize=8, title_fontsize=8, loc="lower right")
 low, high = ax.get_ylim()
 ax.set_yticks([v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if low <= v <= high])
