@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from minitorch_resnext.kernels.cpu import blas_threads as blas_threads_module
-from minitorch_resnext.kernels.cpu.blas_threads import ranges, split_images
+from minitorch_resnext.kernels.cpu.blas_threads import blas_thread_count, ranges, split_images
 
 
 @given(st.integers(1, 200), st.integers(1, 9), st.integers(1, 16))
@@ -29,13 +29,6 @@ def test_ranges_cover_the_batch_in_aligned_nearly_equal_parts(n, parts, align):
     assert len(got) == min(parts, -(-n // align))
     blocks = [-(-(b - a) // align) for a, b in got]
     assert max(blocks) - min(blocks) <= 1
-
-
-def blas_threads() -> int:
-    """The thread count of the BLAS libraries the split limits: those loaded by its first use,
-    NumPy's among them (SciPy's own OpenBLAS, loaded later by other tests, is not NumPy's)."""
-    _, blas = blas_threads_module._resources(1)
-    return max(lib.num_threads for lib in blas.lib_controllers)
 
 
 @contextlib.contextmanager
@@ -54,17 +47,24 @@ needs_two = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
                                reason="one CPU: nothing to split over")
 
 
+@pytest.mark.parametrize("n", [1, pytest.param(2, marks=needs_two)])
+def test_the_blas_thread_count_is_what_blas_is_limited_to(n):
+    """NumPy's BLAS, whose count the tuner keeps its choices under (`tune.machine`)."""
+    with threadpool_limits(n, user_api="blas"):
+        assert blas_thread_count() == n
+
+
 @needs_two
 def test_each_range_runs_once_on_its_own_thread_with_blas_single_threaded():
     seen = []
 
     def work(start, stop):
-        seen.append((start, stop, threading.current_thread().name, blas_threads()))
+        seen.append((start, stop, threading.current_thread().name, blas_thread_count()))
         return list(range(start, stop))
 
     with threads(2):
         got = split_images(work, 9, macs=1, align=2)
-        after = blas_threads()
+        after = blas_thread_count()
     assert [i for part in got for i in part] == list(range(9))  # in order
     assert sorted((a, b) for a, b, _, _ in seen) == [(0, 4), (4, 9)]
     assert len({name for _, _, name, _ in seen}) == 2
@@ -82,7 +82,7 @@ def test_a_failing_range_raises_and_leaves_blas_as_it_was():
     with threads(2):
         with pytest.raises(ValueError, match="range failed"):
             split_images(work, 4, macs=1)
-        assert blas_threads() == 2
+        assert blas_thread_count() == 2
         assert split_images(lambda a, b: (a, b), 4, macs=1) == [(0, 2), (2, 4)]  # usable
 
 
@@ -100,13 +100,13 @@ def test_small_work_runs_whole_on_the_calling_thread(monkeypatch):
     than a second thread saves."""
     monkeypatch.setattr(blas_threads_module, "MIN_SPLIT_MACS", 1000)
     with threads(2):
-        assert split_images(lambda a, b: (a, b, blas_threads()), 8, macs=999) == [(0, 8, 2)]
+        assert split_images(lambda a, b: (a, b, blas_thread_count()), 8, macs=999) == [(0, 8, 2)]
         assert split_images(lambda a, b: (a, b), 8, macs=1000) == [(0, 4), (4, 8)]
 
 
 def test_one_thread_runs_the_whole_batch_as_it_is():
     with threads(1):
-        assert split_images(lambda a, b: (a, b, blas_threads()), 8, macs=1) == [(0, 8, 1)]
+        assert split_images(lambda a, b: (a, b, blas_thread_count()), 8, macs=1) == [(0, 8, 1)]
 
 
 def _split_in_child(queue) -> None:

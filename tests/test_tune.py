@@ -13,6 +13,7 @@ import pytest
 from minitorch_resnext import cli
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import tune
+from minitorch_resnext.kernels.cpu.blas_threads import blas_thread_count
 from minitorch_resnext.kernels.cpu.conv import ruled
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.kernels.selection import Choice, ConvAlgorithm
@@ -148,6 +149,17 @@ def test_choices_are_kept_on_disk_per_machine_and_thread_count(tuning, monkeypat
     assert tune.cache_file({**tune.machine(), "threads": 99}) != files[0]
 
 
+def test_blas_threads_are_part_of_the_setting(tuning, monkeypatch):
+    """With Numba on one thread, im2col + GEMM runs on BLAS's threads: a choice measured with
+    BLAS on two is not the one for BLAS on one (the same process included)."""
+    cpu.conv2d_algorithm(GEOMETRY)
+    assert tune.machine()["blas_threads"] == blas_thread_count()
+    monkeypatch.setattr(tune, "blas_thread_count", lambda: blas_thread_count() + 1)
+    monkeypatch.setattr(tune, "tune", lambda *a: pytest.fail("measured again"))
+    with pytest.raises(pytest.fail.Exception, match="measured again"):
+        cpu.conv2d_algorithm(GEOMETRY)
+
+
 def test_an_unreadable_or_foreign_file_is_measured_again_and_replaced(tuning):
     path = tune.cache_file(tune.machine())
     path.parent.mkdir(parents=True)
@@ -232,6 +244,19 @@ def test_the_tune_command_tunes_every_convolution_of_a_model(tuning, capsys):
     data = json.loads(tune.cache_file(tune.machine()).read_text())
     assert len(data["choices"]) == len(geometries)  # forward only
     assert all(json.loads(k)[0] == "forward" for k in data["choices"])
+
+
+def test_the_tune_command_holds_blas_to_its_thread_count(tuning, capsys):
+    saved, blas = numba.get_num_threads(), blas_thread_count()
+    try:
+        assert cli.main(["tune", "resnext_small", "--batch", "2", "--input-size", "8",
+                         "--forward-only", "--threads", "1"]) == 0
+    finally:
+        numba.set_num_threads(saved)
+    (path,) = tuning.glob("conv-*.json")
+    header = json.loads(path.read_text())["machine"]
+    assert (header["threads"], header["blas_threads"]) == (1, 1)
+    assert blas_thread_count() == blas  # as it was before the command
 
 
 def test_the_tune_command_rejects_bad_arguments(capsys):

@@ -81,13 +81,25 @@ def _forget_threads() -> None:
 os.register_at_fork(after_in_child=_forget_threads)
 
 
+def blas_thread_count() -> int:
+    """How many threads BLAS would run one call on now (the most of any BLAS library NumPy
+    loaded; 1 without one): what a GEMM that is not split over images runs on."""
+    return max((lib.num_threads for lib in _libraries().lib_controllers), default=1)
+
+
+def _libraries() -> ThreadpoolController:
+    """The BLAS libraries NumPy loaded (found once: looking costs milliseconds)."""
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas
+
+
 def _resources(workers: int) -> tuple[ThreadPoolExecutor, ThreadpoolController]:
     """The worker threads (grown on demand) and the BLAS libraries NumPy loaded."""
-    global _pool, _workers, _blas
+    global _pool, _workers
     if _pool is None or _workers < workers:
         if _pool is not None:
             _pool.shutdown()
         _pool, _workers = ThreadPoolExecutor(workers, "minitorch-resnext-blas"), workers
-    if _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _pool, _blas
+    return _pool, _libraries()

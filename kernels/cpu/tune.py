@@ -24,8 +24,9 @@ When it runs, with users in mind:
   seconds per process (the rest then runs the rules and is tuned by a later run);
   `minitorch-resnext tune MODEL --batch N` tunes a whole model ahead of time, unbounded.
 - Choices are kept in one JSON file per machine and setting: CPU model, ISA and code
-  generation, thread count, package and Numba versions and the kernels' sources name it, so a
-  change of any of them measures again. The file is in ``$MINITORCH_CACHE_DIR/tuning`` (default
+  generation, Numba's and BLAS's thread counts (im2col + GEMM runs on BLAS's when Numba has
+  one thread), package and Numba versions and the kernels' sources name it, so a change of any
+  of them measures again. The file is in ``$MINITORCH_CACHE_DIR/tuning`` (default
   ``~/.cache/minitorch-resnext``, or under ``$XDG_CACHE_HOME``), written atomically (a
   temporary file renamed over it, entries of other processes merged first); unreadable or
   foreign files are ignored, never unpickled or executed.
@@ -51,6 +52,7 @@ import numpy as np
 
 from ..geometry import Conv2dGeometry
 from ..selection import Choice, ConvAlgorithm, Measurement, Pass
+from .blas_threads import blas_thread_count
 from .target import TARGET, cpu_model
 
 ENV = "MINITORCH_TUNE"  # "0", "off", "false" or "no": rules only
@@ -76,7 +78,8 @@ _state: dict[str, Any] = {
     "announced": False,
     "unsaved": False,  # a write failed (said once)
 }
-_memory: dict[tuple, Choice] = {}  # this process's choices, by (pass, geometry, dtype, threads)
+# this process's choices, by (pass, geometry, dtype, Numba's threads, BLAS's threads)
+_memory: dict[tuple, Choice] = {}
 
 
 def is_enabled() -> bool:
@@ -138,7 +141,8 @@ def _versions() -> dict[str, str]:
 def machine() -> dict[str, Any]:
     """What the choices depend on besides the convolution: the file's header."""
     return {"cpu": cpu_model(), "isa": TARGET.describe(), "features": TARGET.features,
-            "threads": numba.get_num_threads(), "versions": _versions(), "sources": _sources()}
+            "threads": numba.get_num_threads(), "blas_threads": blas_thread_count(),
+            "versions": _versions(), "sources": _sources()}
 
 
 def cache_file(header: Mapping[str, Any]) -> Path:
@@ -256,7 +260,8 @@ def tune(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype, rule: Choice,
                                                                       dict(rule.params))]
     if ruled and ruled[0].ms <= MARGIN * best.ms:
         best = ruled[0]
-    where = f"{TARGET.isa.name}, {numba.get_num_threads()} thread(s)"
+    where = (f"{TARGET.isa.name}, {numba.get_num_threads()} thread(s), BLAS on "
+             f"{blas_thread_count()}")
     reason = (f"fastest of {len(measured)} candidates timed on this machine ({where}); the "
               f"rules would run {rule.algorithm}")
     return Choice(best.algorithm, best.params, reason, "tuned", tuple(measured))
@@ -270,8 +275,7 @@ def choice(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype, rule: Choice,
     dtype = np.dtype(dtype)
     if not is_enabled() or not worth_tuning(geometry):
         return rule
-    threads = numba.get_num_threads()
-    memo = (pass_, geometry, dtype.name, threads)
+    memo = (pass_, geometry, dtype.name, numba.get_num_threads(), blas_thread_count())
     if memo in _memory and (bounded or _memory[memo].source == "tuned"):
         return _memory[memo]
     header = machine()

@@ -32,15 +32,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="tune the forward pass only (inference)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=positive_int,
-                        help="CPU threads to tune for (default: numba.get_num_threads()); "
-                             "choices are kept per thread count")
+                        help="CPU threads to tune for, Numba's and BLAS's (default: "
+                             "numba.get_num_threads()); choices are kept per thread count")
 
 
 def run(args: argparse.Namespace) -> int:
     """Tune every distinct convolution of the model and print the choices; the exit status."""
     import numpy as np
 
-    from ..bench._common import format_table, set_threads
+    from ..bench._common import blas_threads, format_table, set_threads
     from ..kernels import cpu
     from ..kernels.cpu import tune
     from ..kernels.cpu.conv import ruled
@@ -61,18 +61,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"tune {args.model} on {args.batch}x{model.in_channels}x{size}x{size}, {args.dtype}, "
           f"{threads} thread(s): {len(geometries)} convolutions, {len(unique)} distinct")
     print(f"CPU {cpu_model()}, kernels compiled for {cpu.TARGET.describe()}")
-    print(f"choices kept in {tune.cache_file(tune.machine())}")
     rows, start = [], time.perf_counter()
-    for i, g in enumerate(unique, 1):
-        began = time.perf_counter()
-        with tune.enabled(True):  # asked for, whatever MINITORCH_TUNE says
+    # the GEMM on as many threads as the kernels; tuning asked for, whatever MINITORCH_TUNE says
+    with blas_threads(threads), tune.enabled(True):
+        print(f"choices kept in {tune.cache_file(tune.machine())}")
+        for i, g in enumerate(unique, 1):
+            began = time.perf_counter()
             choices = cpu.tune_conv2d(g, np.dtype(args.dtype), passes)
-        for pass_, choice in choices.items():
-            rule = ruled(pass_, g)
-            rows.append([str(g) if pass_ == passes[0] else "", pass_, choice.algorithm,
-                         ", ".join(f"{k}={v}" for k, v in choice.params.items()), choice.source,
-                         _ms(choice, choice), _ms(choice, rule)])
-        print(f"[{i}/{len(unique)}] {g}: {time.perf_counter() - began:.1f} s", flush=True)
+            for pass_, choice in choices.items():
+                rule = ruled(pass_, g)
+                rows.append([str(g) if pass_ == passes[0] else "", pass_, choice.algorithm,
+                             ", ".join(f"{k}={v}" for k, v in choice.params.items()),
+                             choice.source, _ms(choice, choice), _ms(choice, rule)])
+            print(f"[{i}/{len(unique)}] {g}: {time.perf_counter() - began:.1f} s", flush=True)
     print()
     print(format_table(["convolution", "pass", "algorithm", "params", "chosen by", "ms",
                         "rule ms"], rows, right=[False] * 5 + [True] * 2))
