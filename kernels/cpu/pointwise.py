@@ -199,7 +199,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGe
     """gx = each group's weights transposed times grad_out, at every stride-th input pixel (the
     others are read by no output: zero)."""
     og, cg = geometry.out_per_group, geometry.in_per_group
-    if not geometry.unit_stride or geometry.output_hw != geometry.input_hw:
+    if not geometry.unit_stride:
         gx[...] = 0
     per_panel, per_task = _tasks(geometry, cg, og, gy.itemsize)
     with slp_vectorized():
