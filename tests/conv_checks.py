@@ -59,8 +59,9 @@ def random_problem(cfg: dict, dtype: str, seed: int = 0, bias: bool = True) -> t
 
 
 def computes(algorithm: str | Choice | None, pass_: str, g: Conv2dGeometry) -> bool:
-    """Whether a forced algorithm must compute this pass: tiled has no grad_weight and needs a
-    transposable convolution (stride 1, padding within the kernel's extent); depthwise needs
+    """Whether a forced algorithm must compute this pass: tiled has no grad_weight and its
+    grad_input needs a transposable convolution (stride 1, padding within the kernel's extent);
+    depthwise needs
     one input channel per group, and for grad_input also one output channel per group and a
     transposable convolution; pointwise has no grad_weight and needs a 1x1 kernel without
     padding; the others compute every pass of every convolution."""
@@ -68,7 +69,7 @@ def computes(algorithm: str | Choice | None, pass_: str, g: Conv2dGeometry) -> b
     transposable = g.stride == (1, 1) and all(
         p <= d * (k - 1) for p, d, k in zip(g.padding, g.dilation, g.kernel_hw))
     if name == "tiled":
-        return pass_ != "grad_weight" and transposable
+        return pass_ == "forward" or pass_ == "grad_input" and transposable
     if name == "depthwise":
         one_input = g.in_channels == g.groups
         if pass_ == "grad_input":
@@ -164,9 +165,9 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     direct / tiled / implicit / gemm / pointwise: channels per group from CHANNEL_EDGES (up to
     17, 40, 65, 40 and 65); kernels up to 3x3 when there are many channels (their cost grows
     with both);
-    tiled: what it computes (stride 1, padding within the kernel's extent); implicit: stride 1
-    and padding within the extent half of the time (ResNeXt's 3x3 convolutions, beside
-    strided ones, whose grad_input reads grad_out at every stride-th pixel); gemm: 1x1
+    tiled and implicit: stride 1 and padding within the extent half of the time (ResNeXt's 3x3
+    convolutions, and tiled's grad_input), beside strided ones (tiled: its forward on stride
+    phases; implicit: grad_input reads grad_out at every stride-th pixel); gemm: 1x1
     without padding half of the time (its batched-GEMM path, strided or not); pointwise: 1x1
     without padding, strided or not, images whose pixels fill one to several strips of
     pointwise.NR columns (the strips run across images).
@@ -177,8 +178,8 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
         hw = tuple(draw(st.integers(2 * di + 1, 2 * di + 10)) for di in d)
         return config(draw(st.integers(1, 3)), groups, cg, og, (3, 3), hw, (1, 1), d, d)
     pointwise = kind == "pointwise" or (kind == "gemm" and draw(st.booleans()))
-    unit_stride = kind in ("tiled", "depthwise-s1") or (kind == "implicit" and draw(st.booleans()))
-    within = kind == "tiled" or (kind == "implicit" and unit_stride)  # padding <= extent
+    unit_stride = kind == "depthwise-s1" or (kind in ("tiled", "implicit") and draw(st.booleans()))
+    within = kind in ("tiled", "implicit") and unit_stride  # padding <= extent
     max_k = 1 if pointwise else 7 if max(cg, og) <= 9 else 3
     axes = []
     for _ in range(2):

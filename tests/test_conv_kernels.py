@@ -153,9 +153,9 @@ def test_direct_kernels_match_reference(problem):
 
 @given(conv_problems("tiled"), st.sampled_from([tiled._BLOCK_COLUMNS, 8, 40]))
 def test_tiled_kernels_match_reference(problem, block_columns):
-    """Every configuration the tiled kernel takes, channels per group on both sides of its
-    tile sizes, with blocks of several images, of one image and of a band of rows (small
-    `block_columns`)."""
+    """Every configuration the tiled kernel takes (strided or padded past the kernel's extent:
+    the forward, on stride phases), channels per group on both sides of its tile sizes, with
+    blocks of several images, of one image and of a band of rows (small `block_columns`)."""
     with mock.patch.object(tiled, "_BLOCK_COLUMNS", block_columns):
         check_all_kernels(problem, "tiled")
 

@@ -102,6 +102,18 @@ LANE_TILES = [
            "strided: grad_input reads grad_out at every other pixel; one full and one "
            "partial lane tile"),
 ]
+TILED_PHASES = [
+    Regime("tiled", config(3, 2, 8, 9, (3, 3), (11, 10), (2, 2)),
+           {"min_tasks_per_group": lambda groups: 1},
+           "strided: four phase planes per channel, three images stacked in a block, a partial "
+           "tile of output channels"),
+    Regime("tiled", config(2, 1, 5, 9, (3, 2), (13, 9), (3, 2), (5, 2), (2, 1)),
+           {"_BLOCK_COLUMNS": 8}, "strides 3 and 2, padding past the kernel's extent, bands of "
+                                  "rows: the phases' rows that a band's taps read"),
+    Regime("tiled", config(2, 2, 7, 9, (3, 3), (6, 5), padding=(3, 2)), {},
+           "stride 1, padding past the kernel's extent: rows that cannot share their padding; "
+           "no grad_input"),
+]
 DEPTHWISE = [
     Regime("depthwise", config(2, 3, 1, 1, (7, 7), (13, 12), padding=(3, 2), dilation=(1, 2)),
            {}, "49 taps: five passes and a sixth padded with zero weights, on a plane"),
@@ -128,6 +140,7 @@ REGIMES = [
            "bands of three rows, one partial tile of output channels"),
     Regime("tiled", config(2, 2, 1, 33, (3, 5), (8, 9), padding=(2, 1), dilation=(1, 2)),
            {"_BLOCK_COLUMNS": 8}, "bands of two rows; padding and dilation differ per axis"),
+    *TILED_PHASES,
     *LANE_TILES,
     ROW_LANES,
     ROW_PASSES,
@@ -187,6 +200,14 @@ def test_regimes_reach_what_they_are_for():
             ] == ["stream", "stream"]
     (h, wd), (dh, dw) = chunks.input_hw, chunks.dilation
     assert ((h - 2 * dh) * wd - 2 * dw) % wd and dw == 2  # a shorter last call
+    for regime, block in zip(TILED_PHASES, ((3, 6), (1, 1))):  # 3 whole images; 1-row bands
+        g = geometry_of(regime.cfg)
+        with patched(regime):
+            assert tiled._blocks(g.batch, g.output_hw,
+                                 g.in_per_group * g.stride[0] * g.stride[1] + g.out_per_group,
+                                 4, tiled.min_tasks_per_group(g.groups)) == block
+    banded, padded = (geometry_of(r.cfg) for r in TILED_PHASES[1:])
+    assert banded.padding[0] > banded.dilation[0] * 2 and not padded.has_transpose
     across, strided = (geometry_of(r.cfg) for r in POINTWISE)
     pixels = across.output_hw[0] * across.output_hw[1]
     assert pixels % pointwise.NR and across.batch * pixels % pointwise.NR  # strips across images
@@ -311,6 +332,16 @@ def test_pointwise_reads_only_its_columns(regime):
 
 
 @bounds
+@pytest.mark.parametrize("regime", TILED_PHASES, ids=["strided", "bands", "padded"])
+def test_tiled_reads_only_its_block(regime):
+    """The tiled kernel's tiles read its padded block at per-tap offsets, into stride phases
+    and past a band's last row by the taps' reach (bounds-checked process)."""
+    problem = random_problem(regime.cfg, "float32")
+    with patched(regime):
+        assert_matches_reference("forward", run_pass("forward", problem, "tiled"), problem)
+
+
+@bounds
 @pytest.mark.parametrize("regime", DEPTHWISE,
                          ids=["passes", "strided", "rows", "stream", "stream-calls"])
 def test_depthwise_taps_read_only_their_buffers(regime):
@@ -342,4 +373,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "13 passed" in done.stdout, done.stdout[-4000:]
+    assert "16 passed" in done.stdout, done.stdout[-4000:]

@@ -63,6 +63,9 @@ class Boundary(NamedTuple):
         return want(count) if callable(want) else want
 
 
+STRIDED_TILED = ("tiled", "direct", "direct")  # the tiled kernel has a strided forward only
+
+
 def tiled_or_direct(channels: int) -> str:
     return "tiled" if channels >= rules.TILED_MIN_CHANNELS else "direct"
 
@@ -107,14 +110,17 @@ BOUNDARIES = [
     Boundary("GEMM_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(4, 4)), IMPLICIT,
              ("gemm",) * 3),
     Boundary("GEMM_MIN_CHANNELS", lambda c: strided(c, (8, 8)), IMPLICIT, ("gemm",) * 3),
-    # strided: no tiled kernel, so the implicit one against the direct one, on convolutions of
-    # STRIDED_MIN_IMAGE_MACS multiply-adds per image
-    Boundary("STRIDED_MIN_CHANNELS", lambda c: strided(c), ("direct",) * 3,
+    # strided: the implicit kernel against the tiled forward and the direct kernel, on
+    # convolutions of STRIDED_MIN_IMAGE_MACS multiply-adds per image
+    Boundary("STRIDED_MIN_CHANNELS", lambda c: strided(c), STRIDED_TILED,
              ("implicit/planned", "direct", "implicit")),
     Boundary("STRIDED_GRAD_INPUT_MIN_CHANNELS", lambda c: strided(c),
              ("implicit/planned", "direct", "implicit"), IMPLICIT),
-    Boundary("STRIDED_MIN_IMAGE_MACS", lambda m: pixels_row(m), ("direct",) * 3,
+    Boundary("STRIDED_MIN_IMAGE_MACS", lambda m: pixels_row(m), STRIDED_TILED,
              ("implicit/planned", "direct", "implicit")),
+    # strided, on a small convolution: the tiled forward against the direct kernel
+    Boundary("STRIDED_TILED_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(9, 9), stride=(2, 2)),
+             ("direct",) * 3, STRIDED_TILED),
     # 3x3 on an image past the implicit kernel's pixels and the row tiles' widths
     Boundary("TILED_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(17, 17)),
              ("direct",) * 3, lambda c: plain(c, c)),
@@ -265,16 +271,17 @@ def test_strided_grad_input_avoids_planes_that_alias(rules_only, hw, spread):
     assert choices.grad_input.algorithm == ("implicit" if spread else "direct")
 
 
-def test_tiled_is_chosen_for_stride_1_only(rules_only):
+def test_tiled_computes_strided_forwards_and_stride_1_grad_inputs(rules_only):
     x_shape, w_shape = (8, 256, 16, 16), (256, 8, 3, 3)
     choose = lambda s, p: cpu.conv2d_algorithm(  # noqa: E731
-        Conv2dGeometry.of(x_shape, w_shape, s, p, 1, 32)).forward.algorithm
-    assert choose(1, 1) == "tiled"
-    assert choose(2, 1) == "direct"
-    assert choose(1, 3) == "direct"
+        Conv2dGeometry.of(x_shape, w_shape, s, p, 1, 32))
+    assert choose(1, 1).forward.algorithm == choose(1, 1).grad_input.algorithm == "tiled"
+    assert (choose(2, 1).forward.algorithm, choose(2, 1).grad_input.algorithm) == (
+        "tiled", "direct")
+    assert choose(1, 3).forward.algorithm == "direct"  # padded past the kernel: no rule's
     g = Conv2dGeometry.of(x_shape, w_shape, 2, 1, 1, 32)
-    with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1"):
-        cpu.conv2d_forward(np.ones(x_shape), np.ones(w_shape), None, g, algorithm="tiled")
+    with pytest.raises(ValueError, match="algorithm 'tiled' needs stride 1 .* for grad_input"):
+        cpu.conv2d_grad_input(np.ones(g.output_shape), np.ones(w_shape), g, algorithm="tiled")
     with pytest.raises(ValueError, match="algorithm 'tiled' has no grad_weight kernel"):
         cpu.conv2d_grad_weight(np.ones(x_shape), np.ones(g.output_shape),
                                Conv2dGeometry.of(x_shape, w_shape, 1, 1, 1, 32), "tiled")

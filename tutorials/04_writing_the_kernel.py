@@ -327,7 +327,7 @@ def kernels_match_reference(config):
     }
     for name, algorithm in cpu.ALGORITHMS.items():
         for pass_, (run, want) in passes.items():
-            if algorithm.computes(pass_, g):  # e.g. tiled: stride 1 only, and no grad_weight
+            if algorithm.computes(pass_, g):  # e.g. tiled: no grad_weight
                 np.testing.assert_allclose(run(name), want, atol=1e-10)
 
 
@@ -415,7 +415,7 @@ for label, groups in SHAPES.items():
 # is far to the right of any processor's balance: arithmetic decides, and
 # a GEMM runs near peak once the problem is large enough to amortise im2col, which is why the
 # selection rule `cpu.conv2d_algorithm` sends convolutions with 96 or more channels per group
-# to it, and those with 8 to 95 (at stride 1) to the register-tiled kernel, which keeps the
+# to it, and most of those with 8 to 95 to the register-tiled kernel, which keeps the
 # FMA units busy without building im2col columns. (At this tutorial's sizes any of them may
 # win the dense case; `minitorch-resnext bench conv` compares them at full size.) The grouped
 # and depthwise convolutions are at the low

@@ -54,6 +54,10 @@ STRIDED_GRAD_INPUT_MIN_CHANNELS = 24
 # convolutions have 0.3M) the direct kernel costs a few milliseconds more per step, and a short
 # run such as the default training job would not earn the compilation back.
 STRIDED_MIN_IMAGE_MACS = 1 << 20
+# Strided, below those, the tiled kernel's forward on a copy of the input split into stride
+# phases beats the direct kernel from this many channels per group (1.2-1.9x from 8 on one
+# core; 1.0-1.6x with 4; with 2, a loss on large images), on images of any size.
+STRIDED_TILED_MIN_CHANNELS = 4
 # grad_weight: the implicit kernel's reduction beats the direct kernel from 5/8 of its narrow
 # tile's lanes of input channels per group (10 of 16 with AVX-512): the lanes hold input
 # channels, so fewer leave them idle.
@@ -102,7 +106,13 @@ _TILED = Rule(
 _WEIGHT_WHY = ("the implicit reduction puts input channels on the lanes and broadcasts grad_out "
                "in place, over the in-bounds pixels of each tap only")
 _STRIDED_WHY = ("the implicit GEMM reads the input at every stride-th pixel in place, where the "
-                "direct kernel is memory-bound and the tiled kernel has no strided form")
+                "tiled kernel first copies it into stride phases")
+
+
+_STRIDED_TILED = Rule(
+    "tiled", (STRIDED, channels_at_least(STRIDED_TILED_MIN_CHANNELS)),
+    "the register-tiled micro-kernel over a zero-padded copy of the input split into stride "
+    "phases, in which every tap is again a shift")
 
 
 def _strided(min_channels: int, *more: Condition, why: str = _STRIDED_WHY) -> Rule:
@@ -114,7 +124,8 @@ def _strided(min_channels: int, *more: Condition, why: str = _STRIDED_WHY) -> Ru
 
 # The row tiles come before im2col + GEMM: dense 3x3 convolutions of 64 to 512 channels ran
 # 1.3-1.5x faster on them with AVX-512, 1.0-1.3x with AVX2.
-FORWARD = (*_FIRST, _ROWS, _GEMM, _IMPLICIT, _strided(STRIDED_MIN_CHANNELS), _TILED, _DIRECT)
+FORWARD = (*_FIRST, _ROWS, _GEMM, _IMPLICIT, _strided(STRIDED_MIN_CHANNELS), _STRIDED_TILED,
+           _TILED, _DIRECT)
 
 # grad_input is a convolution of the same cost as the forward (at stride 1, literally the
 # forward convolution `Conv2dGeometry.transposed()`), so the same rules choose, except that

@@ -1,4 +1,4 @@
-"""Register-tiled convolution for tens of channels per group (stride 1).
+"""Register-tiled convolution for tens of channels per group.
 
 From about 8 channels per group a 3x3 convolution does 30-70 FLOP per byte it moves: it is
 compute-bound, and speed is a matter of keeping the FMA units busy, which neither the
@@ -26,10 +26,18 @@ columns per row (pitch - W_out) and rows per image, computed and dropped; consec
 share their padding columns and stacked images their padding rows, which keeps the junk at
 15 % for 14x14 images and 30 % for 7x7 ones.
 
-- forward: A = the weights (MR output channels), B = the padded input, reduced over
-  (channel, tap): ``y_g = w_g @ taps(x)``.
-- grad_input: a forward convolution of grad_out with each group's weights transposed and
-  flipped, padded by ``dilation * (k - 1) - padding``.
+Strided (or padded past the kernel's extent, where rows cannot share their padding), the
+block holds the input's stride phases as the direct kernel's scratch does (`direct`): padded
+pixel (u, v) of phase (u % sH, v % sW) at row u // sH, column v // sW of that phase's plane,
+rows as long as an output row plus the farthest tap's reach. Output pixel (r, q) then reads
+tap (i, j) at the same (r, q) of its phase's plane, shifted by (i*dH // sH, j*dW // sW): again
+a contiguous B row at a per-step offset, so the micro-kernel is the same.
+
+- forward (any stride, padding and dilation): A = the weights (MR output channels), B = the
+  padded input, reduced over (channel, tap): ``y_g = w_g @ taps(x)``.
+- grad_input (stride 1, padding within the kernel's extent): a forward convolution of
+  grad_out with each group's weights transposed and flipped, padded by
+  ``dilation * (k - 1) - padding``.
 There is no grad_weight here: the grad_weight rules send these convolutions to the implicit
 kernel, which reduces over the in-bounds pixels of each tap with no padded copy and no junk.
 """
@@ -46,6 +54,7 @@ from ..geometry import Conv2dGeometry, ConvArgs, Pair
 from ..selection import ConvAlgorithm
 from ._numba import min_tasks_per_group, u
 from .codegen import Tile, compile_tile, outer_product, slp_vectorized
+from .direct import _col_ranges, _input_taps, _row_phases
 from .intrinsics import prefetch_range
 from .target import ISA
 
@@ -90,13 +99,14 @@ class Block(NamedTuple):
 
 class Layout(NamedTuple):
     """A task's zero-padded input block (module docstring): row length, rows per image, output
-    columns (junk included, a multiple of NR) and elements per channel (ldc plus the farthest
-    tap's reach)."""
+    columns (junk included, a multiple of NR), elements per channel and stride phase (ldc plus
+    the farthest tap's reach) and stride phases."""
 
     pitch: int
     band: int
     ldc: int
     plane: int
+    phases: int
 
 
 def _blocks(n_img: int, out_hw: Pair, channels: int, itemsize: int, min_blocks: int = 1
@@ -128,53 +138,57 @@ def _pack_weights(w: np.ndarray, groups: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _layout(h: int, wd: int, kh: int, kw: int, ph: int, pw: int, dh: int, dw: int, m: int,
-            nr: int) -> Layout:
-    """The block layout for m images x nr output rows of an H x W input."""
+def _layout(h: int, wd: int, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int, dh: int,
+            dw: int, out_h: int, out_w: int, m: int, nr: int) -> Layout:
+    """The block layout for m images x nr output rows of an H x W input (module docstring)."""
     pb, pr = (kh - 1) * dh - ph, (kw - 1) * dw - pw  # zero rows below / columns right
-    pitch = wd + max(pw, pr)  # a row's right padding is the next row's left padding
-    band = h + max(ph, pb) if m > 1 else nr + (kh - 1) * dh  # whole images share pad rows
+    if sh == 1 and sw == 1 and pb >= 0 and pr >= 0:
+        pitch = wd + max(pw, pr)  # a row's right padding is the next row's left padding
+        band = h + max(ph, pb) if m > 1 else nr + (kh - 1) * dh  # whole images share pad rows
+        reach_h, reach_w = (kh - 1) * dh, (kw - 1) * dw
+    else:  # stride phases, each row an output row and the taps' reach in it
+        reach_h, reach_w = (kh - 1) * dh // sh, (kw - 1) * dw // sw
+        pitch = out_w + reach_w
+        band = (out_h if m > 1 else nr) + reach_h
     ldc = -(-m * band * pitch // NR) * NR
-    return Layout(pitch, band, ldc, ldc + (kh - 1) * dh * pitch + (kw - 1) * dw)
+    return Layout(pitch, band, ldc, ldc + reach_h * pitch + reach_w, sh * sw)
+
+
+@njit(cache=True, inline="always")
+def _input_rows(h: int, kh: int, sh: int, ph: int, dh: int, r0: int, nr: int
+                ) -> tuple[int, int]:
+    """The input rows [first, last) that output rows r0 .. r0 + nr read."""
+    return max(0, r0 * sh - ph), min(h, (r0 + nr - 1) * sh + (kh - 1) * dh - ph + 1)
 
 
 @njit(cache=True)
-def _pad_block(x: np.ndarray, n0: int, m: int, c0: int, nc: int, r0: int, nr: int,
-               reach: int, ph: int, pw: int, layout: Layout) -> np.ndarray:
-    """The input of images n0 .. n0 + m, channels c0 .. c0 + nc, for output rows r0 .. r0 + nr
-    (the rows they read end `reach` = (kH - 1) * dH - pH below), zero-padded into nc planes of
-    `layout.plane` elements: x[n0 + b, c0 + c, ih, iw] at c*plane + (b*band + ih - r0 + pH)*pitch
-    + iw + pW."""
+def _pad_block(x: np.ndarray, n0: int, m: int, c0: int, nc: int, r0: int, nr: int, kh: int,
+               sh: int, sw: int, ph: int, pw: int, dh: int, layout: Layout) -> np.ndarray:
+    """The input of images n0 .. n0 + m, channels c0 .. c0 + nc, for output rows r0 .. r0 + nr,
+    zero-padded into nc * phases planes of `layout.plane` elements: x[n0 + b, c0 + c, ih, iw]
+    at padded (u, v) = (ih + pH, iw + pW), in plane c * phases + (u % sH) * sW + v % sW, row
+    b * band + u // sH - r0 (stride 1: b * band + ih + pH - r0), column v // sW."""
     _, c_in, h, wd = x.shape
-    pitch, band, _, plane = layout
+    pitch, band, _, plane, phases = layout
     xf = x.reshape(-1)
-    block = np.zeros(nc * plane, x.dtype)
+    block = np.zeros(nc * phases * plane, x.dtype)
+    first, last = _input_rows(h, kh, sh, ph, dh, r0, nr)
+    ranges = _col_ranges(-pw, sw, wd, pitch)
     for c in range(nc):
         for b in range(m):
             src = ((n0 + b) * c_in + c0 + c) * h * wd
-            for ih in range(max(0, r0 - ph), min(h, r0 + nr + reach)):
-                s = src + ih * wd
-                dst = c * plane + (b * band + ih - r0 + ph) * pitch + pw
-                for q in range(wd):
-                    block[u(dst + q)] = xf[u(s + q)]
+            for ih in range(first, last):
+                row = ih + ph  # padded
+                dst = (c * phases + row % sh * sw) * plane + (b * band + row // sh - r0) * pitch
+                _row_phases(xf, src + ih * wd - pw, block, dst, plane, -pw, sw, wd, pitch,
+                            ranges, True)
     return block
-
-
-@njit(cache=True)
-def _tap_offsets(cg: int, kh: int, kw: int, dh: int, dw: int, layout: Layout) -> np.ndarray:
-    """Where tap (c, i, j) reads the padded block, relative to the output pixel."""
-    offsets = np.empty(cg * kh * kw, np.int64)
-    for c in range(cg):
-        for i in range(kh):
-            for j in range(kw):
-                offsets[(c * kh + i) * kw + j] = c * layout.plane + i * dh * layout.pitch + j * dw
-    return offsets
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward(x: np.ndarray, a: np.ndarray, bias: np.ndarray, y: np.ndarray, kernel_hw: Pair,
              conv: ConvArgs, block: Block) -> None:
-    """y = conv(x, w) + bias at stride 1, one task per (group, block of output pixels).
+    """y = conv(x, w) + bias, one task per (group, block of output pixels).
 
     Args:
         x: input (N, C_in, H, W), contiguous.
@@ -182,32 +196,32 @@ def _forward(x: np.ndarray, a: np.ndarray, bias: np.ndarray, y: np.ndarray, kern
         bias: (C_out,).
         y: output (N, C_out, H_out, W_out), written.
         kernel_hw: (kH, kW).
-        conv: stride (1, 1), padding, dilation and groups.
+        conv: stride, padding, dilation and groups.
         block: the output pixels of one task.
     """
     # (a prange body takes arrays and scalars only, so the tuples are unpacked here)
-    (kh, kw), (ph, pw), (dh, dw), (m_img, rows) = kernel_hw, conv.padding, conv.dilation, block
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_hw, conv.stride, conv.padding, conv.dilation
+    m_img, rows = block
     n_img, c_in, h, wd = x.shape
     groups, ob, depth, _ = a.shape
     _, c_out, out_h, out_w = y.shape
     og, cg = c_out // groups, c_in // groups
     img_blocks, row_blocks = -(-n_img // m_img), -(-out_h // rows)
     af, xf, yf, zero = a.reshape(-1), x.reshape(-1), y.reshape(-1), np.zeros(1, y.dtype)[0]
-    reach = (kh - 1) * dh - ph
     for task in prange(groups * img_blocks * row_blocks):
         g = task % groups
         r0 = task // groups % row_blocks * rows
         n0 = task // (groups * row_blocks) * m_img
         m, nr = min(m_img, n_img - n0), min(rows, out_h - r0)
-        layout = _layout(h, wd, kh, kw, ph, pw, dh, dw, m, nr)
+        layout = _layout(h, wd, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w, m, nr)
         ldc = layout.ldc
-        xpad = _pad_block(x, n0, m, g * cg, cg, r0, nr, reach, ph, pw, layout)
-        offsets = _tap_offsets(cg, kh, kw, dh, dw, layout)
+        xpad = _pad_block(x, n0, m, g * cg, cg, r0, nr, kh, sh, sw, ph, pw, dh, layout)
+        offsets = _input_taps(cg, kh, kw, sh, sw, dh, dw, layout.pitch, layout.plane)
         out = np.empty(ob * MR * ldc, y.dtype)
         # this thread's next task is the next group on the same pixels: its input is fetched
         # plane by plane while the tiles run, not waited for afterwards
         planes = cg * m if g + 1 < groups else 0
-        first, last = max(0, r0 - ph), min(h, r0 + nr + reach)
+        first, last = _input_rows(h, kh, sh, ph, dh, r0, nr)
         k = 0
         for j0 in range(0, ldc, NR):
             while k * ldc < (j0 + NR) * planes:
@@ -229,10 +243,10 @@ def _forward(x: np.ndarray, a: np.ndarray, bias: np.ndarray, y: np.ndarray, kern
 
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
             geometry: Conv2dGeometry) -> None:
-    """y = conv(x, w) + bias, stride 1."""
+    """y = conv(x, w) + bias."""
     bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
-    block = _blocks(geometry.batch, geometry.output_hw,
-                    geometry.in_per_group + geometry.out_per_group, x.itemsize,
+    (sh, sw), cg, og = geometry.stride, geometry.in_per_group, geometry.out_per_group
+    block = _blocks(geometry.batch, geometry.output_hw, cg * sh * sw + og, x.itemsize,
                     min_tasks_per_group(geometry.groups))
     with slp_vectorized():
         _forward(x, _pack_weights(w, geometry.groups), bias, y, geometry.kernel_hw,
@@ -272,7 +286,7 @@ ALGORITHM = ConvAlgorithm(
     {"forward": forward, "grad_input": grad_input},
     f"register-tiled {MR} output channels x {NR} output pixels over a zero-padded copy of the "
     "input",
-    supports=lambda pass_, g: g.has_transpose,
-    requirement="stride 1 and padding <= dilation * (kernel size - 1)",
+    supports=lambda pass_, g: pass_ == "forward" or g.has_transpose,
+    requirement="stride 1 and padding <= dilation * (kernel size - 1)",  # grad_input's
     nonfinite_exact=frozenset({"forward"}),  # grad_input convolves a zero-padded grad_out
 )
