@@ -110,17 +110,16 @@ BOUNDARIES = [
     Boundary("GEMM_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(4, 4)), IMPLICIT,
              ("gemm",) * 3),
     Boundary("GEMM_MIN_CHANNELS", lambda c: strided(c, (8, 8)), IMPLICIT, ("gemm",) * 3),
-    # strided: the implicit kernel against the tiled forward and the direct kernel, on
-    # convolutions of STRIDED_MIN_IMAGE_MACS multiply-adds per image
+    # strided, on convolutions of STRIDED_MIN_IMAGE_MACS multiply-adds per image: the implicit
+    # kernel against the tiled forward and the direct kernel, and the tiled forward against
+    # the direct kernel
     Boundary("STRIDED_MIN_CHANNELS", lambda c: strided(c), STRIDED_TILED,
              ("implicit/planned", "direct", "implicit")),
     Boundary("STRIDED_GRAD_INPUT_MIN_CHANNELS", lambda c: strided(c),
              ("implicit/planned", "direct", "implicit"), IMPLICIT),
-    Boundary("STRIDED_MIN_IMAGE_MACS", lambda m: pixels_row(m), STRIDED_TILED,
+    Boundary("STRIDED_MIN_IMAGE_MACS", lambda m: pixels_row(m), ("direct",) * 3,
              ("implicit/planned", "direct", "implicit")),
-    # strided, on a small convolution: the tiled forward against the direct kernel
-    Boundary("STRIDED_TILED_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(9, 9), stride=(2, 2)),
-             ("direct",) * 3, STRIDED_TILED),
+    Boundary("STRIDED_TILED_MIN_CHANNELS", lambda c: strided(c), ("direct",) * 3, STRIDED_TILED),
     # 3x3 on an image past the implicit kernel's pixels and the row tiles' widths
     Boundary("TILED_MIN_CHANNELS", lambda c: config(2, 2, c, c, hw=(17, 17)),
              ("direct",) * 3, lambda c: plain(c, c)),

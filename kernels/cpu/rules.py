@@ -50,13 +50,14 @@ STRIDED_MIN_CHANNELS = 12
 # (not 9), from this many, on input planes that spread its stores (`PLANES_SPREAD`);
 STRIDED_GRAD_INPUT_MIN_CHANNELS = 24
 # each on convolutions of at least this many multiply-adds per image. The implicit kernels take
-# about 100 s to compile on first use (the direct one 27 s); below this (resnext_small's strided
-# convolutions have 0.3M) the direct kernel costs a few milliseconds more per step, and a short
-# run such as the default training job would not earn the compilation back.
+# about 100 s to compile on first use (the direct one 27 s, the tiled one 22 s where nothing else
+# needs it); below this (resnext_small's strided convolutions have 0.3M) the direct kernel costs
+# a few milliseconds more per step, and a short run such as the default training job would not
+# earn the compilation back.
 STRIDED_MIN_IMAGE_MACS = 1 << 20
 # Strided, below those, the tiled kernel's forward on a copy of the input split into stride
 # phases beats the direct kernel from this many channels per group (1.2-1.9x from 8 on one
-# core; 1.0-1.6x with 4; with 2, a loss on large images), on images of any size.
+# core; 1.0-1.6x with 4; with 2, a loss on large images).
 STRIDED_TILED_MIN_CHANNELS = 4
 # grad_weight: the implicit kernel's reduction beats the direct kernel from 5/8 of its narrow
 # tile's lanes of input channels per group (10 of 16 with AVX-512): the lanes hold input
@@ -110,7 +111,8 @@ _STRIDED_WHY = ("the implicit GEMM reads the input at every stride-th pixel in p
 
 
 _STRIDED_TILED = Rule(
-    "tiled", (STRIDED, channels_at_least(STRIDED_TILED_MIN_CHANNELS)),
+    "tiled", (STRIDED, channels_at_least(STRIDED_TILED_MIN_CHANNELS),
+              image_macs_at_least(STRIDED_MIN_IMAGE_MACS)),
     "the register-tiled micro-kernel over a zero-padded copy of the input split into stride "
     "phases, in which every tap is again a shift")
 
