@@ -13,7 +13,7 @@ import numba
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from minitorch_resnext.kernels.cpu import blas_threads as blas_threads_module
 from minitorch_resnext.kernels.cpu.blas_threads import blas_thread_count, ranges, split_images
@@ -52,6 +52,21 @@ def test_the_blas_thread_count_is_what_blas_is_limited_to(n):
     """NumPy's BLAS, whose count the tuner keeps its choices under (`tune.machine`)."""
     with threadpool_limits(n, user_api="blas"):
         assert blas_thread_count() == n
+
+
+def test_a_blas_loaded_after_numpys_does_not_count():
+    """SciPy's wheels bring an OpenBLAS of their own, loaded on SciPy's import: left at
+    another thread count, it is not what NumPy's matmul runs on."""
+    import scipy.linalg  # noqa: F401
+
+    numpys = {lib.filepath for lib in blas_threads_module._NUMPY_BLAS.lib_controllers}
+    later = [lib for lib in ThreadpoolController().select(user_api="blas").lib_controllers
+             if lib.filepath not in numpys]
+    if not later:
+        pytest.skip("SciPy calls NumPy's BLAS library here")
+    with threadpool_limits(1, user_api="blas"):
+        later[0].set_num_threads(3)
+        assert blas_thread_count() == 1
 
 
 @needs_two

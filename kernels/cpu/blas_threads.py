@@ -31,7 +31,10 @@ MIN_SPLIT_MACS = 1 << 23
 _LOCK = threading.Lock()  # one split at a time sets BLAS's thread count
 _pool: ThreadPoolExecutor | None = None
 _workers = 0
-_blas: ThreadpoolController | None = None
+# NumPy's BLAS: the libraries loaded now, NumPy's among them (Numba imports it). One loaded
+# later is not what `matmul` calls: SciPy's wheels bring an OpenBLAS of their own, which a
+# `threadpool_limits` entered before SciPy is imported leaves at its default.
+_NUMPY_BLAS = ThreadpoolController().select(user_api="blas")
 
 
 def ranges(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
@@ -82,24 +85,16 @@ os.register_at_fork(after_in_child=_forget_threads)
 
 
 def blas_thread_count() -> int:
-    """How many threads BLAS would run one call on now (the most of any BLAS library NumPy
-    loaded; 1 without one): what a GEMM that is not split over images runs on."""
-    return max((lib.num_threads for lib in _libraries().lib_controllers), default=1)
-
-
-def _libraries() -> ThreadpoolController:
-    """The BLAS libraries NumPy loaded (found once: looking costs milliseconds)."""
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _blas
+    """How many threads NumPy's BLAS would run one call on now (1 without one): what a GEMM
+    that is not split over images runs on."""
+    return max((lib.num_threads for lib in _NUMPY_BLAS.lib_controllers), default=1)
 
 
 def _resources(workers: int) -> tuple[ThreadPoolExecutor, ThreadpoolController]:
-    """The worker threads (grown on demand) and the BLAS libraries NumPy loaded."""
+    """The worker threads (grown on demand) and NumPy's BLAS."""
     global _pool, _workers
     if _pool is None or _workers < workers:
         if _pool is not None:
             _pool.shutdown()
         _pool, _workers = ThreadPoolExecutor(workers, "minitorch-resnext-blas"), workers
-    return _pool, _libraries()
+    return _pool, _NUMPY_BLAS
