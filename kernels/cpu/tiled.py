@@ -142,12 +142,11 @@ def _layout(h: int, wd: int, kh: int, kw: int, sh: int, sw: int, ph: int, pw: in
             dw: int, out_h: int, out_w: int, m: int, nr: int) -> Layout:
     """The block layout for m images x nr output rows of an H x W input (module docstring)."""
     pb, pr = (kh - 1) * dh - ph, (kw - 1) * dw - pw  # zero rows below / columns right
+    reach_h, reach_w = (kh - 1) * dh // sh, (kw - 1) * dw // sw  # in a phase's rows, columns
     if sh == 1 and sw == 1 and pb >= 0 and pr >= 0:
         pitch = wd + max(pw, pr)  # a row's right padding is the next row's left padding
-        band = h + max(ph, pb) if m > 1 else nr + (kh - 1) * dh  # whole images share pad rows
-        reach_h, reach_w = (kh - 1) * dh, (kw - 1) * dw
+        band = h + max(ph, pb) if m > 1 else nr + reach_h  # whole images share pad rows
     else:  # stride phases, each row an output row and the taps' reach in it
-        reach_h, reach_w = (kh - 1) * dh // sh, (kw - 1) * dw // sw
         pitch = out_w + reach_w
         band = (out_h if m > 1 else nr) + reach_h
     ldc = -(-m * band * pitch // NR) * NR
