@@ -205,9 +205,7 @@ def test_regimes_reach_what_they_are_for():
     for regime, block in zip(TILED_PHASES, ((3, 6), (1, 1), (2, 10))):  # images, rows
         g = geometry_of(regime.cfg)
         with patched(regime):
-            assert tiled._blocks(g.batch, g.output_hw,
-                                 g.in_per_group * g.stride[0] * g.stride[1] + g.out_per_group,
-                                 4, tiled.min_tasks_per_group(g.groups)) == block
+            assert tiled.block_of(g, 4) == block
     banded, padded = (geometry_of(r.cfg) for r in TILED_PHASES[1:])
     assert banded.padding[0] > banded.dilation[0] * 2 and not padded.has_transpose
     across, strided = (geometry_of(r.cfg) for r in POINTWISE)

@@ -126,6 +126,14 @@ def _blocks(n_img: int, out_hw: Pair, channels: int, itemsize: int, min_blocks: 
     return Block(1, -(-out_h // min(bands, out_h)))
 
 
+def block_of(geometry: Conv2dGeometry, itemsize: int) -> Block:
+    """The forward's blocks (`_blocks`) of `geometry`: its stride phases of the input channels
+    and its output channels per pixel, at least as many blocks as the threads want."""
+    (sh, sw), cg, og = geometry.stride, geometry.in_per_group, geometry.out_per_group
+    return _blocks(geometry.batch, geometry.output_hw, cg * sh * sw + og, itemsize,
+                   min_tasks_per_group(geometry.groups))
+
+
 def _pack_weights(w: np.ndarray, groups: int) -> np.ndarray:
     """Weights (C_out, cg, kH, kW) as A panels (groups, ob, K, MR): a[g, b, d, i] =
     w[g*og + b*MR + i, d], zero rows up to a multiple of MR."""
@@ -244,12 +252,9 @@ def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
             geometry: Conv2dGeometry) -> None:
     """y = conv(x, w) + bias."""
     bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
-    (sh, sw), cg, og = geometry.stride, geometry.in_per_group, geometry.out_per_group
-    block = _blocks(geometry.batch, geometry.output_hw, cg * sh * sw + og, x.itemsize,
-                    min_tasks_per_group(geometry.groups))
     with slp_vectorized():
         _forward(x, _pack_weights(w, geometry.groups), bias, y, geometry.kernel_hw,
-                 geometry.args, block)
+                 geometry.args, block_of(geometry, x.itemsize))
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry) -> None:
