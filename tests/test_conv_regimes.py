@@ -93,6 +93,12 @@ ROW_SEGMENTS = Regime("implicit", config(2, 2, 13, 14, hw=(5, 3 * implicit.ROW_S
 ROW_SLICES = Regime("implicit", config(1, 1, 5, 2 * implicit.ROW_LANES + 3, hw=(4, 7)), {},
                     "batch 1, one group: its three lane tiles (the last of three channels) "
                     "sliced over the tasks, at any thread count")
+# planned tiles (strided, so not row tiles): 2 full lane tiles and one of 3 channels both ways
+PLANNED_SLICES = Regime("implicit", config(1, 1, 2 * implicit.TILE.lanes + 3,
+                                           2 * implicit.TILE.lanes + 3, hw=(5, 6), stride=(2, 2)),
+                        {}, "batch 1, one group: its three lane tiles (the last of three "
+                        "channels) sliced over the tasks, forward and grad_input, at any thread "
+                        "count; each task packs its slice's weights")
 LANE_TILES = [
     Regime("implicit", config(3, 2, 8, 65, hw=(5, 6)), {"_IMAGES": 2},
            "three lane tiles, the third of one output channel; a last block of one image"),
@@ -148,6 +154,7 @@ REGIMES = [
     ROW_PASSES,
     ROW_SEGMENTS,
     ROW_SLICES,
+    PLANNED_SLICES,
     SLICES,
     Regime("implicit", config(2, 1, 65, 17, hw=(5, 5)), {},
            "grad_weight: input channels over three lane tiles, output channels in two slices"),
@@ -193,6 +200,10 @@ def test_regimes_reach_what_they_are_for():
     assert segments.input_hw[1] == 3 * implicit.row_segment(segments.input_hw[1])
     assert -(-slices.out_per_group // implicit.ROW_LANES) == 3  # lane tiles, to slice ...
     assert implicit.min_tasks_per_group(slices.groups) > slices.batch  # ... for idle threads
+    planned = geometry_of(PLANNED_SLICES.cfg)
+    assert not implicit.rows_fit(planned) and implicit.min_tasks_per_group(1) > planned.batch
+    assert {-(-c // implicit.TILE.lanes) for c in (planned.out_per_group, planned.in_per_group)
+            } == {3}
     passes, _, rows, stream, chunks = (geometry_of(r.cfg) for r in DEPTHWISE)
     assert passes.taps % depthwise.TAPS and rows.taps % depthwise.TAPS
     assert [depthwise.ALGORITHM.defaults("forward", g)["write"] for g in (passes, rows, stream)
@@ -301,10 +312,10 @@ def test_small_depthwise_calls_run_on_the_calling_thread(monkeypatch):
 
 
 @bounds
-@pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], ROW_LANES, ROW_PASSES,
-                                    ROW_SEGMENTS, ROW_SLICES],
-                         ids=["planned", "strided", "rows", "row passes", "row segments",
-                              "row slices"])
+@pytest.mark.parametrize("regime", [LANE_TILES[0], LANE_TILES[2], PLANNED_SLICES, ROW_LANES,
+                                    ROW_PASSES, ROW_SEGMENTS, ROW_SLICES],
+                         ids=["planned", "strided", "planned slices", "rows", "row passes",
+                              "row segments", "row slices"])
 def test_lane_tiles_read_only_the_channels_there_are(regime):
     """The implicit kernel's forward and grad_input tiles compute whole lane tiles of output
     channels: past the last channel they must read no bias or weight (and strided, grad_input's
@@ -373,4 +384,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "16 passed" in done.stdout, done.stdout[-4000:]
+    assert "17 passed" in done.stdout, done.stdout[-4000:]

@@ -18,9 +18,11 @@ skips the multiply-adds with zero padding that a padded layout pays for. The pri
 tile's outputs are scattered (a pixel's output channels are H_out * W_out apart in NCHW).
 
 A task takes one group and a block of up to `_IMAGES` images (so that the corner groups fill
-a tile; fewer when a small batch and few groups would leave a thread without a task); the
-weights are packed per (group, lane tile of output channels) as ``wp[tap, c, j]``, TILE.lanes
-adjacent values per step. The micro-kernels are generated scalar code that LLVM's
+a tile; fewer when a small batch and few groups would leave a thread without a task), and a
+slice of the group's lane tiles of output channels where groups and blocks are still too few
+(a dense or 1x1 convolution at batch 1). It packs each lane tile's weights as ``wl[c, tap,
+j]``, TILE.lanes adjacent values per step, just before that tile's pixels run, into a buffer
+that stays in its core's cache. The micro-kernels are generated scalar code that LLVM's
 SLP vectoriser packs (`codegen`). grad_input runs the same tiles with the roles swapped, at
 any stride: a tile's rows are input pixels that share the set of taps through which some output
 pixel reads them (at stride 2, a quarter of the pixels are read through one tap of a 3x3 kernel,
@@ -112,7 +114,7 @@ class Span(NamedTuple):
     """What one forward tile reads and writes: offsets into the flat arrays and its sizes."""
 
     x: int  # the block's first image, the group's first input channel
-    w: int  # the packed weights of (group, lane tile)
+    w_step: int  # between two input channels' packed weights: taps * TILE.lanes
     y: int  # the block's first image, the lane tile's first output channel
     bias: int  # the lane tile's first (lane-padded) bias
     channels: int  # input channels per group
@@ -134,10 +136,10 @@ def tile_source(rows: int, lanes: int) -> str:
     lines += ["    for k in range(at.first_tap, at.last_tap):",
               "        tap = taps[k]",
               f"        ro = at.xoff + tap * {rows}",
-              f"        wo = np.uint64(at.w + tap * at.channels * {lanes})"]
+              f"        wo = np.uint64(tap * {lanes})"]
     lines += [f"        r{i} = np.uint64(at.x + xoff[ro + {i}])" for i in range(rows)]
     lines += ["        for c in range(at.channels):",
-              f"            co = wo + np.uint64(c * {lanes})",
+              "            co = wo + np.uint64(c * at.w_step)",
               "            cc = np.uint64(c * at.plane)"]
     lines += [f"            b{j} = w[co + np.uint64({j})]" for j in range(lanes)]
     lines += outer_product(acc, lambda i: f"x[r{i} + cc]", " " * 12)
@@ -393,27 +395,6 @@ def _weight_plan(geometry: Conv2dGeometry, run: int, lanes: int) -> WeightPlan:
         np.concatenate([[], *xrow]).astype(np.int64)))
 
 
-def _by_lane_tiles(w: np.ndarray, groups: int, transposed: bool, lanes: int) -> np.ndarray:
-    """Each group's weights as [g, jt, j, c, kh, kw] = w[g*og + jt*lanes + j, c], zero output
-    channels up to a multiple of `lanes` (a view when none are needed); `transposed`: those of
-    grad_input (input and output channels of each group swapped)."""
-    c_out, cg, kh, kw = w.shape
-    wg = w.reshape(groups, c_out // groups, cg, kh, kw)
-    if transposed:
-        wg = wg.transpose(0, 2, 1, 3, 4)
-    cols, rows = wg.shape[1:3]
-    if cols % lanes:
-        wg = np.concatenate([wg, np.zeros((groups, -cols % lanes, rows, kh, kw), w.dtype)], 1)
-    return wg.reshape(groups, -1, lanes, rows, kh, kw)
-
-
-def _pack(w: np.ndarray, groups: int, transposed: bool) -> np.ndarray:
-    """The forward kernel's weights wp[g, jt, tap, c, j] = w[g*og + jt*lanes + j, c, tap] (see
-    `_by_lane_tiles`), in one copy."""
-    wt = _by_lane_tiles(w, groups, transposed, TILE.lanes)
-    return np.ascontiguousarray(wt.reshape(*wt.shape[:4], -1).transpose(0, 1, 4, 3, 2))
-
-
 def _pad_bias(bias: np.ndarray | None, out_channels: int, groups: int, lanes: int,
               dtype: np.dtype) -> np.ndarray:
     """bias (zeros if None) laid out like the packed weights' output channels: each group's
@@ -426,37 +407,62 @@ def _pad_bias(bias: np.ndarray | None, out_channels: int, groups: int, lanes: in
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, y: np.ndarray, blocks: Blocks,
-             plan: ForwardPlan) -> None:
-    """y (+ bias) for `blocks` of images, one task per (group, block).
+def _forward(x: np.ndarray, w: np.ndarray, transposed: bool, bias: np.ndarray, y: np.ndarray,
+             blocks: Blocks, plan: ForwardPlan, parts: int) -> None:
+    """y (+ bias) for `blocks` of images, one task per (group, block, slice of the lane tiles):
+    the lane tiles are sliced only where groups and blocks are too few for the threads (a
+    dense convolution at batch 1). A task packs each lane tile's weights just before its tiles
+    run, wl[c, tap, j] = w[g*og + jt*TILE.lanes + j, c, tap] (zero past the last output
+    channel), into a buffer that stays in its core's cache: a separate packing pass would read
+    and write all the weights once more.
 
     Args:
         x: input (N, C_in, H, W), contiguous.
-        wp: weights packed by `_pack`, (groups, lane tiles, taps, cg, TILE.lanes).
+        w: weights (C_out, cg, kH, kW), contiguous; `transposed`: grad_input's, the forward
+            convolution's (C_in, C_out / groups, kH, kW), read with each group's channels
+            swapped.
         bias: (groups * lane tiles * TILE.lanes,), laid out by `_pad_bias`.
         y: output (N, C_out, H_out, W_out), written for the blocks' images.
         blocks: which images, in blocks of `plan`'s size.
         plan: the tiles of one block.
+        parts: slices of each group's lane tiles wanted (at most one per lane tile).
     """
     # (a prange body takes arrays and scalars only, so the tuples are unpacked here)
     first, count, images = blocks
     taps, ranges, xoff, yoff, rows = plan
     _, c_in, h, wd = x.shape
     _, c_out, oh, ow = y.shape
-    groups, jts, ntap, cg, lanes = wp.shape
-    og = c_out // groups
-    xf, yf, wf = x.reshape(-1), y.reshape(-1), wp.reshape(-1)
+    ntap, lanes = w.shape[2] * w.shape[3], TILE.lanes
+    groups = (c_out if transposed else c_in) // w.shape[1]
+    cg, og = c_in // groups, c_out // groups
+    per_out = cg * ntap  # weights per output channel
+    jts = -(-og // lanes)
+    parts = min(parts, jts)
+    per_part = -(-jts // parts)
+    xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     zero = np.zeros(1, y.dtype)[0]
-    for task in prange(groups * count):
-        g, n = task % groups, first + task // groups * images
+    for task in prange(groups * count * parts):
+        g, block, part = task % groups, task // groups % count, task // (groups * count)
+        n = first + block * images
         ct = np.empty(TILE.rows * lanes, y.dtype)
-        for jt in range(jts):
-            xb, wb = (n * c_in + g * cg) * h * wd, (g * jts + jt) * ntap * cg * lanes
+        wl = np.empty(per_out * lanes, w.dtype)
+        for jt in range(part * per_part, min(jts, (part + 1) * per_part)):
+            valid = min(lanes, og - jt * lanes)
+            if transposed:  # w[g*cg + c, jt*lanes + j, tap]: per c, valid x ntap in a run
+                for c in range(cg):
+                    pack_pixels(wl, c * ntap * lanes, lanes, wf,
+                                ((g * cg + c) * og + jt * lanes) * ntap, ntap, ntap, valid)
+            else:
+                pack_pixels(wl, 0, lanes, wf, (g * og + jt * lanes) * per_out, per_out,
+                            per_out, valid)
+            for p in range(per_out):  # lanes past the last channel: computed, never stored, so
+                fill(wl, p * lanes + valid, lanes - valid, zero)  # no denormals there
+            xb = (n * c_in + g * cg) * h * wd
             yb, bb = (n * c_out + g * og + jt * lanes) * oh * ow, (g * jts + jt) * lanes
             for t in range(rows.shape[0]):
-                span = Span(xb, wb, yb, bb, cg, h * wd, oh * ow, og - jt * lanes, ranges[t, 0],
+                span = Span(xb, ntap * lanes, yb, bb, cg, h * wd, oh * ow, valid, ranges[t, 0],
                             ranges[t, 1], t * ntap * TILE.rows, t * TILE.rows, rows[t])
-                _tile(xf, wf, yf, bias, ct, taps, xoff, yoff, span, zero)
+                _tile(xf, wl, yf, bias, ct, taps, xoff, yoff, span, zero)
 
 
 def row_segment(width: int) -> int:
@@ -553,13 +559,15 @@ def _convolve(x: np.ndarray, w: np.ndarray, gradient: bool, bias: np.ndarray | N
             _forward_rows(x, w, b, y, -(-n_img // blocks), -(-per_group // blocks),
                           row_segment(x.shape[3]))
             return
-        wp = _pack(w, groups, gradient)
-        m = _images(n_img, wp.shape[3] * x.shape[2] * x.shape[3] * x.itemsize, _BLOCK_BYTES,
-                    min_tasks_per_group(groups))
+        per_group = min_tasks_per_group(groups)
+        m = _images(n_img, x.shape[1] // groups * x.shape[2] * x.shape[3] * x.itemsize,
+                    _BLOCK_BYTES, per_group)
         full, tail = n_img // m * m, n_img % m
         for blocks in (Blocks(0, n_img // m, m), Blocks(full, 1, tail)):
             if blocks.count and blocks.images:
-                _forward(x, wp, b, y, blocks, _plan(geometry.with_batch(blocks.images), gradient))
+                _forward(x, w, gradient, b, y, blocks,
+                         _plan(geometry.with_batch(blocks.images), gradient),
+                         -(-per_group // blocks.count))
 
 
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
