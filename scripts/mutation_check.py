@@ -258,6 +258,12 @@ MUTANTS = [
     Mutant("depthwise: grad_weight's 'stream' masks the wrong edge for each kernel column",
            "kernels/cpu/depthwise.py",
            (('masked = ("vl", "v", "vr")', 'masked = ("vr", "v", "vl")'),), STREAM),
+    # --- pooling.py
+    Mutant("pooling: max pooling without taps stops a window's columns one short",
+           "kernels/cpu/pooling.py",
+           (("_max_step(col, lo + j - pw, 1, yf, row + lo, hi - lo)",
+             "_max_step(col, lo + j - pw, 1, yf, row + lo, hi - lo - 1)"),),
+           ("tests/test_fused_kernels.py", "tests/test_pooling.py", "-k", "max_pool")),
     # --- rules.py and the conditions of selection.py
     threshold("POINTWISE_GEMM_MIN_CHANNELS", "8", "16"),
     threshold("GEMM_MIN_CHANNELS", "96", "128"),

@@ -86,6 +86,9 @@ def test_max_pool2d_kernels_match_the_reference(data):
     np.testing.assert_array_equal(y, want)
     dx = K.max_pool2d_backward(np.ones_like(y), arg, x.shape[2:], *geometry)
     np.testing.assert_array_equal(dx, want_dx)
+    values, none = K.max_pool2d_forward(x, *geometry, want.shape[2:], taps=False)
+    assert none is None
+    np.testing.assert_array_equal(values, want)  # rows, then columns: the same maxima
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -101,11 +104,13 @@ def test_max_pool2d_kernel_passes_nan_on_like_the_composition(stride):
     out_hw = ((7 - 1) // stride + 1, (8 - 1) // stride + 1)
     y, arg = K.max_pool2d_forward(x, *geometry, out_hw)
     dx = K.max_pool2d_backward(np.ones_like(y), arg, x.shape[2:], *geometry)
+    values, _ = K.max_pool2d_forward(x, *geometry, out_hw, taps=False)
     with fusion.composed():
         t = mr.tensor(x, requires_grad=True)
         want = mr.F.max_pool2d(t, 3, stride, 1)
         want.sum().backward()
     np.testing.assert_array_equal(y, want.numpy())  # NaN where the composition has NaN
+    np.testing.assert_array_equal(values, want.numpy())
     assert np.isnan(y).any() and not np.isnan(dx).any()
     np.testing.assert_array_equal(dx, t.grad.numpy())
 

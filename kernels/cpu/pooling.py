@@ -5,7 +5,10 @@ row-major order, skipping those on the padding; max pooling's forward takes each
 whole output row at once, so that the loop over the row vectorises. Max pooling records which
 tap won (the first maximal one, as the composition in `functional/pooling.py` does: padding
 counts as -inf, and a NaN becomes the output without taking the tap); its backward adds each
-output's gradient to that tap's input pixel. Average pooling divides by the window's size, or with
+output's gradient to that tap's input pixel. Where no gradient is wanted (inference) the forward
+records no taps, and a window's maximum is taken in two steps: of its kH rows, column by column
+over whole input rows, then of kW of those columns at every stride-th one (kH + kW passes
+instead of kH * kW). Average pooling divides by the window's size, or with
 `count_include_pad=False` by the number of its taps inside the image. Overlapping windows
 add up within a task, so no two tasks write the same pixel.
 """
@@ -60,6 +63,43 @@ def _max_forward(x: Planes, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int
                         _max_taps(xf, src, 2, yf, af, row, lo, hi, tap)
                     else:
                         _max_taps(xf, src, sw, yf, af, row, lo, hi, tap)
+
+
+@njit(cache=True, inline="always")
+def _max_step(src: np.ndarray, s: int, step: int, dst: np.ndarray, d: int, n: int) -> None:
+    """dst[d + q] = max(dst[d + q], src[s + q*step]) for q < n, a NaN taken as the maximum.
+    Called with a literal step of 1 or 2 where it is one, so that the loop vectorises."""
+    for q in range(n):
+        v, best = src[u(s + q * step)], dst[u(d + q)]
+        dst[u(d + q)] = v if v > best or v != v else best
+
+
+@njit(cache=True, parallel=True)
+def _max_values(x: Planes, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
+                y: Planes) -> None:
+    """y alone, without the winning taps: each output row the maximum over its window's rows,
+    column by column (`col`), then over kW columns at every sw-th."""
+    planes, h, w = x.shape
+    _, out_h, out_w = y.shape
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    for p in prange(planes):
+        col = np.empty(w, x.dtype)
+        for r in range(out_h):
+            fill(col, 0, w, -np.inf)
+            for i in range(kh):
+                ih = r * sh - ph + i
+                if 0 <= ih < h:
+                    _max_step(xf, (p * h + ih) * w, 1, col, 0, w)
+            row = (p * out_h + r) * out_w
+            fill(yf, row, out_w, -np.inf)
+            for j in range(kw):
+                lo, hi = valid_cols(j - pw, sw, w, out_w)
+                if sw == 1:
+                    _max_step(col, lo + j - pw, 1, yf, row + lo, hi - lo)
+                elif sw == 2:
+                    _max_step(col, lo * 2 + j - pw, 2, yf, row + lo, hi - lo)
+                else:
+                    _max_step(col, lo * sw + j - pw, sw, yf, row + lo, hi - lo)
 
 
 @njit(cache=True, parallel=True)
@@ -120,7 +160,7 @@ Pair = tuple[int, int]
 
 
 def max_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
-                       out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
+                       out_hw: Pair, taps: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(y, winning taps) of max pooling; both (N, C, H_out, W_out).
 
     Args:
@@ -129,9 +169,13 @@ def max_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair,
         stride: (h, w) step between windows.
         padding: (h, w) implicit -inf border, at most kernel // 2 (checked by the caller).
         out_hw: (H_out, W_out) = (H + 2p - k) // s + 1.
+        taps: record the winning taps for the backward (False: None instead, and faster).
     """
     n, c = x.shape[:2]
     y = np.empty((n, c, *out_hw), x.dtype)
+    if not taps:
+        _max_values(_planes(x), *kernel, *stride, *padding, _planes(y))
+        return y, None
     arg = np.empty((n, c, *out_hw), np.int32)
     _max_forward(_planes(x), *kernel, *stride, *padding, _planes(y), _planes(arg))
     return y, arg

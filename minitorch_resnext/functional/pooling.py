@@ -78,8 +78,8 @@ class MaxPool2d(Function):
         out_hw = pool_output_size("max_pool2d", x.shape[2:], kernel, stride, padding)
         kernel_fn = fusion.kernel(ctx.backend, "max_pool2d_forward", x.dtype)
         ctx.fused = kernel_fn is not None
-        if ctx.fused:
-            out, arg = kernel_fn(x, kernel, stride, padding, out_hw)
+        if ctx.fused:  # the winning taps only where a gradient may flow back
+            out, arg = kernel_fn(x, kernel, stride, padding, out_hw, ctx.needs_input_grad[0])
             ctx.save_for_backward(arg)
             ctx.geometry = (x.shape[2:], kernel, stride, padding)
             return out
