@@ -88,6 +88,17 @@ def _tuning_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["MINITORCH_CACHE_DIR"] = saved
 
 
+@pytest.fixture(autouse=True)
+def _numba_threads() -> Iterator[None]:
+    """Commands run in-process (`bench train --threads 1`) set Numba's thread count for the
+    whole process: each test starts with the count the suite started with."""
+    import numba
+
+    threads = numba.get_num_threads()
+    yield
+    numba.set_num_threads(threads)
+
+
 @pytest.fixture
 def rules_only() -> Iterator[None]:
     """The CPU convolution rules alone, for tests of the rule tables."""
