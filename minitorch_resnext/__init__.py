@@ -1,19 +1,14 @@
 """minitorch-resnext: a from-scratch autograd engine for learning and measuring ResNeXt."""
 
-import os
-
-# Both thread pools wait passively. NumPy's OpenBLAS threads spin for about 0.1 s after each
-# BLAS call (2^28 cycles), holding the cores that the Numba kernels between a training step's
-# GEMMs need: on 2 cores that took a quarter of a ResNeXt-29 step. Numba's OpenMP threads spin
-# after each parallel kernel too, holding a core that BLAS or the Python thread needs next:
-# calling `numba.set_num_threads` before they were told made a 2-thread ResNeXt-50 inference
-# slower than a 1-thread one. OpenBLAS reads its setting when NumPy loads and OpenMP when Numba
-# starts its threads, so both are set before anything here imports either (a program that
-# imports NumPy first sets OPENBLAS_THREAD_TIMEOUT itself); a value the user set is kept.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from . import data, functional, io, models, nn, optim
+from . import (
+    _threads,  # noqa: F401  (first: the thread pools wait passively)
+    data,
+    functional,
+    io,
+    models,
+    nn,
+    optim,
+)
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import cuda_is_available, get_backend
 from .tensor import (

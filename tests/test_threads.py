@@ -49,3 +49,31 @@ def test_numba_openmp_threads_wait_passively_unless_the_user_says(user, expected
     `numba.set_num_threads`) and before the CPU kernels load."""
     result = probe(**({} if user is None else {"OMP_WAIT_POLICY": user}))
     assert result["omp"] == expected
+
+
+LATE = """
+import warnings
+import numba
+{before}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import minitorch_resnext
+print(numba.threading_layer() if numba.np.ufunc.parallel._is_initialized else "-")
+print("|".join(str(w.message) for w in caught if w.category is RuntimeWarning))
+"""
+
+
+@pytest.mark.parametrize("before, user, warned", [
+    ("numba.set_num_threads(1)", None, True),  # Numba's threads started, spinning
+    ("numba.set_num_threads(1)", "PASSIVE", False),  # the user chose their policy
+    ("", None, False),  # not started yet: the import sets the policy in time
+])
+def test_importing_after_numba_threads_started_says_they_spin(before, user, warned):
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {**clean, **({} if user is None else {"OMP_WAIT_POLICY": user})}
+    layer, message = subprocess.run(
+        [sys.executable, "-c", LATE.format(before=before)], env=env, check=True,
+        capture_output=True, text=True).stdout.splitlines()[-2:]
+    if layer not in ("omp", "-"):
+        pytest.skip(f"Numba runs on the {layer} threading layer here, not OpenMP")
+    assert ("OMP_WAIT_POLICY=PASSIVE" in message) == warned, message
