@@ -406,6 +406,14 @@ def _pad_bias(bias: np.ndarray | None, out_channels: int, groups: int, lanes: in
     return padded.reshape(-1)
 
 
+@njit(cache=True, inline="always")
+def _zero_past(wl: np.ndarray, at: int, lanes: int, valid: int, steps: int, zero: float) -> None:
+    """Lanes valid .. lanes - 1 of `steps` packed steps from wl[at] on: the lanes past a lane
+    tile's last channel are computed, never stored, so they hold zeros (no denormals)."""
+    for p in range(steps):
+        fill(wl, at + p * lanes + valid, lanes - valid, zero)
+
+
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward(x: np.ndarray, w: np.ndarray, transposed: bool, bias: np.ndarray, y: np.ndarray,
              blocks: Blocks, plan: ForwardPlan, parts: int) -> None:
@@ -455,8 +463,7 @@ def _forward(x: np.ndarray, w: np.ndarray, transposed: bool, bias: np.ndarray, y
             else:
                 pack_pixels(wl, 0, lanes, wf, (g * og + jt * lanes) * per_out, per_out,
                             per_out, valid)
-            for p in range(per_out):  # lanes past the last channel: computed, never stored, so
-                fill(wl, p * lanes + valid, lanes - valid, zero)  # no denormals there
+            _zero_past(wl, 0, lanes, valid, per_out, zero)
             xb = (n * c_in + g * cg) * h * wd
             yb, bb = (n * c_out + g * og + jt * lanes) * oh * ow, (g * jts + jt) * lanes
             for t in range(rows.shape[0]):
@@ -517,8 +524,7 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
             lanes, base = min(nr, og - jt * nr), (jt - jt0) * per_out
             pack_pixels(wl, base * nr, nr, wf, (g * og + jt * nr) * per_out, per_out,
                         per_out, lanes)
-            for p in range(per_out):  # lanes past the last channel: computed, never stored, so
-                fill(wl, (base + p) * nr + lanes, nr - lanes, zero)  # no denormals there
+            _zero_past(wl, base * nr, nr, lanes, per_out, zero)
         ct = np.empty(segment * nr, y.dtype)
         for n in range(first, min(first + per_task, n_img)):
             for r in range(oh):  # all lane tiles of a row while its input rows are in cache
@@ -551,15 +557,14 @@ def _convolve(x: np.ndarray, w: np.ndarray, gradient: bool, bias: np.ndarray | N
     with slp_vectorized():
         lanes = ROW_LANES if tiles == "rows" else TILE.lanes
         b = _pad_bias(bias, y.shape[1], groups, lanes, y.dtype)
+        per_group = min_tasks_per_group(groups)  # tasks each group's work should make
         if tiles == "rows":
             if gradient:
                 w = np.ascontiguousarray(geometry.transposed_weights(w))
-            per_group = min_tasks_per_group(groups)
             blocks = min(n_img, per_group)
             _forward_rows(x, w, b, y, -(-n_img // blocks), -(-per_group // blocks),
                           row_segment(x.shape[3]))
             return
-        per_group = min_tasks_per_group(groups)
         m = _images(n_img, x.shape[1] // groups * x.shape[2] * x.shape[3] * x.itemsize,
                     _BLOCK_BYTES, per_group)
         full, tail = n_img // m * m, n_img % m
