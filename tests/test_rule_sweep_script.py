@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
-import numba
 import pytest
+import script_loader
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rule_sweep.py"
-spec = importlib.util.spec_from_file_location("rule_sweep", SCRIPT)
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+script = script_loader.load("rule_sweep")
 
 
-@pytest.fixture
-def threads():
-    before = numba.get_num_threads()
-    yield
-    numba.set_num_threads(before)
-
-
-def test_each_cell_times_both_algorithms_and_records_their_ratio(tmp_path, monkeypatch, capsys,
-                                                                  threads):
+def test_each_cell_times_both_algorithms_and_records_their_ratio(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep.json"
     monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--channels", "12", "--sizes", "8", "9",
                                       "--batch", "1", "--repeats", "1", "--threads", "1",
@@ -43,8 +30,7 @@ def test_each_cell_times_both_algorithms_and_records_their_ratio(tmp_path, monke
     assert "ratio = direct / implicit" in table and len(table.strip().splitlines()) == 5
 
 
-def test_1x1_cells_time_the_passes_both_algorithms_compute(tmp_path, monkeypatch, capsys,
-                                                           threads):
+def test_1x1_cells_time_the_passes_both_algorithms_compute(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep.json"
     monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "gemm", "pointwise",
                                       "--kernel", "1", "--groups", "1", "--stride", "1",
@@ -59,7 +45,7 @@ def test_1x1_cells_time_the_passes_both_algorithms_compute(tmp_path, monkeypatch
     assert "fwd pointwise" in header and "gin gemm" in header and "gw" not in header
 
 
-def test_an_unknown_algorithm_is_one_line(monkeypatch, threads):
+def test_an_unknown_algorithm_is_one_line(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct", "winograd"])
     with pytest.raises(SystemExit, match=r"--algorithms: 'winograd' is not one of"):
         script.main()

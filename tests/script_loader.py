@@ -1,0 +1,17 @@
+"""The repository's scripts (scripts/*.py) loaded as modules, for the tests that run them."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load(name: str) -> ModuleType:
+    """scripts/<name>.py, executed as a module of that name."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
