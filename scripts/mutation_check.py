@@ -65,6 +65,12 @@ STREAM = (f"{REGIMES}::test_kernel_regimes", f"{KERNELS}::test_depthwise_stream_
           "-k", "depthwise and float32 or stream")
 
 
+# the direct kernel's read="stream": its fixed cases, then its hypothesis test
+DIRECT_STREAM = (f"{REGIMES}::test_kernel_regimes",
+                 f"{KERNELS}::test_direct_reads_in_place_or_from_buffers_as_the_reference",
+                 "-k", "direct and float32 or in_place")
+
+
 def threshold(name: str, old: str, new: str) -> Mutant:
     return Mutant(f"rules: {name} {old} -> {new}", "kernels/cpu/rules.py",
                   ((f"\n{name} = {old}", f"\n{name} = {new}"),), (SELECTION,))
@@ -106,8 +112,10 @@ MUTANTS = [
            regimes("direct")),
     Mutant("direct: the leftover taps of a block of four outputs skip one",
            "kernels/cpu/direct.py",
-           (("        for r in range(t, t1):\n            for q in range(p, p + 4):",
-             "        for r in range(t, t1 - 1):\n            for q in range(p, p + 4):"),),
+           (("        for r in range(t, t1):\n            for q in range(p, p + 4):\n"
+             "                _axpy(",
+             "        for r in range(t, t1 - 1):\n            for q in range(p, p + 4):\n"
+             "                _axpy("),),
            regimes("direct")),
     Mutant("direct: grad_weight's partial sums follow the thread count",
            "kernels/cpu/direct.py",
@@ -249,7 +257,7 @@ MUTANTS = [
            "kernels/cpu/depthwise.py", (("(h - dh - 1, wd - dw)", "(h - dh - 2, wd - dw)"),),
            STREAM),
     Mutant("depthwise: 'stream' masks one column too few on the right",
-           "kernels/cpu/depthwise.py", (("(col < wd - dw)", "(col <= wd - dw)"),), STREAM),
+           "kernels/cpu/direct.py", (("(col < wd - dw)", "(col <= wd - dw)"),), STREAM),
     Mutant("depthwise: 'stream' calls not whole rows (masks out of step)",
            "kernels/cpu/depthwise.py",
            (("masks[0].size - wd\n", "masks[0].size - wd - 1\n"),), STREAM),
@@ -258,6 +266,20 @@ MUTANTS = [
     Mutant("depthwise: grad_weight's 'stream' masks the wrong edge for each kernel column",
            "kernels/cpu/depthwise.py",
            (('masked = ("vl", "v", "vr")', 'masked = ("vr", "v", "vl")'),), STREAM),
+    Mutant("direct: 'stream' masks the first kernel column by the right columns",
+           "kernels/cpu/direct.py",
+           (("mask = left if j == 0 else right if", "mask = right if j == 0 else left if"),),
+           DIRECT_STREAM),
+    Mutant("direct: 'stream' stops its loop over a plane a pixel short", "kernels/cpu/direct.py",
+           (("first, n = dh * wd + dw, (h - 2 * dh) * wd - 2 * dw\n",
+             "first, n = dh * wd + dw, (h - 2 * dh) * wd - 2 * dw - 1\n"),), DIRECT_STREAM),
+    Mutant("direct: 'stream' edge rows stop the first kernel column a pixel short",
+           "kernels/cpu/direct.py",
+           (("min(wd, wd + (1 - j) * dw)", "min(wd - 1, wd + (1 - j) * dw)"),), DIRECT_STREAM),
+    Mutant("direct: 'stream' orders the weights' taps by column, then row",
+           "kernels/cpu/direct.py",
+           (("index[t] = (c * kh + i) * kw + j", "index[t] = (c * kh + j) * kw + i"),),
+           DIRECT_STREAM),
     # --- pooling.py
     Mutant("pooling: max pooling without taps stops a window's columns one short",
            "kernels/cpu/pooling.py",

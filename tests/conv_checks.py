@@ -162,6 +162,8 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     is a forward convolution), padding up to past the kernel's extent, output down to 1x1.
     depthwise-same: 3x3 at stride 1 with padding = dilation (1-3 per axis), images from one
     pixel more than the padding on both sides (where the depthwise kernel can write "stream").
+    direct-same: the same convolutions with the direct kernel's channels per group (where it
+    can read x in place, read="stream").
     direct / tiled / implicit / gemm / pointwise: channels per group from CHANNEL_EDGES (up to
     17, 40, 65, 40 and 65); kernels up to 3x3 when there are many channels (their cost grows
     with both);
@@ -172,8 +174,8 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     without padding, strided or not, images whose pixels fill one to several strips of
     pointwise.NR columns (the strips run across images).
     """
-    groups, cg, og = _channels(draw, kind)
-    if kind == "depthwise-same":
+    groups, cg, og = _channels(draw, "direct" if kind == "direct-same" else kind)
+    if kind in ("depthwise-same", "direct-same"):
         d = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
         hw = tuple(draw(st.integers(2 * di + 1, 2 * di + 10)) for di in d)
         return config(draw(st.integers(1, 3)), groups, cg, og, (3, 3), hw, (1, 1), d, d)

@@ -145,6 +145,36 @@ def test_depthwise_stream_moves_nan_and_inf_of_its_input_as_the_definition():
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
 
 
+@given(conv_problems("direct-same"), st.sampled_from(["stream", "buffers"]))
+def test_direct_reads_in_place_or_from_buffers_as_the_reference(problem, read):
+    """read="stream" reads x in place: one loop per plane and column of taps, masks on the
+    columns whose taps wrap around a row's end, then the edge rows and the pixels on either
+    side of the loop; grad_input is the same forward on the transposed geometry. Dilations 1-3,
+    channels per group on both sides of the blocks of four."""
+    forced = Choice("direct", {"read": read}, "")
+    for pass_ in ("forward", "grad_input"):
+        assert_matches_reference(pass_, run_pass(pass_, problem, forced), problem)
+
+
+def test_direct_stream_moves_nan_and_inf_of_its_input_as_the_definition():
+    """"stream" reads across a row's end on its first and last columns, where its masks select
+    zero: a NaN or Inf read there must reach only the outputs whose taps see it (finite
+    weights; with an Inf weight the padding's products count, and it reads "buffers")."""
+    g = Conv2dGeometry.of((2, 8, 6, 7), (8, 4, 3, 3), padding=1, groups=2)
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal(g.input_shape), rng.standard_normal(g.weight_shape)
+    x[0, 1, 2, -1], x[1, 5, 3, 0], x[0, 4, 0, 0] = np.nan, np.inf, -np.inf
+    stream = Choice("direct", {"read": "stream"}, "")
+    for w_ in (w, np.where(np.arange(w.size).reshape(w.shape) == 7, np.inf, w)):
+        got, want = cpu.conv2d_forward(x, w_, None, g, stream), reference.conv2d_forward(x, w_,
+                                                                                      None, g)
+        assert np.isfinite(want).any() and not np.isfinite(want).all()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+
+
 @given(conv_problems("direct"))
 def test_direct_kernels_match_reference(problem):
     """Channels per group on both sides of the direct kernel's blocks of four."""

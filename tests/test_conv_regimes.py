@@ -136,8 +136,17 @@ DEPTHWISE = [
            {"MASK_LEN": 40}, "grad_weight's 'stream' over a plane in calls of one row each, "
            "the last shorter; two masked columns each side"),
 ]
+DIRECT_STREAM = [
+    Regime("direct", config(2, 2, 4, 5, (3, 3), (6, 41), padding=(1, 2), dilation=(1, 2)), {},
+           "read='stream': x in place, masked columns two wide, a block of four outputs and "
+           "one more"),
+    Regime("direct", config(1, 3, 5, 4, (3, 3), (5, 40), padding=(2, 1), dilation=(2, 1)), {},
+           "read='stream' on one interior row between two edge rows each side; a tap past the "
+           "blocks of four"),
+]
 REGIMES = [
     MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,
+    *DIRECT_STREAM,
     Regime("direct", config(3, 2, 3, 6, (3, 2), (5, 4), (1, 1), (2, 1), (2, 1)), {},
            "small images stacked in one block, the rows between them zero"),
     Regime("direct", config(2, 3, 5, 7, (3, 3), (9, 11), (2, 3), (1, 2), (1, 2)), {},
@@ -353,6 +362,17 @@ def test_tiled_reads_only_its_block(regime):
 
 
 @bounds
+@pytest.mark.parametrize("regime", DIRECT_STREAM, ids=["blocks", "one-row"])
+def test_direct_stream_reads_only_the_image(regime):
+    """read="stream" reads x in place at the taps' offsets: its loop over a plane must stop
+    where a tap would leave the plane, and the edge rows and pixels read only the taps that
+    reach the image (bounds-checked process; grad_input is the same forward)."""
+    problem = random_problem(regime.cfg, "float32")
+    assert direct.ALGORITHM.defaults("forward", geometry_of(regime.cfg)) == {"read": "stream"}
+    check_all_kernels(problem, "direct")
+
+
+@bounds
 @pytest.mark.parametrize("regime", DEPTHWISE,
                          ids=["passes", "strided", "rows", "stream", "stream-calls"])
 def test_depthwise_taps_read_only_their_buffers(regime):
@@ -384,4 +404,4 @@ def test_kernels_stay_in_bounds(request):
     checked kernels takes minutes (once per change of the kernels)."""
     done = elsewhere.result(_bounds_run, request.config)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "17 passed" in done.stdout, done.stdout[-4000:]
+    assert "19 passed" in done.stdout, done.stdout[-4000:]

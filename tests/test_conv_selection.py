@@ -17,7 +17,7 @@ import pytest
 from conv_checks import assert_close, check_all_kernels, config, geometry_of, random_problem
 
 from minitorch_resnext.kernels import cpu, reference
-from minitorch_resnext.kernels.cpu import depthwise, implicit, rules
+from minitorch_resnext.kernels.cpu import depthwise, direct, implicit, rules
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -232,6 +232,34 @@ def test_depthwise_streams_wide_3x3_convolutions_with_padding_equal_to_dilation(
     choices = cpu.conv2d_algorithm(g)
     assert choices.forward.params == {"write": default}
     assert choices.grad_weight.params == ({} if read is None else {"read": read})
+
+
+WIDE, FEW = direct.STREAM_MIN_WIDTH, direct.STREAM_MIN_CHANNELS
+
+
+@pytest.mark.parametrize("channels, hw, stride, padding, dilation, read", [
+    ((FEW, FEW), (9, WIDE), 1, 1, 1, "stream"),
+    ((FEW, 2 * FEW + 1), (6, WIDE), 1, (2, 1), (2, 1), "stream"),
+    ((FEW, FEW), (9, WIDE - 1), 1, 1, 1, "buffers"),  # narrow: "stream" a candidate only
+    ((FEW - 1, FEW), (9, WIDE), 1, 1, 1, "buffers"),  # too few input channels ...
+    ((FEW, FEW - 1), (9, WIDE), 1, 1, 1, "buffers"),  # ... or output channels per group
+    ((FEW, FEW), (9, WIDE), 2, 1, 1, None),  # strided: no "stream"
+    ((FEW, FEW), (9, WIDE), 1, 1, 2, None),  # padding != dilation
+    ((FEW, FEW), (2, WIDE), 1, 1, 1, None),  # no row past the padding
+])
+def test_direct_reads_wide_images_in_place(rules_only, channels, hw, stride, padding, dilation,
+                                           read):
+    (cg, og), groups = channels, 32
+    g = Conv2dGeometry.of((2, groups * cg, *hw), (groups * og, cg, 3, 3), stride, padding,
+                          dilation, groups)
+    assert direct.streams(g) == (read is not None)
+    for pass_ in ("forward", "grad_input"):
+        assert direct.ALGORITHM.defaults(pass_, g) == ({} if read is None else {"read": read})
+        assert ("stream" in direct.ALGORITHM.space(pass_, g).get("read", ())) == (
+            read is not None)
+    assert direct.ALGORITHM.space("grad_weight", g) == {}
+    if read == "stream" and cg < 8:  # the rules run the direct kernel below 8 channels
+        assert cpu.conv2d_algorithm(g).forward.params == {"read": "stream"}
 
 
 ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_SEGMENTS[-1]

@@ -59,7 +59,7 @@ from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm, Pass
 from ._numba import TASKS_PER_THREAD, fill, one_thread_below, transfer, u
 from .codegen import compile_tile
-from .direct import _col_ranges, _input_taps, _row_phases
+from .direct import _col_ranges, _column_masks, _input_taps, _row_phases, streams
 
 TAPS = 9
 # "rows" and "stream" (and grad_weight's "stream") by default from this output width on, where
@@ -197,14 +197,6 @@ def _load_phases(img: np.ndarray, plane: int, h: int, width: int, sh: int, sw: i
         if row < rows and read:
             _row_phases(img, plane + ih * width - pw, buf, a * sw * phase_len + row * pitch,
                         phase_len, -pw, sw, width, pitch, ranges, True)
-
-
-@njit(cache=True)
-def _column_masks(wd: int, dw: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(left, right): `rows` rows `wd` wide, left 0 on a row's first `dw` columns and right on
-    its last `dw` (where a tap of kernel column 0 or 2 leaves the row), 1 elsewhere."""
-    col = np.arange(rows * wd) % wd
-    return (col >= dw).astype(np.uint8), (col < wd - dw).astype(np.uint8)
 
 
 @njit(cache=True, inline="always")
@@ -474,15 +466,6 @@ def _supports(pass_: Pass, g: Conv2dGeometry) -> bool:
     if pass_ == "grad_input":
         return g.depthwise and g.out_per_group == 1 and g.has_transpose
     return g.depthwise
-
-
-def streams(g: Conv2dGeometry) -> bool:
-    """Whether "stream" (the forward's and grad_input's `write`, grad_weight's `read`) computes
-    this depthwise convolution: 3x3 at stride 1 with padding = dilation (the output as large as
-    the input, and so is grad_input's), on images larger than the padding on both sides."""
-    (h, wd), (dh, dw) = g.input_hw, g.dilation
-    return (g.kernel_hw == (3, 3) and g.unit_stride and g.padding == g.dilation
-            and h > 2 * dh and wd > 2 * dw)
 
 
 def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:

@@ -19,6 +19,16 @@ grad_input is the same loop with x and y swapped: per stride phase of the input,
 correlation of a zero-padded copy of grad_out with that phase's taps. grad_weight replaces
 the update by dot products.
 
+The copies in and out cost more than the multiply-adds with a few channels per group (60 % of
+a 4-channel forward on 56x56 images), so a 3x3 convolution at stride 1 with padding =
+dilation (`streams`) can read x in place (the tuning parameter `read`: "stream", the default
+on wide images, or "buffers"): the output planes are filled with the bias, each kernel
+column's taps are added over one loop per plane from the first pixel whose taps all lie in the
+plane to the last, a 0/1 mask of the columns selecting zero where a tap of the first or last
+kernel column reads across a row's end, and the edge rows and the pixels on either side of the
+loop are computed from the taps that reach the image. grad_input at stride 1 is that forward
+on the transposed geometry (`Conv2dGeometry.transposed`).
+
 The per-row helpers work on flat arrays with unsigned offsets and are inlined, like those
 of `_numba` (see there why).
 """
@@ -29,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..geometry import Conv2dGeometry, ConvArgs
-from ..selection import ConvAlgorithm
+from ..selection import ConvAlgorithm, Pass
 from ._numba import fill, ints, transfer, u, valid_cols
 
 # Scratch per task (input and output blocks) is sized to stay in the per-core L2 cache.
@@ -37,6 +47,11 @@ _BLOCK_BYTES = 128 * 1024
 # forward/grad_input hand out their (image, group, row block) units in about this many
 # tasks, each allocating its scratch once.
 _TASKS = 256
+# read="stream" (x in place) by default from this output width and this many channels per
+# group on both sides (whole blocks of four taps and outputs): with fewer, or on narrower images
+# (whose first and last rows are a larger share), the copy into padded buffers is faster
+STREAM_MIN_WIDTH = 40
+STREAM_MIN_CHANNELS = 4
 # grad_weight: the number of partial sums per group is chosen from the shape only, so the
 # fixed-order reduction gives bitwise the same result whatever the thread count.
 _GRAD_WEIGHT_TASKS = 16
@@ -287,23 +302,39 @@ def _axpy4x4(
     d_stride: int,
     n: int,
     src: np.ndarray,
+    s: int,
     offsets: np.ndarray,
     t: int,
     coef: np.ndarray,
     c: int,
     c_stride: int,
+    mask: np.ndarray,
+    m: int,
 ) -> None:
     """Four outputs p, four taps q: dst[d + p*d_stride :][:n] += coef[c + p*c_stride + q] *
-    src[offsets[t + q] :][:n]. Each loaded input vector feeds four outputs, so the loop does
-    16 multiply-adds per 8 loads and 4 stores."""
-    s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+    src[s + offsets[t + q] :][:n]. Each loaded input vector feeds four outputs, so the loop does
+    16 multiply-adds per 8 loads and 4 stores. A source value counts only where mask[m + k] (an
+    empty mask: everywhere; a select, so that a NaN read across a row's end goes nowhere)."""
+    s0, s1, s2, s3 = s + offsets[t], s + offsets[t + 1], s + offsets[t + 2], s + offsets[t + 3]
     d0, d1, d2, d3 = d, d + d_stride, d + 2 * d_stride, d + 3 * d_stride
     c0, c1, c2, c3 = c, c + c_stride, c + 2 * c_stride, c + 3 * c_stride
     a00, a01, a02, a03 = coef[c0], coef[c0 + 1], coef[c0 + 2], coef[c0 + 3]
     a10, a11, a12, a13 = coef[c1], coef[c1 + 1], coef[c1 + 2], coef[c1 + 3]
     a20, a21, a22, a23 = coef[c2], coef[c2 + 1], coef[c2 + 2], coef[c2 + 3]
     a30, a31, a32, a33 = coef[c3], coef[c3 + 1], coef[c3 + 2], coef[c3 + 3]
-    for k in range(n):
+    zero = dst.dtype.type(0)
+    masked = mask.size > 0
+    for k in range(n if masked else 0):  # two loops: a test inside one keeps it scalar
+        keep = mask[u(m + k)] != 0
+        x0 = src[u(s0 + k)] if keep else zero
+        x1 = src[u(s1 + k)] if keep else zero
+        x2 = src[u(s2 + k)] if keep else zero
+        x3 = src[u(s3 + k)] if keep else zero
+        dst[u(d0 + k)] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+        dst[u(d1 + k)] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+        dst[u(d2 + k)] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+        dst[u(d3 + k)] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+    for k in range(0 if masked else n):
         x0, x1 = src[u(s0 + k)], src[u(s1 + k)]
         x2, x3 = src[u(s2 + k)], src[u(s3 + k)]
         dst[u(d0 + k)] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
@@ -331,6 +362,7 @@ def _accumulate_taps(
     coef[c + p*c_stride + t - t0] * src[offsets[t] :][:n]. Blocks of four outputs by four
     taps, then four taps per pass for the leftover outputs, then single taps (the loops are
     bound by loads and stores, so the blocks decide the speed)."""
+    none = np.zeros(0, np.uint8)  # no mask: every source value counts
     p = 0
     while p + 4 <= outs:
         t = t0
@@ -341,11 +373,14 @@ def _accumulate_taps(
                 d_stride,
                 n,
                 src,
+                0,
                 offsets,
                 t,
                 coef,
                 c + p * c_stride + t - t0,
                 c_stride,
+                none,
+                0,
             )
             t += 4
         for r in range(t, t1):
@@ -362,6 +397,66 @@ def _accumulate_taps(
             t += 4
         for r in range(t, t1):
             _axpy(dst, dq, n, src, offsets[r], coef[cq + r])
+
+
+@njit(cache=True)
+def _masked_axpy(
+    dst: np.ndarray, d: int, n: int, src: np.ndarray, s: int, a: float, mask: np.ndarray, m: int
+) -> None:
+    """dst[d : d + n] += a * src[s : s + n], a source value counting only where mask[m + k]."""
+    zero = dst.dtype.type(0)
+    for k in range(n):
+        dst[u(d + k)] += a * (src[u(s + k)] if mask[u(m + k)] else zero)
+
+
+@njit(cache=True)
+def _taps_at(
+    dst: np.ndarray,
+    d: int,
+    d_stride: int,
+    outs: int,
+    n: int,
+    src: np.ndarray,
+    s: int,
+    offsets: np.ndarray,
+    t0: int,
+    t1: int,
+    coef: np.ndarray,
+    c: int,
+    c_stride: int,
+    mask: np.ndarray,
+    m: int,
+) -> None:
+    """For outputs p < outs: dst[d + p*d_stride :][:n] += sum over taps t in [t0, t1) of
+    coef[c + p*c_stride + t] * src[s + offsets[t] :][:n], a source value counting only where
+    mask[m + k] (empty: everywhere). Blocks of four outputs by four taps, then single taps."""
+    p = 0
+    while p + 4 <= outs:
+        t = t0
+        while t + 4 <= t1:
+            a = c + p * c_stride + t
+            _axpy4x4(dst, d + p * d_stride, d_stride, n, src, s, offsets, t, coef, a, c_stride,
+                     mask, m)
+            t += 4
+        _single_taps(dst, d, d_stride, p, p + 4, n, src, s, offsets, t, t1, coef, c, c_stride,
+                     mask, m)
+        p += 4
+    _single_taps(dst, d, d_stride, p, outs, n, src, s, offsets, t0, t1, coef, c, c_stride, mask,
+                 m)
+
+
+@njit(cache=True)
+def _single_taps(dst: np.ndarray, d: int, d_stride: int, p0: int, p1: int, n: int,
+                 src: np.ndarray, s: int, offsets: np.ndarray, t0: int, t1: int,
+                 coef: np.ndarray, c: int, c_stride: int, mask: np.ndarray, m: int) -> None:
+    """`_taps_at` for outputs p0 .. p1 and taps t0 .. t1, one (output, tap) at a time."""
+    for q in range(p0, p1):
+        for r in range(t0, t1):
+            a = coef[c + q * c_stride + r]
+            if mask.size > 0:
+                _masked_axpy(dst, d + q * d_stride, n, src, s + offsets[r], a, mask, m)
+            else:
+                _axpy(dst, d + q * d_stride, n, src, s + offsets[r], a)
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -454,6 +549,43 @@ def _output_taps(
     return start, offsets, outs, kpos
 
 
+@njit(cache=True)
+def _column_masks(wd: int, dw: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right): `rows` rows `wd` wide, left 0 on a row's first `dw` columns and right on
+    its last `dw` (where a tap of kernel column 0 or 2 leaves the row), 1 elsewhere."""
+    col = np.arange(rows * wd) % wd
+    return (col >= dw).astype(np.uint8), (col < wd - dw).astype(np.uint8)
+
+
+@njit(cache=True)
+def _in_place_taps(
+    cg: int, kh: int, kw: int, dh: int, dw: int, wd: int, plane: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The forward's taps read in place (read="stream"), ordered by kernel column j, then row i,
+    then input channel c (t = (j*kH + i)*cg + c), so that the taps of one column, and of a run
+    of its rows, are one range: where each reads in x for an output pixel k, as an offset from
+    the group's first plane plus k - (dH*W + dW), and its index in w's (c, i, j) order."""
+    offsets, index = np.empty(cg * kh * kw, np.int64), np.empty(cg * kh * kw, np.int64)
+    for j in range(kw):
+        for i in range(kh):
+            for c in range(cg):
+                t = (j * kh + i) * cg + c
+                offsets[t] = c * plane + i * dh * wd + j * dw
+                index[t] = (c * kh + i) * kw + j
+    return offsets, index
+
+
+@njit(cache=True)
+def _permuted(w: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """w[:, index], flat: each output channel's taps in `_in_place_taps`' order (a function of
+    its own: in the parallel kernel the copy would become a parallel loop per tap)."""
+    out = np.empty((w.shape[0], index.size), w.dtype)
+    for o in range(w.shape[0]):
+        for t in range(index.size):
+            out[o, t] = w[o, index[t]]
+    return out.reshape(-1)
+
+
 # --- the kernels -----------------------------------------------------------------------------
 
 
@@ -518,6 +650,70 @@ def _forward(
                             ybuf, p * size + (item - first) * seg_len, zero, rows, pitch, out_w, yf,
                             plane, out_h, out_w, r0, one, zero, one,
                         )  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _forward_in_place(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray,
+    y: np.ndarray,
+    conv: ConvArgs,
+) -> None:
+    """y = conv(x, w) + bias for read="stream" (`streams`: 3x3, stride 1, padding = dilation),
+    x read in place; one task per (image, group, block of four output channels).
+
+    The block's output planes are filled with the bias, then every tap of each kernel column
+    is added over one loop from the first output pixel whose taps all lie in the plane to the
+    last (`_taps_at`), the masks dropping the first or last dW columns of each row for the
+    columns whose taps leave the row there; then the first and last dH rows, from the kernel
+    rows that reach the image, each column over the pixels its taps reach, and the dW pixels
+    on either side of the loop.
+
+    Args:
+        x: input (N, C_in, H, W), contiguous.
+        w: weights (C_out, C_in / groups, 3, 3), contiguous, finite (a tap on the padding is
+            dropped, not multiplied by zero).
+        bias: (C_out,).
+        y: output (N, C_out, H, W), written.
+        conv: stride, padding, dilation and groups.
+    """
+    (dh, dw), groups = conv.dilation, conv.groups
+    n_img, c_in, h, wd = x.shape
+    c_out, cg, kh, kw = w.shape
+    og, n_taps, plane = c_out // groups, cg * kh * kw, h * wd
+    offsets, index = _in_place_taps(cg, kh, kw, dh, dw, wd, plane)
+    coef = _permuted(w.reshape(c_out, n_taps), index)
+    left, right = _column_masks(wd, dw, h)
+    everywhere = left[:0]
+    first, n = dh * wd + dw, (h - 2 * dh) * wd - 2 * dw
+    column = kh * cg  # taps per kernel column
+    blocks = -(-og // 4)
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    for unit in prange(n_img * groups * blocks):
+        img, g, b = unit // (groups * blocks), unit // blocks % groups, unit % blocks
+        o0 = g * og + 4 * b
+        outs = min(4, (g + 1) * og - o0)
+        xb, yb, c = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane, o0 * n_taps
+        for p in range(outs):
+            fill(yf, yb + p * plane, plane, bias[o0 + p])
+        for j in range(kw):
+            mask = left if j == 0 else right if j == kw - 1 else everywhere
+            _taps_at(yf, yb + first, plane, outs, n, xf, xb, offsets, j * column,
+                     (j + 1) * column, coef, c, n_taps, mask, first)
+        for r in range(dh):  # the top rows see kernel rows 1 and 2, the bottom ones 0 and 1
+            for row, i0 in ((r, 1), (h - dh + r, 0)):
+                for j in range(kw):
+                    lo, hi = max(0, (1 - j) * dw), min(wd, wd + (1 - j) * dw)
+                    k0 = row * wd + lo
+                    _taps_at(yf, yb + k0, plane, outs, hi - lo, xf, xb + k0 - first, offsets,
+                             j * column + i0 * cg, j * column + (i0 + 2) * cg, coef, c, n_taps,
+                             everywhere, 0)
+        # before the loop's first pixel no kernel column 0 reaches the image, after its last
+        # no column 2
+        for k0, j0, j1 in ((dh * wd, 1, kw), (first + n, 0, kw - 1)):
+            _taps_at(yf, yb + k0, plane, outs, dw, xf, xb + k0 - first, offsets, j0 * column,
+                     j1 * column, coef, c, n_taps, everywhere, 0)
 
 
 @njit(parallel=True, cache=True)
@@ -694,15 +890,25 @@ def _grad_weight(
 
 
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
-            geometry: Conv2dGeometry) -> None:
+            geometry: Conv2dGeometry, read: str = "buffers") -> None:
     """y = conv(x, w) + bias."""
     bias = np.zeros(geometry.out_channels, y.dtype) if bias is None else bias
-    _forward(x, w, bias, y, geometry.args)
+    # "stream" drops the taps on the padding, where the definition multiplies them: 0 x NaN
+    if read == "stream" and np.isfinite(w).all():
+        _forward_in_place(x, w, bias, y, geometry.args)
+    else:
+        _forward(x, w, bias, y, geometry.args)
 
 
-def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry) -> None:
-    """gx: the adjoint of the forward in x."""
-    _grad_input(gy, w, gx, geometry.args)
+def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry,
+               read: str = "buffers") -> None:
+    """gx: the adjoint of the forward in x; with read="stream", the forward convolution of gy
+    with the transposed, flipped weights (`Conv2dGeometry.transposed`) read in place."""
+    if read == "stream":
+        flipped = np.ascontiguousarray(geometry.transposed_weights(w))
+        forward(gy, flipped, None, gx, geometry.transposed(), read)
+    else:
+        _grad_input(gy, w, gx, geometry.args)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dGeometry
@@ -711,10 +917,28 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dG
     _grad_weight(x, gy, gw, geometry.args)
 
 
+def streams(g: Conv2dGeometry) -> bool:
+    """Whether a 3x3 convolution can be read in place ("stream", here and in `depthwise`): at
+    stride 1 with padding = dilation (the output as large as the input, and so is grad_input's),
+    on images larger than the padding on both sides."""
+    (h, wd), (dh, dw) = g.input_hw, g.dilation
+    return (g.kernel_hw == (3, 3) and g.unit_stride and g.padding == g.dilation
+            and h > 2 * dh and wd > 2 * dw)
+
+
+def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
+    if pass_ == "grad_weight" or not streams(g):
+        return {}
+    wide = (g.output_hw[1] >= STREAM_MIN_WIDTH
+            and min(g.in_per_group, g.out_per_group) >= STREAM_MIN_CHANNELS)
+    return {"read": ("stream", "buffers") if wide else ("buffers", "stream")}
+
+
 ALGORITHM = ConvAlgorithm(
     "direct",
     {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight},
     "one pass over the input per (image, group, block of rows), four output channels by four "
     "taps per inner loop",
+    space=_space,
     nonfinite_exact=frozenset({"forward"}),  # grad_input and grad_weight read zero padding
 )
