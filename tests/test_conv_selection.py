@@ -234,21 +234,24 @@ def test_depthwise_streams_wide_3x3_convolutions_with_padding_equal_to_dilation(
     assert choices.grad_weight.params == ({} if read is None else {"read": read})
 
 
-WIDE, FEW = direct.STREAM_MIN_WIDTH, direct.STREAM_MIN_CHANNELS
+FEW = direct.STREAM_MIN_CHANNELS
 
 
 @pytest.mark.parametrize("channels, hw, stride, padding, dilation, read", [
-    ((FEW, FEW), (9, WIDE), 1, 1, 1, "stream"),
-    ((FEW, 2 * FEW + 1), (6, WIDE), 1, (2, 1), (2, 1), "stream"),
-    ((FEW, FEW), (9, WIDE - 1), 1, 1, 1, "buffers"),  # narrow: "stream" a candidate only
-    ((FEW - 1, FEW), (9, WIDE), 1, 1, 1, "buffers"),  # too few input channels ...
-    ((FEW, FEW - 1), (9, WIDE), 1, 1, 1, "buffers"),  # ... or output channels per group
-    ((FEW, FEW), (9, WIDE), 2, 1, 1, None),  # strided: no "stream"
-    ((FEW, FEW), (9, WIDE), 1, 1, 2, None),  # padding != dilation
-    ((FEW, FEW), (2, WIDE), 1, 1, 1, None),  # no row past the padding
+    ((FEW, FEW), (9, 40), 1, 1, 1, "stream"),
+    ((FEW, 2 * FEW + 1), (6, 16), 1, (2, 1), (2, 1), "stream"),
+    ((FEW, FEW), (32, 32), 1, 1, 1, "stream"),  # a plane of 1024 pixels, few channels
+    ((FEW + 1, FEW + 1), (32, 32), 1, 1, 1, "buffers"),  # ... more: "stream" a candidate only
+    ((FEW + 1, FEW + 1), (16, 64), 1, 1, 1, "buffers"),  # ... and of 1024 pixels again
+    ((FEW + 1, FEW + 1), (17, 64), 1, 1, 1, "stream"),
+    ((FEW - 1, FEW), (9, 40), 1, 1, 1, "buffers"),  # too few input channels ...
+    ((FEW, FEW - 1), (9, 40), 1, 1, 1, "buffers"),  # ... or output channels per group
+    ((FEW, FEW), (9, 40), 2, 1, 1, None),  # strided: no "stream"
+    ((FEW, FEW), (9, 40), 1, 1, 2, None),  # padding != dilation
+    ((FEW, FEW), (2, 40), 1, 1, 1, None),  # no row past the padding
 ])
-def test_direct_reads_wide_images_in_place(rules_only, channels, hw, stride, padding, dilation,
-                                           read):
+def test_direct_reads_x_in_place_by_default(rules_only, channels, hw, stride, padding, dilation,
+                                            read):
     (cg, og), groups = channels, 32
     g = Conv2dGeometry.of((2, groups * cg, *hw), (groups * og, cg, 3, 3), stride, padding,
                           dilation, groups)

@@ -22,18 +22,19 @@ the update by dot products.
 The copies in and out cost more than the multiply-adds with a few channels per group (60 % of
 a 4-channel forward on 56x56 images), so a 3x3 convolution at stride 1 with padding =
 dilation (`streams`) can read x in place (the tuning parameter `read`: "stream", the default
-on wide images, or "buffers"): the output planes are filled with the bias, each kernel
-column's taps are added over one loop per plane from the first pixel whose taps all lie in the
-plane to the last, a 0/1 mask of the columns selecting zero where a tap of the first or last
-kernel column reads across a row's end, and the edge rows and the pixels on either side of the
-loop are computed from the taps that reach the image. grad_input at stride 1 is that forward
-on the transposed geometry (`Conv2dGeometry.transposed`).
+from 4 channels per group, or "buffers"): the output planes are filled with the bias, and each
+kernel position's taps are added over one loop per plane through the pixels whose tap can lie
+in the image, a 0/1 mask of the columns selecting zero where a tap of the first or last kernel
+column reads across a row's end. grad_input at stride 1 is that forward on the transposed
+geometry (`Conv2dGeometry.transposed`).
 
 The per-row helpers work on flat arrays with unsigned offsets and are inlined, like those
 of `_numba` (see there why).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -47,11 +48,13 @@ _BLOCK_BYTES = 128 * 1024
 # forward/grad_input hand out their (image, group, row block) units in about this many
 # tasks, each allocating its scratch once.
 _TASKS = 256
-# read="stream" (x in place) by default from this output width and this many channels per
-# group on both sides (whole blocks of four taps and outputs): with fewer, or on narrower images
-# (whose first and last rows are a larger share), the copy into padded buffers is faster
-STREAM_MIN_WIDTH = 40
+# read="stream" (x in place) by default from this many channels per group on both sides
+# (whole blocks of four taps and outputs), except with more input channels per group than that
+# on planes of a multiple of this many pixels (4 KiB of float32): there a block's input planes
+# and its four output planes start in the same L1 cache sets, more of them than the cache has
+# ways, and the copies into buffers, whose pitch breaks that, are faster (8 channels, 32x32)
 STREAM_MIN_CHANNELS = 4
+STREAM_ALIASED_PIXELS = 1024
 # grad_weight: the number of partial sums per group is chosen from the shape only, so the
 # fixed-order reduction gives bitwise the same result whatever the thread count.
 _GRAD_WEIGHT_TASKS = 16
@@ -561,15 +564,15 @@ def _column_masks(wd: int, dw: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
 def _in_place_taps(
     cg: int, kh: int, kw: int, dh: int, dw: int, wd: int, plane: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The forward's taps read in place (read="stream"), ordered by kernel column j, then row i,
-    then input channel c (t = (j*kH + i)*cg + c), so that the taps of one column, and of a run
-    of its rows, are one range: where each reads in x for an output pixel k, as an offset from
-    the group's first plane plus k - (dH*W + dW), and its index in w's (c, i, j) order."""
+    """The forward's taps read in place (read="stream"), ordered by kernel position (i, j),
+    then input channel c (t = (i*kW + j)*cg + c), so that the taps of one position are one
+    range: where each reads in x for an output pixel k, as an offset from the group's first
+    plane plus k - (dH*W + dW), and its index in w's (c, i, j) order."""
     offsets, index = np.empty(cg * kh * kw, np.int64), np.empty(cg * kh * kw, np.int64)
-    for j in range(kw):
-        for i in range(kh):
+    for i in range(kh):
+        for j in range(kw):
             for c in range(cg):
-                t = (j * kh + i) * cg + c
+                t = (i * kw + j) * cg + c
                 offsets[t] = c * plane + i * dh * wd + j * dw
                 index[t] = (c * kh + i) * kw + j
     return offsets, index
@@ -663,12 +666,12 @@ def _forward_in_place(
     """y = conv(x, w) + bias for read="stream" (`streams`: 3x3, stride 1, padding = dilation),
     x read in place; one task per (image, group, block of four output channels).
 
-    The block's output planes are filled with the bias, then every tap of each kernel column
-    is added over one loop from the first output pixel whose taps all lie in the plane to the
-    last (`_taps_at`), the masks dropping the first or last dW columns of each row for the
-    columns whose taps leave the row there; then the first and last dH rows, from the kernel
-    rows that reach the image, each column over the pixels its taps reach, and the dW pixels
-    on either side of the loop.
+    The block's output planes are filled with the bias, then the taps of each kernel position
+    (i, j) are added over one loop (`_taps_at`) through the pixels whose tap can lie in the
+    image (all but the first or last dH rows for the top or bottom kernel row, all but the
+    first or last dW pixels for the first or last kernel column), the masks dropping the first
+    or last dW columns of every row for the first or last kernel column, where the tap reads
+    across a row's end. No pixel is computed apart.
 
     Args:
         x: input (N, C_in, H, W), contiguous.
@@ -686,8 +689,7 @@ def _forward_in_place(
     coef = _permuted(w.reshape(c_out, n_taps), index)
     left, right = _column_masks(wd, dw, h)
     everywhere = left[:0]
-    first, n = dh * wd + dw, (h - 2 * dh) * wd - 2 * dw
-    column = kh * cg  # taps per kernel column
+    first = dh * wd + dw  # an output pixel's taps are read from k - first on
     blocks = -(-og // 4)
     xf, yf = x.reshape(-1), y.reshape(-1)
     for unit in prange(n_img * groups * blocks):
@@ -697,23 +699,18 @@ def _forward_in_place(
         xb, yb, c = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane, o0 * n_taps
         for p in range(outs):
             fill(yf, yb + p * plane, plane, bias[o0 + p])
-        for j in range(kw):
-            mask = left if j == 0 else right if j == kw - 1 else everywhere
-            _taps_at(yf, yb + first, plane, outs, n, xf, xb, offsets, j * column,
-                     (j + 1) * column, coef, c, n_taps, mask, first)
-        for r in range(dh):  # the top rows see kernel rows 1 and 2, the bottom ones 0 and 1
-            for row, i0 in ((r, 1), (h - dh + r, 0)):
-                for j in range(kw):
-                    lo, hi = max(0, (1 - j) * dw), min(wd, wd + (1 - j) * dw)
-                    k0 = row * wd + lo
-                    _taps_at(yf, yb + k0, plane, outs, hi - lo, xf, xb + k0 - first, offsets,
-                             j * column + i0 * cg, j * column + (i0 + 2) * cg, coef, c, n_taps,
-                             everywhere, 0)
-        # before the loop's first pixel no kernel column 0 reaches the image, after its last
-        # no column 2
-        for k0, j0, j1 in ((dh * wd, 1, kw), (first + n, 0, kw - 1)):
-            _taps_at(yf, yb + k0, plane, outs, dw, xf, xb + k0 - first, offsets, j0 * column,
-                     j1 * column, coef, c, n_taps, everywhere, 0)
+        for i in range(kh):
+            for j in range(kw):
+                # the pixels whose tap (i, j) can lie in the image: all rows but the first
+                # (last) dH for the top (bottom) kernel row, all columns but the first (last)
+                # dW for the first (last) kernel column, whose masks also drop those columns
+                # inside the loop, where the tap reads across a row's end
+                lo = (dh * wd if i == 0 else 0) + (dw if j == 0 else 0)
+                hi = ((h - dh) * wd if i == kh - 1 else plane) - (dw if j == kw - 1 else 0)
+                mask = left if j == 0 else right if j == kw - 1 else everywhere
+                t = (i * kw + j) * cg
+                _taps_at(yf, yb + lo, plane, outs, hi - lo, xf, xb + lo - first, offsets, t,
+                         t + cg, coef, c, n_taps, mask, lo)
 
 
 @njit(parallel=True, cache=True)
@@ -929,9 +926,10 @@ def streams(g: Conv2dGeometry) -> bool:
 def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
     if pass_ == "grad_weight" or not streams(g):
         return {}
-    wide = (g.output_hw[1] >= STREAM_MIN_WIDTH
-            and min(g.in_per_group, g.out_per_group) >= STREAM_MIN_CHANNELS)
-    return {"read": ("stream", "buffers") if wide else ("buffers", "stream")}
+    reads = g.in_per_group if pass_ == "forward" else g.out_per_group  # grad_input: transposed
+    aliased = math.prod(g.input_hw) % STREAM_ALIASED_PIXELS == 0 and reads > STREAM_MIN_CHANNELS
+    first = min(g.in_per_group, g.out_per_group) >= STREAM_MIN_CHANNELS and not aliased
+    return {"read": ("stream", "buffers") if first else ("buffers", "stream")}
 
 
 ALGORITHM = ConvAlgorithm(
