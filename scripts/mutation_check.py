@@ -112,10 +112,8 @@ MUTANTS = [
            regimes("direct")),
     Mutant("direct: the leftover taps of a block of four outputs skip one",
            "kernels/cpu/direct.py",
-           (("        for r in range(t, t1):\n            for q in range(p, p + 4):\n"
-             "                _axpy(",
-             "        for r in range(t, t1 - 1):\n            for q in range(p, p + 4):\n"
-             "                _axpy("),),
+           (("_single_taps(dst, d, d_stride, p, p + 4, n, src, s, offsets, t, t1, coef",
+             "_single_taps(dst, d, d_stride, p, p + 4, n, src, s, offsets, t, t1 - 1, coef"),),
            regimes("direct")),
     Mutant("direct: grad_weight's partial sums follow the thread count",
            "kernels/cpu/direct.py",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_conv_cpu.py"
-spec = importlib.util.spec_from_file_location("bench_conv_cpu", SCRIPT)
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+import script_loader
+
+script = script_loader.load("bench_conv_cpu")
 
 
 def test_every_row_set_of_the_acceptance_is_run():

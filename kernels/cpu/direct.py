@@ -347,62 +347,6 @@ def _axpy4x4(
 
 
 @njit(cache=True)
-def _accumulate_taps(
-    dst: np.ndarray,
-    d: int,
-    d_stride: int,
-    outs: int,
-    n: int,
-    src: np.ndarray,
-    offsets: np.ndarray,
-    t0: int,
-    t1: int,
-    coef: np.ndarray,
-    c: int,
-    c_stride: int,
-) -> None:
-    """For outputs p < outs: dst[d + p*d_stride :][:n] += sum over taps t in [t0, t1) of
-    coef[c + p*c_stride + t - t0] * src[offsets[t] :][:n]. Blocks of four outputs by four
-    taps, then four taps per pass for the leftover outputs, then single taps (the loops are
-    bound by loads and stores, so the blocks decide the speed)."""
-    none = np.zeros(0, np.uint8)  # no mask: every source value counts
-    p = 0
-    while p + 4 <= outs:
-        t = t0
-        while t + 4 <= t1:
-            _axpy4x4(
-                dst,
-                d + p * d_stride,
-                d_stride,
-                n,
-                src,
-                0,
-                offsets,
-                t,
-                coef,
-                c + p * c_stride + t - t0,
-                c_stride,
-                none,
-                0,
-            )
-            t += 4
-        for r in range(t, t1):
-            for q in range(p, p + 4):
-                _axpy(dst, d + q * d_stride, n, src, offsets[r], coef[c + q * c_stride + r - t0])
-        p += 4
-    for q in range(p, outs):
-        dq, cq = d + q * d_stride, c + q * c_stride - t0
-        t = t0
-        while t + 4 <= t1:
-            s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
-            a0, a1, a2, a3 = coef[cq + t], coef[cq + t + 1], coef[cq + t + 2], coef[cq + t + 3]
-            _axpy4(dst, dq, n, src, s0, s1, s2, s3, a0, a1, a2, a3)
-            t += 4
-        for r in range(t, t1):
-            _axpy(dst, dq, n, src, offsets[r], coef[cq + r])
-
-
-@njit(cache=True)
 def _masked_axpy(
     dst: np.ndarray, d: int, n: int, src: np.ndarray, s: int, a: float, mask: np.ndarray, m: int
 ) -> None:
@@ -432,7 +376,9 @@ def _taps_at(
 ) -> None:
     """For outputs p < outs: dst[d + p*d_stride :][:n] += sum over taps t in [t0, t1) of
     coef[c + p*c_stride + t] * src[s + offsets[t] :][:n], a source value counting only where
-    mask[m + k] (empty: everywhere). Blocks of four outputs by four taps, then single taps."""
+    mask[m + k] (empty: everywhere). Blocks of four outputs by four taps, then (unmasked) four
+    taps per pass for the leftover outputs, then single taps (the loops are bound by loads and
+    stores, so the blocks decide the speed)."""
     p = 0
     while p + 4 <= outs:
         t = t0
@@ -444,8 +390,17 @@ def _taps_at(
         _single_taps(dst, d, d_stride, p, p + 4, n, src, s, offsets, t, t1, coef, c, c_stride,
                      mask, m)
         p += 4
-    _single_taps(dst, d, d_stride, p, outs, n, src, s, offsets, t0, t1, coef, c, c_stride, mask,
-                 m)
+    for q in range(p, outs):
+        dq, cq = d + q * d_stride, c + q * c_stride
+        t = t0
+        while mask.size == 0 and t + 4 <= t1:
+            s0, s1 = s + offsets[t], s + offsets[t + 1]
+            s2, s3 = s + offsets[t + 2], s + offsets[t + 3]
+            a0, a1, a2, a3 = coef[cq + t], coef[cq + t + 1], coef[cq + t + 2], coef[cq + t + 3]
+            _axpy4(dst, dq, n, src, s0, s1, s2, s3, a0, a1, a2, a3)
+            t += 4
+        _single_taps(dst, d, d_stride, q, q + 1, n, src, s, offsets, t, t1, coef, c, c_stride,
+                     mask, m)
 
 
 @njit(cache=True)
@@ -612,6 +567,7 @@ def _forward(
     """
     (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
     zero, one = ints(0, 1)
+    everywhere = np.zeros(0, np.uint8)  # no mask: every source value counts
     n_img = x.shape[0]
     c_out, cg, kh, kw = w.shape
     out_h, out_w = y.shape[2], y.shape[3]
@@ -640,9 +596,9 @@ def _forward(
                 outs = min(4, (g + 1) * og - o0)
                 for p in range(outs):
                     fill(ybuf, p * size, size, bias[o0 + p])
-                _accumulate_taps(
-                    ybuf, zero, size, outs, size, xbuf, offsets, zero, n_taps, wf, o0 * n_taps,
-                    n_taps,
+                _taps_at(
+                    ybuf, zero, size, outs, size, xbuf, zero, offsets, zero, n_taps, wf,
+                    o0 * n_taps, n_taps, everywhere, zero,
                 )  # fmt: skip
                 for item in range(first, last):
                     n, r0 = item // per_img, item % per_img * seg_rows
@@ -733,6 +689,7 @@ def _grad_input(
     """
     (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
     zero, one = ints(0, 1)
+    everywhere = np.zeros(0, np.uint8)  # no mask: every source value counts
     n_img, c_in, h, wd = gx.shape
     c_out, cg, kh, kw = w.shape
     out_h, out_w = gy.shape[2], gy.shape[3]
@@ -782,9 +739,9 @@ def _grad_input(
                                 coef[p * (t1 - t0) + k - t0] = wf[wi]
                         for p in range(chans):
                             fill(gxbuf, (p * sw + b) * gx_len, size, 0)
-                        _accumulate_taps(
-                            gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf, offsets, t0, t1,
-                            coef, zero, t1 - t0,
+                        _taps_at(
+                            gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf, zero, offsets,
+                            t0, t1, coef, -t0, t1 - t0, everywhere, zero,
                         )  # fmt: skip
                     for item in range(first, last):
                         n, u0 = item // per_img, u_lo + item % per_img * seg_rows
