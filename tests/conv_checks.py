@@ -146,6 +146,9 @@ def _channels(draw: st.DrawFn, kind: str) -> tuple[int, int, int]:
     """(groups, input, output channels per group) for a strategy `kind`."""
     if kind.startswith("depthwise"):
         return draw(st.integers(1, 6)), 1, draw(st.integers(1, 5))
+    if kind == "direct-same":  # read="stream" takes whole blocks of four channels
+        in_place = st.sampled_from([4, 8, 12, 16])
+        return draw(st.integers(1, 3)), draw(in_place), draw(in_place)
     if kind == "general":
         return draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
     largest = {"direct": 17, "tiled": 40, "gemm": 40}.get(kind, max(CHANNEL_EDGES))
@@ -162,8 +165,8 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     is a forward convolution), padding up to past the kernel's extent, output down to 1x1.
     depthwise-same: 3x3 at stride 1 with padding = dilation (1-3 per axis), images from one
     pixel more than the padding on both sides (where the depthwise kernel can write "stream").
-    direct-same: the same convolutions with the direct kernel's channels per group (where it
-    can read x in place, read="stream").
+    direct-same: the same convolutions with 4 to 16 channels per group, multiples of 4 (where
+    the direct kernel can read x in place, read="stream").
     direct / tiled / implicit / gemm / pointwise: channels per group from CHANNEL_EDGES (up to
     17, 40, 65, 40 and 65); kernels up to 3x3 when there are many channels (their cost grows
     with both);
@@ -174,7 +177,7 @@ def conv_configs(draw: st.DrawFn, kind: str = "general") -> dict:
     without padding, strided or not, images whose pixels fill one to several strips of
     pointwise.NR columns (the strips run across images).
     """
-    groups, cg, og = _channels(draw, "direct" if kind == "direct-same" else kind)
+    groups, cg, og = _channels(draw, kind)
     if kind in ("depthwise-same", "direct-same"):
         d = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
         hw = tuple(draw(st.integers(2 * di + 1, 2 * di + 10)) for di in d)

@@ -147,23 +147,25 @@ def test_depthwise_stream_moves_nan_and_inf_of_its_input_as_the_definition():
 
 @given(conv_problems("direct-same"), st.sampled_from(["stream", "buffers"]))
 def test_direct_reads_in_place_or_from_buffers_as_the_reference(problem, read):
-    """read="stream" reads x in place: one loop per plane and column of taps, masks on the
-    columns whose taps wrap around a row's end, then the edge rows and the pixels on either
-    side of the loop; grad_input is the same forward on the transposed geometry. Dilations 1-3,
-    channels per group on both sides of the blocks of four."""
+    """read="stream" reads x in place: one loop over each plane, all nine kernel positions of
+    four input channels summed in registers for four outputs, masked loads where a tap leaves
+    the image (kernel rows at the top and bottom rows, columns across a row's end), the last
+    step past the plane masked off; more than four input channels add to y; grad_input is the
+    same forward on the transposed geometry. Dilations 1-3, 4-16 channels per group."""
     forced = Choice("direct", {"read": read}, "")
     for pass_ in ("forward", "grad_input"):
         assert_matches_reference(pass_, run_pass(pass_, problem, forced), problem)
 
 
 def test_direct_stream_moves_nan_and_inf_of_its_input_as_the_definition():
-    """"stream" reads across a row's end on its first and last columns, where its masks select
-    zero: a NaN or Inf read there must reach only the outputs whose taps see it (finite
-    weights; with an Inf weight the padding's products count, and it reads "buffers")."""
+    """"stream" masks the taps that leave the image (across a row's end, above the first row,
+    below the last): a NaN or Inf next to them must reach only the outputs whose taps see it
+    (finite weights; with an Inf weight the padding's products count, and it reads "buffers")."""
     g = Conv2dGeometry.of((2, 8, 6, 7), (8, 4, 3, 3), padding=1, groups=2)
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal(g.input_shape), rng.standard_normal(g.weight_shape)
     x[0, 1, 2, -1], x[1, 5, 3, 0], x[0, 4, 0, 0] = np.nan, np.inf, -np.inf
+    x[0, 2, -1, 3], x[1, 6, 0, 2] = np.nan, np.inf  # a plane's last row, the next one's first
     stream = Choice("direct", {"read": "stream"}, "")
     for w_ in (w, np.where(np.arange(w.size).reshape(w.shape) == 7, np.inf, w)):
         got, want = cpu.conv2d_forward(x, w_, None, g, stream), reference.conv2d_forward(x, w_,

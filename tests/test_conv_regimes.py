@@ -137,12 +137,12 @@ DEPTHWISE = [
            "the last shorter; two masked columns each side"),
 ]
 DIRECT_STREAM = [
-    Regime("direct", config(2, 2, 4, 5, (3, 3), (6, 41), padding=(1, 2), dilation=(1, 2)), {},
-           "read='stream': x in place, masked columns two wide, a block of four outputs and "
-           "one more"),
-    Regime("direct", config(1, 3, 5, 4, (3, 3), (5, 40), padding=(2, 1), dilation=(2, 1)), {},
-           "read='stream' on one interior row between two edge rows each side; a tap past the "
-           "blocks of four"),
+    Regime("direct", config(2, 2, 4, 8, (3, 3), (6, 41), padding=(1, 2), dilation=(1, 2)), {},
+           "read='stream': x in place, masked columns two wide, two blocks of four outputs, "
+           "the last step past the plane masked off"),
+    Regime("direct", config(1, 3, 8, 4, (3, 3), (5, 40), padding=(2, 1), dilation=(2, 1)), {},
+           "read='stream' on one interior row between two edge rows each side; eight input "
+           "channels, the second four added to y"),
 ]
 REGIMES = [
     MANY_GROUPS, MANY_UNITS, MANY_BLOCKS,

@@ -19,6 +19,7 @@ from conv_checks import assert_close, check_all_kernels, config, geometry_of, ra
 from minitorch_resnext.kernels import cpu, reference
 from minitorch_resnext.kernels.cpu import depthwise, direct, implicit, rules
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
+from minitorch_resnext.kernels.selection import Choice
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -234,35 +235,41 @@ def test_depthwise_streams_wide_3x3_convolutions_with_padding_equal_to_dilation(
     assert choices.grad_weight.params == ({} if read is None else {"read": read})
 
 
-FEW = direct.STREAM_MIN_CHANNELS
-
-
 @pytest.mark.parametrize("channels, hw, stride, padding, dilation, read", [
-    ((FEW, FEW), (9, 40), 1, 1, 1, "stream"),
-    ((FEW, 2 * FEW + 1), (6, 16), 1, (2, 1), (2, 1), "stream"),
-    ((FEW, FEW), (32, 32), 1, 1, 1, "stream"),  # a plane of 1024 pixels, few channels
-    ((FEW + 1, FEW + 1), (32, 32), 1, 1, 1, "buffers"),  # ... more: "stream" a candidate only
-    ((FEW + 1, FEW + 1), (16, 64), 1, 1, 1, "buffers"),  # ... and of 1024 pixels again
-    ((FEW + 1, FEW + 1), (17, 64), 1, 1, 1, "stream"),
-    ((FEW - 1, FEW), (9, 40), 1, 1, 1, "buffers"),  # too few input channels ...
-    ((FEW, FEW - 1), (9, 40), 1, 1, 1, "buffers"),  # ... or output channels per group
-    ((FEW, FEW), (9, 40), 2, 1, 1, None),  # strided: no "stream"
-    ((FEW, FEW), (9, 40), 1, 1, 2, None),  # padding != dilation
-    ((FEW, FEW), (2, 40), 1, 1, 1, None),  # no row past the padding
+    ((4, 4), (9, 40), 1, 1, 1, "stream"),
+    ((4, 8), (6, 16), 1, (2, 1), (2, 1), "stream"),
+    ((4, 4), (32, 32), 1, 1, 1, "stream"),
+    ((8, 8), (32, 32), 1, 1, 1, "stream"),  # planes of 1024 pixels start in the same L1 sets
+    ((12, 16), (7, 7), 1, 1, 1, "stream"),
+    ((5, 5), (9, 40), 1, 1, 1, None),  # not whole blocks of four ...
+    ((2, 4), (9, 40), 1, 1, 1, None),  # ... of input channels
+    ((4, 6), (9, 40), 1, 1, 1, None),  # ... or of output channels
+    ((4, 4), (9, 40), 2, 1, 1, None),  # strided
+    ((4, 4), (9, 40), 1, 1, 2, None),  # padding != dilation
+    ((4, 4), (2, 40), 1, 1, 1, None),  # no row past the padding
 ])
 def test_direct_reads_x_in_place_by_default(rules_only, channels, hw, stride, padding, dilation,
                                             read):
     (cg, og), groups = channels, 32
     g = Conv2dGeometry.of((2, groups * cg, *hw), (groups * og, cg, 3, 3), stride, padding,
                           dilation, groups)
-    assert direct.streams(g) == (read is not None)
+    assert direct.reads_in_place(g) == (read is not None)
     for pass_ in ("forward", "grad_input"):
         assert direct.ALGORITHM.defaults(pass_, g) == ({} if read is None else {"read": read})
-        assert ("stream" in direct.ALGORITHM.space(pass_, g).get("read", ())) == (
-            read is not None)
+        assert direct.ALGORITHM.space(pass_, g).get("read", ()) == (
+            () if read is None else ("stream", "buffers"))
     assert direct.ALGORITHM.space("grad_weight", g) == {}
     if read == "stream" and cg < 8:  # the rules run the direct kernel below 8 channels
         assert cpu.conv2d_algorithm(g).forward.params == {"read": "stream"}
+
+
+def test_direct_refuses_to_read_in_place_where_it_cannot():
+    """read="stream" forced on a convolution it cannot read in place (not whole blocks of four
+    channels) is refused before any kernel runs: the parameter is not in its space."""
+    g = Conv2dGeometry.of((1, 6, 9, 9), (6, 3, 3, 3), 1, 1, 1, 2)
+    x, w = np.ones(g.input_shape), np.ones(g.weight_shape)
+    with pytest.raises(ValueError, match="no parameter 'read' for forward"):
+        cpu.conv2d_forward(x, w, None, g, Choice("direct", {"read": "stream"}, ""))
 
 
 ROW_LANES, ROW_WIDTH = implicit.ROW_LANES, implicit.ROW_SEGMENTS[-1]

@@ -198,6 +198,11 @@ def _cases() -> list[tuple[str, Choice | str, tuple]]:
               for s in (1, 2)]
     cases.append(("depthwise masked dots", Choice("depthwise", {"read": "stream"}, ""),
                   (2, 5, 5, 5, (9, 40), 1, 1)))
+    # the direct kernel's in-place planes (`intrinsics.plane_taps`, vectors of the target's
+    # width): two blocks of four channels each side, a plane that ends inside a step; dilated
+    cases += [(f"direct in place{name}", Choice("direct", {"read": "stream"}, ""), sizes)
+              for name, sizes in (("", (2, 16, 16, 2, (9, 11), 1, 1)),
+                                  (" dilated", (2, 8, 16, 2, (7, 9), 2, 2)))]
     return cases
 
 

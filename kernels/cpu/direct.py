@@ -21,12 +21,12 @@ the update by dot products.
 
 The copies in and out cost more than the multiply-adds with a few channels per group (60 % of
 a 4-channel forward on 56x56 images), so a 3x3 convolution at stride 1 with padding =
-dilation (`streams`) can read x in place (the tuning parameter `read`: "stream", the default
-from 4 channels per group, or "buffers"): the output planes are filled with the bias, and each
-kernel position's taps are added over one loop per plane through the pixels whose tap can lie
-in the image, a 0/1 mask of the columns selecting zero where a tap of the first or last kernel
-column reads across a row's end. grad_input at stride 1 is that forward on the transposed
-geometry (`Conv2dGeometry.transposed`).
+dilation, in whole blocks of four channels (`reads_in_place`), reads x in place (the tuning
+parameter `read`: "stream", the default, or "buffers"): one loop over each plane sums all nine
+kernel positions of four input channels for four outputs in registers and stores each output
+vector once (`intrinsics.plane_taps`), masked loads dropping the taps that leave the image.
+grad_input at stride 1 is that forward on the transposed geometry
+(`Conv2dGeometry.transposed`).
 
 The per-row helpers work on flat arrays with unsigned offsets and are inlined, like those
 of `_numba` (see there why).
@@ -34,27 +34,19 @@ of `_numba` (see there why).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm, Pass
 from ._numba import fill, ints, transfer, u, valid_cols
+from .intrinsics import STEP_VECTORS, VECTOR_BYTES, plane_taps, prefetch_range
 
 # Scratch per task (input and output blocks) is sized to stay in the per-core L2 cache.
 _BLOCK_BYTES = 128 * 1024
 # forward/grad_input hand out their (image, group, row block) units in about this many
 # tasks, each allocating its scratch once.
 _TASKS = 256
-# read="stream" (x in place) by default from this many channels per group on both sides
-# (whole blocks of four taps and outputs), except with more input channels per group than that
-# on planes of a multiple of this many pixels (4 KiB of float32): there a block's input planes
-# and its four output planes start in the same L1 cache sets, more of them than the cache has
-# ways, and the copies into buffers, whose pitch breaks that, are faster (8 channels, 32x32)
-STREAM_MIN_CHANNELS = 4
-STREAM_ALIASED_PIXELS = 1024
 # grad_weight: the number of partial sums per group is chosen from the shape only, so the
 # fixed-order reduction gives bitwise the same result whatever the thread count.
 _GRAD_WEIGHT_TASKS = 16
@@ -305,55 +297,29 @@ def _axpy4x4(
     d_stride: int,
     n: int,
     src: np.ndarray,
-    s: int,
     offsets: np.ndarray,
     t: int,
     coef: np.ndarray,
     c: int,
     c_stride: int,
-    mask: np.ndarray,
-    m: int,
 ) -> None:
     """Four outputs p, four taps q: dst[d + p*d_stride :][:n] += coef[c + p*c_stride + q] *
-    src[s + offsets[t + q] :][:n]. Each loaded input vector feeds four outputs, so the loop does
-    16 multiply-adds per 8 loads and 4 stores. A source value counts only where mask[m + k] (an
-    empty mask: everywhere; a select, so that a NaN read across a row's end goes nowhere)."""
-    s0, s1, s2, s3 = s + offsets[t], s + offsets[t + 1], s + offsets[t + 2], s + offsets[t + 3]
+    src[offsets[t + q] :][:n]. Each loaded input vector feeds four outputs, so the loop does
+    16 multiply-adds per 8 loads and 4 stores."""
+    s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
     d0, d1, d2, d3 = d, d + d_stride, d + 2 * d_stride, d + 3 * d_stride
     c0, c1, c2, c3 = c, c + c_stride, c + 2 * c_stride, c + 3 * c_stride
     a00, a01, a02, a03 = coef[c0], coef[c0 + 1], coef[c0 + 2], coef[c0 + 3]
     a10, a11, a12, a13 = coef[c1], coef[c1 + 1], coef[c1 + 2], coef[c1 + 3]
     a20, a21, a22, a23 = coef[c2], coef[c2 + 1], coef[c2 + 2], coef[c2 + 3]
     a30, a31, a32, a33 = coef[c3], coef[c3 + 1], coef[c3 + 2], coef[c3 + 3]
-    zero = dst.dtype.type(0)
-    masked = mask.size > 0
-    for k in range(n if masked else 0):  # two loops: a test inside one keeps it scalar
-        keep = mask[u(m + k)] != 0
-        x0 = src[u(s0 + k)] if keep else zero
-        x1 = src[u(s1 + k)] if keep else zero
-        x2 = src[u(s2 + k)] if keep else zero
-        x3 = src[u(s3 + k)] if keep else zero
-        dst[u(d0 + k)] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
-        dst[u(d1 + k)] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
-        dst[u(d2 + k)] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
-        dst[u(d3 + k)] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
-    for k in range(0 if masked else n):
+    for k in range(n):
         x0, x1 = src[u(s0 + k)], src[u(s1 + k)]
         x2, x3 = src[u(s2 + k)], src[u(s3 + k)]
         dst[u(d0 + k)] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
         dst[u(d1 + k)] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
         dst[u(d2 + k)] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
         dst[u(d3 + k)] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
-
-
-@njit(cache=True)
-def _masked_axpy(
-    dst: np.ndarray, d: int, n: int, src: np.ndarray, s: int, a: float, mask: np.ndarray, m: int
-) -> None:
-    """dst[d : d + n] += a * src[s : s + n], a source value counting only where mask[m + k]."""
-    zero = dst.dtype.type(0)
-    for k in range(n):
-        dst[u(d + k)] += a * (src[u(s + k)] if mask[u(m + k)] else zero)
 
 
 @njit(cache=True)
@@ -364,57 +330,45 @@ def _taps_at(
     outs: int,
     n: int,
     src: np.ndarray,
-    s: int,
     offsets: np.ndarray,
     t0: int,
     t1: int,
     coef: np.ndarray,
     c: int,
     c_stride: int,
-    mask: np.ndarray,
-    m: int,
 ) -> None:
     """For outputs p < outs: dst[d + p*d_stride :][:n] += sum over taps t in [t0, t1) of
-    coef[c + p*c_stride + t] * src[s + offsets[t] :][:n], a source value counting only where
-    mask[m + k] (empty: everywhere). Blocks of four outputs by four taps, then (unmasked) four
-    taps per pass for the leftover outputs, then single taps (the loops are bound by loads and
-    stores, so the blocks decide the speed)."""
+    coef[c + p*c_stride + t] * src[offsets[t] :][:n]. Blocks of four outputs by four taps, then
+    four taps per pass for the leftover outputs, then single taps (the loops are bound by loads
+    and stores, so the blocks decide the speed)."""
     p = 0
     while p + 4 <= outs:
         t = t0
         while t + 4 <= t1:
-            a = c + p * c_stride + t
-            _axpy4x4(dst, d + p * d_stride, d_stride, n, src, s, offsets, t, coef, a, c_stride,
-                     mask, m)
+            _axpy4x4(dst, d + p * d_stride, d_stride, n, src, offsets, t, coef,
+                     c + p * c_stride + t, c_stride)
             t += 4
-        _single_taps(dst, d, d_stride, p, p + 4, n, src, s, offsets, t, t1, coef, c, c_stride,
-                     mask, m)
+        _single_taps(dst, d, d_stride, p, p + 4, n, src, offsets, t, t1, coef, c, c_stride)
         p += 4
     for q in range(p, outs):
         dq, cq = d + q * d_stride, c + q * c_stride
         t = t0
-        while mask.size == 0 and t + 4 <= t1:
-            s0, s1 = s + offsets[t], s + offsets[t + 1]
-            s2, s3 = s + offsets[t + 2], s + offsets[t + 3]
+        while t + 4 <= t1:
+            s0, s1, s2, s3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
             a0, a1, a2, a3 = coef[cq + t], coef[cq + t + 1], coef[cq + t + 2], coef[cq + t + 3]
             _axpy4(dst, dq, n, src, s0, s1, s2, s3, a0, a1, a2, a3)
             t += 4
-        _single_taps(dst, d, d_stride, q, q + 1, n, src, s, offsets, t, t1, coef, c, c_stride,
-                     mask, m)
+        _single_taps(dst, d, d_stride, q, q + 1, n, src, offsets, t, t1, coef, c, c_stride)
 
 
 @njit(cache=True)
 def _single_taps(dst: np.ndarray, d: int, d_stride: int, p0: int, p1: int, n: int,
-                 src: np.ndarray, s: int, offsets: np.ndarray, t0: int, t1: int,
-                 coef: np.ndarray, c: int, c_stride: int, mask: np.ndarray, m: int) -> None:
+                 src: np.ndarray, offsets: np.ndarray, t0: int, t1: int, coef: np.ndarray,
+                 c: int, c_stride: int) -> None:
     """`_taps_at` for outputs p0 .. p1 and taps t0 .. t1, one (output, tap) at a time."""
     for q in range(p0, p1):
         for r in range(t0, t1):
-            a = coef[c + q * c_stride + r]
-            if mask.size > 0:
-                _masked_axpy(dst, d + q * d_stride, n, src, s + offsets[r], a, mask, m)
-            else:
-                _axpy(dst, d + q * d_stride, n, src, s + offsets[r], a)
+            _axpy(dst, d + q * d_stride, n, src, offsets[r], coef[c + q * c_stride + r])
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -516,6 +470,17 @@ def _column_masks(wd: int, dw: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
+def _plane_masks(wd: int, dw: int, h: int, pad: int) -> np.ndarray:
+    """`plane_taps`' column masks, flat: rows left, inside and right of an h x wd plane and `pad`
+    pixels past it (0 there), left and right as `_column_masks`."""
+    plane = h * wd
+    masks = np.zeros((3, plane + pad), np.uint8)
+    masks[0, :plane], masks[2, :plane] = _column_masks(wd, dw, h)
+    masks[1, :plane] = 1
+    return masks.reshape(-1)
+
+
+@njit(cache=True)
 def _in_place_taps(
     cg: int, kh: int, kw: int, dh: int, dw: int, wd: int, plane: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -567,7 +532,6 @@ def _forward(
     """
     (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
     zero, one = ints(0, 1)
-    everywhere = np.zeros(0, np.uint8)  # no mask: every source value counts
     n_img = x.shape[0]
     c_out, cg, kh, kw = w.shape
     out_h, out_w = y.shape[2], y.shape[3]
@@ -596,10 +560,8 @@ def _forward(
                 outs = min(4, (g + 1) * og - o0)
                 for p in range(outs):
                     fill(ybuf, p * size, size, bias[o0 + p])
-                _taps_at(
-                    ybuf, zero, size, outs, size, xbuf, zero, offsets, zero, n_taps, wf,
-                    o0 * n_taps, n_taps, everywhere, zero,
-                )  # fmt: skip
+                _taps_at(ybuf, zero, size, outs, size, xbuf, offsets, zero, n_taps, wf, o0 * n_taps,
+                         n_taps)
                 for item in range(first, last):
                     n, r0 = item // per_img, item % per_img * seg_rows
                     rows = min(seg_rows, out_h - r0)
@@ -619,15 +581,12 @@ def _forward_in_place(
     y: np.ndarray,
     conv: ConvArgs,
 ) -> None:
-    """y = conv(x, w) + bias for read="stream" (`streams`: 3x3, stride 1, padding = dilation),
-    x read in place; one task per (image, group, block of four output channels).
-
-    The block's output planes are filled with the bias, then the taps of each kernel position
-    (i, j) are added over one loop (`_taps_at`) through the pixels whose tap can lie in the
-    image (all but the first or last dH rows for the top or bottom kernel row, all but the
-    first or last dW pixels for the first or last kernel column), the masks dropping the first
-    or last dW columns of every row for the first or last kernel column, where the tap reads
-    across a row's end. No pixel is computed apart.
+    """y = conv(x, w) + bias for read="stream" (`reads_in_place`: 3x3, stride 1, padding =
+    dilation, whole blocks of four channels on both sides), x read in place; one task per
+    (image, group, block of four output channels), each output vector summed in registers over
+    all nine kernel positions of four input channels at a time (`plane_taps`, masked loads
+    where a tap leaves the image). A task asks for the next task's input planes ahead, so that
+    memory streams them while it computes.
 
     Args:
         x: input (N, C_in, H, W), contiguous.
@@ -643,30 +602,24 @@ def _forward_in_place(
     og, n_taps, plane = c_out // groups, cg * kh * kw, h * wd
     offsets, index = _in_place_taps(cg, kh, kw, dh, dw, wd, plane)
     coef = _permuted(w.reshape(c_out, n_taps), index)
-    left, right = _column_masks(wd, dw, h)
-    everywhere = left[:0]
+    step = STEP_VECTORS * VECTOR_BYTES // x.itemsize
+    masks = _plane_masks(wd, dw, h, step)
+    # kernel row 0 reaches the image from pixel dH*W of a plane on, row 2 up to (H - dH)*W
+    rows = (dh * wd, (h - dh) * wd)
     first = dh * wd + dw  # an output pixel's taps are read from k - first on
-    blocks = -(-og // 4)
+    blocks = og // 4
+    units = n_img * groups * blocks
     xf, yf = x.reshape(-1), y.reshape(-1)
-    for unit in prange(n_img * groups * blocks):
-        img, g, b = unit // (groups * blocks), unit // blocks % groups, unit % blocks
+    for unit in prange(units):
+        plane_group = unit // blocks  # img * groups + g
+        img, g, b = plane_group // groups, plane_group % groups, unit % blocks
         o0 = g * og + 4 * b
-        outs = min(4, (g + 1) * og - o0)
         xb, yb, c = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane, o0 * n_taps
-        for p in range(outs):
-            fill(yf, yb + p * plane, plane, bias[o0 + p])
-        for i in range(kh):
-            for j in range(kw):
-                # the pixels whose tap (i, j) can lie in the image: all rows but the first
-                # (last) dH for the top (bottom) kernel row, all columns but the first (last)
-                # dW for the first (last) kernel column, whose masks also drop those columns
-                # inside the loop, where the tap reads across a row's end
-                lo = (dh * wd if i == 0 else 0) + (dw if j == 0 else 0)
-                hi = ((h - dh) * wd if i == kh - 1 else plane) - (dw if j == kw - 1 else 0)
-                mask = left if j == 0 else right if j == kw - 1 else everywhere
-                t = (i * kw + j) * cg
-                _taps_at(yf, yb + lo, plane, outs, hi - lo, xf, xb + lo - first, offsets, t,
-                         t + cg, coef, c, n_taps, mask, lo)
+        if b == blocks - 1 and unit + 1 < units:
+            prefetch_range(xf, xb + cg * plane, cg * plane)
+        for e in range(0, cg, 4):
+            plane_taps(yf, yb, plane, xf, xb - first, offsets, e, cg, coef, c, n_taps, masks,
+                       rows, e > 0, bias, o0)
 
 
 @njit(parallel=True, cache=True)
@@ -689,7 +642,6 @@ def _grad_input(
     """
     (sh, sw), (ph, pw), (dh, dw), groups = conv.stride, conv.padding, conv.dilation, conv.groups
     zero, one = ints(0, 1)
-    everywhere = np.zeros(0, np.uint8)  # no mask: every source value counts
     n_img, c_in, h, wd = gx.shape
     c_out, cg, kh, kw = w.shape
     out_h, out_w = gy.shape[2], gy.shape[3]
@@ -739,10 +691,8 @@ def _grad_input(
                                 coef[p * (t1 - t0) + k - t0] = wf[wi]
                         for p in range(chans):
                             fill(gxbuf, (p * sw + b) * gx_len, size, 0)
-                        _taps_at(
-                            gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf, zero, offsets,
-                            t0, t1, coef, -t0, t1 - t0, everywhere, zero,
-                        )  # fmt: skip
+                        _taps_at(gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf, offsets, t0,
+                                 t1, coef, -t0, t1 - t0)
                     for item in range(first, last):
                         n, u0 = item // per_img, u_lo + item % per_img * seg_rows
                         rows = min(seg_rows, u_hi - u0)
@@ -880,13 +830,16 @@ def streams(g: Conv2dGeometry) -> bool:
             and h > 2 * dh and wd > 2 * dw)
 
 
+def reads_in_place(g: Conv2dGeometry) -> bool:
+    """Whether the direct kernel can read x in place (read="stream"): `streams`, in whole blocks
+    of four input and four output channels (`plane_taps`; grad_input swaps them)."""
+    return streams(g) and g.in_per_group % 4 == 0 and g.out_per_group % 4 == 0
+
+
 def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
-    if pass_ == "grad_weight" or not streams(g):
+    if pass_ == "grad_weight" or not reads_in_place(g):
         return {}
-    reads = g.in_per_group if pass_ == "forward" else g.out_per_group  # grad_input: transposed
-    aliased = math.prod(g.input_hw) % STREAM_ALIASED_PIXELS == 0 and reads > STREAM_MIN_CHANNELS
-    first = min(g.in_per_group, g.out_per_group) >= STREAM_MIN_CHANNELS and not aliased
-    return {"read": ("stream", "buffers") if first else ("buffers", "stream")}
+    return {"read": ("stream", "buffers")}
 
 
 ALGORITHM = ConvAlgorithm(

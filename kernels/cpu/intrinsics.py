@@ -98,14 +98,19 @@ def pack_pixels(dst, dst_off, ld, src, src_off, plane, pixels, channels):
 
 
 @functools.cache
-def _prefetch_name() -> str:
-    """llvm.prefetch's name carries its pointer type: p0 with opaque pointers (LLVM >= 15 as
-    Numba builds it today), p0i8 with typed ones."""
+def _opaque_pointers() -> bool:
+    """Whether LLVM's intrinsics name a pointer argument p0 (opaque pointers, LLVM >= 15 as
+    Numba builds it today) or by its pointee (p0i8, p0v16f32: typed pointers)."""
     try:
         binding.parse_assembly("declare void @llvm.prefetch.p0(ptr, i32, i32, i32)").verify()
-        return "llvm.prefetch.p0"
+        return True
     except RuntimeError:
-        return "llvm.prefetch.p0i8"
+        return False
+
+
+def _pointer_suffix(pointee: str) -> str:
+    """An intrinsic's name suffix for a pointer to `pointee` (e.g. "i8", "v16f32")."""
+    return "p0" if _opaque_pointers() else f"p0{pointee}"
 
 
 @intrinsic
@@ -122,7 +127,7 @@ def prefetch(typingctx, arr, index):
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
-            _prefetch_name())
+            f"llvm.prefetch.{_pointer_suffix('i8')}")
         # read, locality 2 (keep in the outer caches), data cache
         builder.call(fn, [address, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
         return context.get_dummy_value()
@@ -135,3 +140,155 @@ def prefetch_range(arr, start, count):
     """Prefetch arr[start:start + count] (a flat array), one hint per cache line."""
     for i in range(start, start + count, CACHE_LINE_BYTES // arr.itemsize):
         prefetch(arr, i)
+
+
+# `plane_taps` computes this many vectors of pixels per step: each weight's broadcast (spilled:
+# 144 of them do not fit in the registers) is reloaded once per step for all of them; with four
+# the accumulators and loaded inputs spill too.
+STEP_VECTORS = 2
+
+
+@intrinsic
+def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride, masks, rows,
+               accumulate, bias, o0):
+    """The direct kernel's in-place 3x3 forward for four output planes and four input channels
+    (`direct._forward_in_place`): for every pixel k of a plane (in steps of STEP_VECTORS
+    vectors, the last one's pixels past the plane masked off) and output p < 4,
+
+        y[yb + p*plane + k] = (y[yb + p*plane + k] if accumulate else bias[o0 + p])
+            + sum over kernel positions q = i*3 + j and channels e < 4 of
+              coef[c + p*c_stride + t + q*cg + e] * x[xs + k + offsets[t + q*cg + e]]
+
+    where a tap counts only where it lies in the image: in masks' row j (left, inside and right
+    columns of a plane: 1 where a tap of kernel column j stays on the row, 0 past the plane) and,
+    for kernel row 0 (2), at pixels k >= rows[0] (k < rows[1]). The taps are masked loads, so
+    nothing outside the image is read, and the sums stay in registers: each output vector is
+    stored once, where a loop per kernel position loads and stores it nine times."""
+    dtype = y.dtype
+    if not (isinstance(y, types.Array) and isinstance(x, types.Array) and x.dtype == dtype
+            and dtype in (types.float32, types.float64)):
+        return None
+    lanes = VECTOR_BYTES * 8 // dtype.bitwidth
+    step = lanes * STEP_VECTORS
+    intp = types.intp
+    sig = types.void(y, intp, intp, x, intp, offsets, intp, intp, coef, intp, intp, masks, rows,
+                     types.boolean, bias, intp)
+
+    def codegen(context, builder, signature, args):
+        (y_, yb_, plane_, x_, xs_, off_, t_, cg_, coef_, c_, c_stride_, masks_, rows_,
+         accumulate_, bias_, o0_) = args
+        arrays = {name: context.make_array(signature.args[i])(context, builder, args[i]).data
+                  for i, name in ((0, "y"), (3, "x"), (5, "off"), (8, "coef"), (11, "masks"),
+                                  (14, "bias"))}
+        index = context.get_value_type(intp)
+        i32 = ir.IntType(32)
+        vec = ir.VectorType(context.get_value_type(dtype), lanes)
+        ivec, bvec = ir.VectorType(index, lanes), ir.VectorType(ir.IntType(1), lanes)
+        suffix = f"v{lanes}f{dtype.bitwidth}"
+        memory = f"{suffix}.{_pointer_suffix(suffix)}"
+        masked_load = _declare(builder, f"llvm.masked.load.{memory}", vec,
+                               [vec.as_pointer(), i32, bvec, vec])
+        masked_store = _declare(builder, f"llvm.masked.store.{memory}", ir.VoidType(),
+                                [vec, vec.as_pointer(), i32, bvec])
+        fma = _declare(builder, f"llvm.fma.{suffix}", vec, [vec, vec, vec])
+        align, zero = ir.Constant(i32, dtype.bitwidth // 8), ir.Constant(vec, None)
+
+        def n(value):
+            return ir.Constant(index, value)
+
+        def at(name, i):
+            return builder.gep(arrays[name], [i])
+
+        def splat(value, vector):
+            one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, n(0))
+            return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+
+        def vector_at(name, i):
+            return builder.bitcast(at(name, i), vec.as_pointer())
+
+        taps = [[builder.add(t_, builder.add(builder.mul(n(q), cg_), n(e))) for e in range(4)]
+                for q in range(9)]
+        offsets = [[builder.load(at("off", tap)) for tap in row] for row in taps]
+        weights = [[[splat(builder.load(at("coef", builder.add(
+            builder.add(c_, builder.mul(n(p), c_stride_)), tap))), vec) for tap in row]
+            for row in taps] for p in range(4)]
+        biases = [splat(builder.load(at("bias", builder.add(o0_, n(p)))), vec) for p in range(4)]
+        rows = [splat(builder.extract_value(rows_, r), ivec) for r in range(2)]
+        lane = ir.Constant(ivec, list(range(lanes)))
+        mask_row = builder.add(plane_, n(step))
+        byte_vec = ir.VectorType(ir.IntType(8), lanes)
+
+        def columns(j, k):
+            bytes_ = builder.load(builder.bitcast(
+                at("masks", builder.add(builder.mul(n(j), mask_row), k)), byte_vec.as_pointer()),
+                align=1)
+            return builder.icmp_unsigned("!=", bytes_, ir.Constant(byte_vec, None))
+
+        def load(pointer, ok):
+            if ok is None:
+                return builder.load(pointer, align=align.constant)
+            return builder.call(masked_load, [pointer, align, ok, zero])
+
+        def store(value, pointer, ok):
+            if ok is None:
+                builder.store(value, pointer, align=align.constant)
+            else:
+                builder.call(masked_store, [value, pointer, align, ok])
+
+        def step_at(first, accumulate, last):
+            """One step from pixel `first`; the `last` one ends past the plane, where its loads
+            and stores are masked off (elsewhere a masked store can cost a dozen cycles)."""
+            inputs, outputs, inside = [], [], []
+            for r in range(STEP_VECTORS):
+                k = builder.add(first, n(r * lanes))
+                pixels = builder.add(splat(k, ivec), lane)
+                row_ok = (builder.icmp_signed(">=", pixels, rows[0]), None,
+                          builder.icmp_signed("<", pixels, rows[1]))
+                col_ok = [columns(j, k) for j in range(3)]
+                inside.append(col_ok[1] if last else None)
+                loads = []
+                for q in range(9):
+                    i, j = divmod(q, 3)
+                    ok = (inside[-1] if (i, j) == (1, 1) else col_ok[j] if i == 1
+                          else row_ok[i] if j == 1 and not last
+                          else builder.and_(col_ok[j], row_ok[i]))
+                    loads.append([load(vector_at("x", builder.add(builder.add(xs_, k), off)), ok)
+                                  for off in offsets[q]])
+                inputs.append(loads)
+                outputs.append([vector_at("y", builder.add(yb_, builder.add(
+                    builder.mul(n(p), plane_), k))) for p in range(4)])
+            sums = [[load(out, ok) if accumulate else b for out, b in zip(outs, biases)]
+                    for outs, ok in zip(outputs, inside)]
+            # tap by tap, the outputs and vectors innermost: 4 * STEP_VECTORS independent sums
+            for q in range(9):
+                for e in range(4):
+                    for p in range(4):
+                        for r in range(STEP_VECTORS):
+                            sums[r][p] = builder.call(fma, [weights[p][q][e], inputs[r][q][e],
+                                                            sums[r][p]])
+            for outs, total, ok in zip(outputs, sums, inside):
+                for out, value in zip(outs, total):
+                    store(value, out, ok)
+
+        def plane_pass(accumulate):
+            full = builder.sdiv(plane_, n(step))
+            with cgutils.for_range(builder, full) as loop:
+                step_at(builder.mul(loop.index, n(step)), accumulate, False)
+            with builder.if_then(builder.icmp_signed("!=", builder.srem(plane_, n(step)), n(0))):
+                step_at(builder.mul(full, n(step)), accumulate, True)
+
+        with builder.if_else(accumulate_) as (then, otherwise):
+            with then:
+                plane_pass(True)
+            with otherwise:
+                plane_pass(False)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _declare(builder: ir.IRBuilder, name: str, result: ir.Type, arguments: list[ir.Type]):
+    """The LLVM intrinsic `name` of that signature in the builder's module."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments),
+                                          name)
