@@ -5,10 +5,17 @@ Each cell is a grouped 3x3 convolution (padding 1, `--stride`) of `--batch` imag
 many channels per group (32 groups below 32 channels per group, 8 from there, as in ResNeXt,
 or `--groups`), or with `--kernel 1` a 1x1 convolution without padding; each pass that both
 algorithms compute is timed with each forced, interleaved, after a warm-up; the table gives
-the medians and the ratio first / second (above 1: the second algorithm is faster). Writes
-JSON (atomically). The rows for stride-2 convolutions in docs/benchmarks.md came from
+the medians and the ratio first / second (above 1: the second algorithm is faster). An
+algorithm may name tuning parameters, `NAME:KEY=VALUE[,KEY=VALUE]` (e.g. `direct:read=stream`),
+and a pass is timed where both compute it with their parameters. Writes JSON (atomically).
+The rows for stride-2 convolutions in docs/benchmarks.md came from
 
     python scripts/rule_sweep.py --stride 2 --out bench-results/rule-sweep-s2.json
+
+those of the direct kernel's in-place reads from
+
+    python scripts/rule_sweep.py --algorithms direct:read=buffers direct:read=stream \
+        --stride 1 --channels 4 8 --sizes 8 16 28 32 56 --batch 8 --threads 1
 
 and those of the 1x1 convolutions from
 
@@ -29,24 +36,47 @@ import numpy as np
 if TYPE_CHECKING:
     from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
+def parse_algorithm(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME[:KEY=VALUE,...]` as (name, parameters); "direct:read=stream" -> ("direct",
+    {"read": "stream"})."""
+    name, _, params = spec.partition(":")
+    pairs = [p.partition("=") for p in params.split(",")] if params else []
+    if any(not key or not eq or not value for key, eq, value in pairs):
+        raise ValueError(f"{spec!r}: parameters are KEY=VALUE, comma-separated")
+    return name, {key: value for key, _, value in pairs}
+
+
+def _runs(spec: str, pass_: str, g: Conv2dGeometry) -> bool:
+    """Whether the algorithm of `spec` computes `pass_` of `g` with the parameters it names."""
+    from minitorch_resnext.kernels import cpu
+
+    name, params = parse_algorithm(spec)
+    algorithm = cpu.ALGORITHMS[name]
+    space = algorithm.space(pass_, g)
+    return algorithm.computes(pass_, g) and all(v in space.get(k, ()) for k, v in params.items())
+
+
 def time_passes(g: Conv2dGeometry, algorithms: list[str], repeats: int, rng: np.random.Generator
                 ) -> dict[str, dict[str, float]]:
-    """Median milliseconds of each pass of `g` that every algorithm computes, with each forced,
-    interleaved."""
+    """Median milliseconds of each pass of `g` that every algorithm (`NAME[:KEY=VALUE,...]`)
+    computes, with each forced, interleaved."""
     from minitorch_resnext.bench import _common as common
     from minitorch_resnext.kernels import cpu
+    from minitorch_resnext.kernels.selection import Choice
 
     x, w, gy = (rng.standard_normal(s, dtype=np.float32)
                 for s in (g.input_shape, g.weight_shape, g.output_shape))
     calls = {"forward": lambda a: cpu.conv2d_forward(x, w, None, g, a),
              "grad_input": lambda a: cpu.conv2d_grad_input(gy, w, g, a),
              "grad_weight": lambda a: cpu.conv2d_grad_weight(x, gy, g, a)}
+    choices = {a: Choice(*parse_algorithm(a), "rule_sweep.py") for a in algorithms}
     medians = {}
     for pass_, call in calls.items():
-        if not all(cpu.ALGORITHMS[a].computes(pass_, g) for a in algorithms):
+        if not all(_runs(a, pass_, g) for a in algorithms):
             continue
         stats = common.time_interleaved(
-            [common.Candidate(a, functools.partial(call, a), repeats) for a in algorithms])
+            [common.Candidate(a, functools.partial(call, choices[a]), repeats)
+             for a in algorithms])
         medians[pass_] = {a: stats[a].median * 1e3 for a in algorithms}
     return medians
 
@@ -77,7 +107,11 @@ def main() -> int:
     from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
     threads = common.set_threads(args.threads, "rule_sweep.py")
-    for name in args.algorithms:
+    for spec in args.algorithms:
+        try:
+            name, _ = parse_algorithm(spec)
+        except ValueError as e:
+            raise SystemExit(f"rule_sweep.py: --algorithms: {e}") from None
         if name not in cpu.ALGORITHMS:
             raise SystemExit(f"rule_sweep.py: --algorithms: {name!r} is not one of "
                              f"{tuple(cpu.ALGORITHMS)}")

@@ -49,3 +49,26 @@ def test_an_unknown_algorithm_is_one_line(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct", "winograd"])
     with pytest.raises(SystemExit, match=r"--algorithms: 'winograd' is not one of"):
         script.main()
+
+
+def test_an_algorithm_can_name_its_tuning_parameters(tmp_path, monkeypatch):
+    """`direct:read=stream` against `direct:read=buffers`: the forward and grad_input, which
+    have that parameter; grad_weight, which has not, is left out."""
+    out = tmp_path / "sweep.json"
+    monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct:read=buffers",
+                                      "direct:read=stream", "--stride", "1", "--channels", "4",
+                                      "--sizes", "6", "--batch", "1", "--repeats", "1",
+                                      "--threads", "1", "--out", str(out)])
+    assert script.main() == 0
+    [cell] = json.loads(out.read_text())["cells"]
+    assert set(cell) - {"channels_per_group", "groups", "size"} == {"forward", "grad_input"}
+    assert cell["forward"]["direct:read=stream_ms"] > 0
+    assert script.parse_algorithm("direct:read=stream,x=1") == ("direct", {"read": "stream",
+                                                                           "x": "1"})
+
+
+@pytest.mark.parametrize("spec", ["direct:read", "direct:=stream", "direct:read=stream,"])
+def test_a_malformed_parameter_is_one_line(monkeypatch, spec):
+    monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct", spec])
+    with pytest.raises(SystemExit, match=r"--algorithms: .* parameters are KEY=VALUE"):
+        script.main()
