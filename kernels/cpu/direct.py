@@ -40,7 +40,7 @@ from numba import njit, prange
 from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm, Pass
 from ._numba import fill, ints, transfer, u, valid_cols
-from .intrinsics import STEP_VECTORS, VECTOR_BYTES, plane_taps, prefetch_range
+from .intrinsics import STEP_VECTORS, VECTOR_BYTES, plane_taps
 
 # Scratch per task (input and output blocks) is sized to stay in the per-core L2 cache.
 _BLOCK_BYTES = 128 * 1024
@@ -585,8 +585,7 @@ def _forward_in_place(
     dilation, whole blocks of four channels on both sides), x read in place; one task per
     (image, group, block of four output channels), each output vector summed in registers over
     all nine kernel positions of four input channels at a time (`plane_taps`, masked loads
-    where a tap leaves the image). A task asks for the next task's input planes ahead, so that
-    memory streams them while it computes.
+    where a tap leaves the image).
 
     Args:
         x: input (N, C_in, H, W), contiguous.
@@ -615,8 +614,6 @@ def _forward_in_place(
         img, g, b = plane_group // groups, plane_group % groups, unit % blocks
         o0 = g * og + 4 * b
         xb, yb, c = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane, o0 * n_taps
-        if b == blocks - 1 and unit + 1 < units:
-            prefetch_range(xf, xb + cg * plane, cg * plane)
         for e in range(0, cg, 4):
             plane_taps(yf, yb, plane, xf, xb - first, offsets, e, cg, coef, c, n_taps, masks,
                        rows, e > 0, bias, o0)
