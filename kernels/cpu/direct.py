@@ -323,7 +323,7 @@ def _axpy4x4(
 
 
 @njit(cache=True)
-def _taps_at(
+def _accumulate_taps(
     dst: np.ndarray,
     d: int,
     d_stride: int,
@@ -365,7 +365,7 @@ def _taps_at(
 def _single_taps(dst: np.ndarray, d: int, d_stride: int, p0: int, p1: int, n: int,
                  src: np.ndarray, offsets: np.ndarray, t0: int, t1: int, coef: np.ndarray,
                  c: int, c_stride: int) -> None:
-    """`_taps_at` for outputs p0 .. p1 and taps t0 .. t1, one (output, tap) at a time."""
+    """`_accumulate_taps` for outputs p0 .. p1 and taps t0 .. t1, one (output, tap) at a time."""
     for q in range(p0, p1):
         for r in range(t0, t1):
             _axpy(dst, d + q * d_stride, n, src, offsets[r], coef[c + q * c_stride + r])
@@ -471,13 +471,13 @@ def _column_masks(wd: int, dw: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
 
 @njit(cache=True)
 def _plane_masks(wd: int, dw: int, h: int, pad: int) -> np.ndarray:
-    """`plane_taps`' column masks, flat: rows left, inside and right of an h x wd plane and `pad`
+    """`plane_taps`' column masks: rows left, inside and right of an h x wd plane and `pad`
     pixels past it (0 there), left and right as `_column_masks`."""
     plane = h * wd
     masks = np.zeros((3, plane + pad), np.uint8)
     masks[0, :plane], masks[2, :plane] = _column_masks(wd, dw, h)
     masks[1, :plane] = 1
-    return masks.reshape(-1)
+    return masks
 
 
 @njit(cache=True)
@@ -560,8 +560,8 @@ def _forward(
                 outs = min(4, (g + 1) * og - o0)
                 for p in range(outs):
                     fill(ybuf, p * size, size, bias[o0 + p])
-                _taps_at(ybuf, zero, size, outs, size, xbuf, offsets, zero, n_taps, wf, o0 * n_taps,
-                         n_taps)
+                _accumulate_taps(ybuf, zero, size, outs, size, xbuf, offsets, zero, n_taps, wf,
+                                 o0 * n_taps, n_taps)
                 for item in range(first, last):
                     n, r0 = item // per_img, item % per_img * seg_rows
                     rows = min(seg_rows, out_h - r0)
@@ -688,8 +688,8 @@ def _grad_input(
                                 coef[p * (t1 - t0) + k - t0] = wf[wi]
                         for p in range(chans):
                             fill(gxbuf, (p * sw + b) * gx_len, size, 0)
-                        _taps_at(gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf, offsets, t0,
-                                 t1, coef, -t0, t1 - t0)
+                        _accumulate_taps(gxbuf, b * gx_len, sw * gx_len, chans, size, gybuf,
+                                         offsets, t0, t1, coef, -t0, t1 - t0)
                     for item in range(first, last):
                         n, u0 = item // per_img, u_lo + item % per_img * seg_rows
                         rows = min(seg_rows, u_hi - u0)

@@ -160,13 +160,15 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
               coef[c + p*c_stride + t + q*cg + e] * x[xs + k + offsets[t + q*cg + e]]
 
     where a tap counts only where it lies in the image: in masks' row j (left, inside and right
-    columns of a plane: 1 where a tap of kernel column j stays on the row, 0 past the plane) and,
+    columns of a plane: 1 where a tap of kernel column j stays on the row, 0 past the plane, at
+    least one step past it; a C-contiguous 2-D array) and,
     for kernel row 0 (2), at pixels k >= rows[0] (k < rows[1]). The taps are masked loads, so
     nothing outside the image is read, and the sums stay in registers: each output vector is
     stored once, where a loop per kernel position loads and stores it nine times."""
     dtype = y.dtype
     if not (isinstance(y, types.Array) and isinstance(x, types.Array) and x.dtype == dtype
-            and dtype in (types.float32, types.float64)):
+            and dtype in (types.float32, types.float64)
+            and isinstance(masks, types.Array) and masks.ndim == 2 and masks.layout == "C"):
         return None
     lanes = VECTOR_BYTES * 8 // dtype.bitwidth
     step = lanes * STEP_VECTORS
@@ -177,9 +179,10 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
     def codegen(context, builder, signature, args):
         (y_, yb_, plane_, x_, xs_, off_, t_, cg_, coef_, c_, c_stride_, masks_, rows_,
          accumulate_, bias_, o0_) = args
-        arrays = {name: context.make_array(signature.args[i])(context, builder, args[i]).data
-                  for i, name in ((0, "y"), (3, "x"), (5, "off"), (8, "coef"), (11, "masks"),
-                                  (14, "bias"))}
+        structs = {name: context.make_array(signature.args[i])(context, builder, args[i])
+                   for i, name in ((0, "y"), (3, "x"), (5, "off"), (8, "coef"), (11, "masks"),
+                                   (14, "bias"))}
+        arrays = {name: struct.data for name, struct in structs.items()}
         index = context.get_value_type(intp)
         i32 = ir.IntType(32)
         vec = ir.VectorType(context.get_value_type(dtype), lanes)
@@ -216,7 +219,7 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
         biases = [splat(builder.load(at("bias", builder.add(o0_, n(p)))), vec) for p in range(4)]
         rows = [splat(builder.extract_value(rows_, r), ivec) for r in range(2)]
         lane = ir.Constant(ivec, list(range(lanes)))
-        mask_row = builder.add(plane_, n(step))
+        mask_row = builder.extract_value(structs["masks"].shape, 1)
         byte_vec = ir.VectorType(ir.IntType(8), lanes)
 
         def columns(j, k):
