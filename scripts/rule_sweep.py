@@ -130,7 +130,7 @@ def main() -> int:
                                       args.kernel // 2, 1, groups)
                 cell, row = {"channels_per_group": cg, "groups": groups, "size": hw}, [cg, hw]
                 timed = time_passes(g, args.algorithms, args.repeats, rng)
-                passes = list(timed)
+                passes = list(timed) or passes
                 for pass_, ms in timed.items():
                     cell[pass_] = {**{f"{a}_ms": round(v, 6) for a, v in ms.items()},
                                    "ratio": round(ms[first] / ms[second], 3)}
@@ -138,6 +138,9 @@ def main() -> int:
                 cells.append(cell)
                 rows.append([str(v) for v in row])
                 print(f"  {cg} channels per group, {hw}x{hw}: done", file=sys.stderr, flush=True)
+    if not passes:
+        raise SystemExit(f"rule_sweep.py: --algorithms: {first} and {second} compute no pass of "
+                         "any cell with the parameters they name")
     print(f"{common.cpu_model()}, kernels compiled for {common.compiled_isa()}, {threads} "
           f"thread(s), batch {args.batch}, {args.kernel}x{args.kernel}, stride {args.stride}; "
           f"ratio = {first} / {second}")

@@ -72,3 +72,13 @@ def test_a_malformed_parameter_is_one_line(monkeypatch, spec):
     monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct", spec])
     with pytest.raises(SystemExit, match=r"--algorithms: .* parameters are KEY=VALUE"):
         script.main()
+
+
+def test_parameters_that_no_cell_runs_with_are_one_line(monkeypatch):
+    """A value outside the algorithm's space (or a parameter it lacks) leaves nothing to time."""
+    monkeypatch.setattr(sys, "argv", ["rule_sweep.py", "--algorithms", "direct:read=stream",
+                                      "direct:read=nowhere", "--stride", "1", "--channels", "4",
+                                      "--sizes", "6", "--batch", "1", "--repeats", "1",
+                                      "--threads", "1"])
+    with pytest.raises(SystemExit, match=r"--algorithms: .* compute no pass of any cell"):
+        script.main()
