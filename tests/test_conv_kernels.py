@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minitorch_resnext.kernels import cpu, reference
-from minitorch_resnext.kernels.cpu import gemm, implicit, pointwise, tiled
+from minitorch_resnext.kernels.cpu import direct, gemm, implicit, memory, pointwise, tiled
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.kernels.selection import Choice
 
@@ -175,6 +175,48 @@ def test_direct_stream_moves_nan_and_inf_of_its_input_as_the_definition():
         np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
         finite = np.isfinite(want)
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("x_shape, dilation, whole_vectors", [
+    ((2, 8, 16, 16), 1, True),   # a few edge steps at each end of a plane, the rest interior
+    ((1, 8, 12, 32), 2, True),   # two rows each side for kernel rows 0 and 2
+    ((1, 4, 8, 8), 1, True),     # no interior step (AVX-512, float32: two steps in all)
+    ((2, 8, 9, 7), 1, False),    # planes of 63 values: written through the caches
+])
+def test_direct_stream_writes_large_outputs_past_the_caches(x_shape, dilation, whole_vectors,
+                                                            dtype, monkeypatch):
+    """An output larger than the last-level cache (here the cache is said to hold nothing) is
+    written with non-temporal stores where each plane starts on a vector, the same values as
+    the definition; forward and grad_input (the same forward, transposed)."""
+    monkeypatch.setattr(memory, "last_level_cache_bytes", lambda: 0)
+    g = Conv2dGeometry.of(x_shape, (8, 4, 3, 3), padding=dilation, dilation=dilation,
+                          groups=x_shape[1] // 4)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(g.input_shape, dtype), rng.standard_normal(g.weight_shape, dtype)
+    b, gy = rng.standard_normal(8, dtype), rng.standard_normal(g.output_shape, dtype)
+    y = memory.empty_aligned(g.output_shape, np.dtype(dtype))
+    assert direct.bypasses_caches(y) == whole_vectors
+    assert not direct.bypasses_caches(memory.empty_aligned((y.size + 1,), y.dtype)[1:]
+                                      .reshape(y.shape))  # not on a vector: cached stores
+    stream = Choice("direct", {"read": "stream"}, "")
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-5}
+    np.testing.assert_allclose(cpu.conv2d_forward(x, w, b, g, stream),
+                               reference.conv2d_forward(x, w, b, g), **tol)
+    np.testing.assert_allclose(cpu.conv2d_grad_input(gy, w, g, stream),
+                               reference.conv2d_grad_input(gy, w, g), **tol)
+
+
+def test_outputs_start_on_a_cache_line_and_the_cache_size_is_read():
+    """The CPU passes' outputs start on a cache line (non-temporal stores need it), and the
+    last-level cache is at least a megabyte (sysfs) or the stated default."""
+    g = Conv2dGeometry.of((1, 3, 5, 5), (6, 3, 3, 3))
+    rng = np.random.default_rng(6)
+    for _ in range(4):
+        y = cpu.conv2d_forward(rng.standard_normal(g.input_shape, np.float32),
+                               rng.standard_normal(g.weight_shape, np.float32), None, g)
+        assert y.ctypes.data % memory.CACHE_LINE_BYTES == 0 and y.flags.c_contiguous
+    assert memory.last_level_cache_bytes() >= 1 << 20
 
 
 @given(conv_problems("direct"))

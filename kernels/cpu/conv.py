@@ -17,7 +17,7 @@ import numpy as np
 
 from ..geometry import Conv2dGeometry
 from ..selection import PASSES, Choice, ConvAlgorithm, ConvChoices, Pass, choose, requested
-from . import depthwise, direct, gemm, implicit, pointwise, rules, tiled, tune
+from . import depthwise, direct, gemm, implicit, memory, pointwise, rules, tiled, tune
 
 ALGORITHMS: dict[str, ConvAlgorithm] = {
     a.name: a for a in (depthwise.ALGORITHM, direct.ALGORITHM, gemm.ALGORITHM, implicit.ALGORITHM,
@@ -58,7 +58,7 @@ def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None,
     operands = [None if a is None else np.ascontiguousarray(a, first.dtype) for a in others]
     shape = {"forward": geometry.output_shape, "grad_input": geometry.input_shape,
              "grad_weight": geometry.weight_shape}[pass_]
-    out = np.empty(shape, first.dtype)
+    out = memory.empty_aligned(shape, first.dtype)
     choice = (_chosen(pass_, geometry, first.dtype) if algorithm is None
               else requested(ALGORITHMS, pass_, geometry, algorithm))
     kernel = ALGORITHMS[choice.algorithm].kernels[pass_]

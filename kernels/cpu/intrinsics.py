@@ -12,6 +12,11 @@ bit at a time with log2(lanes) rounds of two-input shuffles, and stores the rows
 
 `prefetch` asks for a cache line ahead of its use, so that a kernel can fetch the next task's
 input while it computes on the current one instead of waiting for it afterwards.
+
+`plane_taps` is the direct kernel's in-place 3x3 step: 36 input streams and four output
+streams that LLVM's loop vectoriser cannot prove apart, so the vectors, the masked loads at
+the image's edges and the non-temporal stores of outputs too large for the caches are written
+out here.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._numba import u
-from .target import ISA
+from .target import ISA, OTHER
 
 VECTOR_BYTES = ISA.vector_bytes  # one register of the target the kernels are compiled for
 CACHE_LINE_BYTES = 64
@@ -150,7 +155,7 @@ STEP_VECTORS = 2
 
 @intrinsic
 def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride, masks, rows,
-               accumulate, bias, o0):
+               accumulate, bias, o0, bypass):
     """The direct kernel's in-place 3x3 forward for four output planes and four input channels
     (`direct._forward_in_place`): for every pixel k of a plane (in steps of STEP_VECTORS
     vectors, the last one's pixels past the plane masked off) and output p < 4,
@@ -164,7 +169,13 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
     least one step past it; a C-contiguous 2-D array) and,
     for kernel row 0 (2), at pixels k >= rows[0] (k < rows[1]). The taps are masked loads, so
     nothing outside the image is read, and the sums stay in registers: each output vector is
-    stored once, where a loop per kernel position loads and stores it nine times."""
+    stored once, where a loop per kernel position loads and stores it nine times.
+
+    The steps whose pixels all lie below the first dilation rows and above the last (most of
+    a plane) skip the row tests. With `bypass` (an x86 target, not `accumulate`, y[yb] and
+    the plane's length whole vectors of bytes: aligned stores) the full steps' stores are
+    non-temporal, past the caches: the output line is not read from memory first, which only
+    pays where the output could not stay in the caches anyway (the interior steps: most)."""
     dtype = y.dtype
     if not (isinstance(y, types.Array) and isinstance(x, types.Array) and x.dtype == dtype
             and dtype in (types.float32, types.float64)
@@ -174,11 +185,11 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
     step = lanes * STEP_VECTORS
     intp = types.intp
     sig = types.void(y, intp, intp, x, intp, offsets, intp, intp, coef, intp, intp, masks, rows,
-                     types.boolean, bias, intp)
+                     types.boolean, bias, intp, types.boolean)
 
     def codegen(context, builder, signature, args):
         (y_, yb_, plane_, x_, xs_, off_, t_, cg_, coef_, c_, c_stride_, masks_, rows_,
-         accumulate_, bias_, o0_) = args
+         accumulate_, bias_, o0_, bypass_) = args
         structs = {name: context.make_array(signature.args[i])(context, builder, args[i])
                    for i, name in ((0, "y"), (3, "x"), (5, "off"), (8, "coef"), (11, "masks"),
                                    (14, "bias"))}
@@ -233,27 +244,35 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
                 return builder.load(pointer, align=align.constant)
             return builder.call(masked_load, [pointer, align, ok, zero])
 
-        def store(value, pointer, ok):
-            if ok is None:
-                builder.store(value, pointer, align=align.constant)
-            else:
-                builder.call(masked_store, [value, pointer, align, ok])
+        streaming = builder.module.add_metadata([ir.Constant(i32, 1)])
 
-        def step_at(first, accumulate, last):
+        def store(value, pointer, ok, bypass):
+            if ok is not None:
+                builder.call(masked_store, [value, pointer, align, ok])
+            elif bypass:
+                builder.store(value, pointer, align=VECTOR_BYTES).set_metadata("nontemporal",
+                                                                              streaming)
+            else:
+                builder.store(value, pointer, align=align.constant)
+
+        def step_at(first, accumulate, last=False, interior=False, bypass=False):
             """One step from pixel `first`; the `last` one ends past the plane, where its loads
-            and stores are masked off (elsewhere a masked store can cost a dozen cycles)."""
+            and stores are masked off (elsewhere a masked store can cost a dozen cycles); an
+            `interior` one lies between the rows that kernel rows 0 and 2 miss."""
             inputs, outputs, inside = [], [], []
             for r in range(STEP_VECTORS):
                 k = builder.add(first, n(r * lanes))
                 pixels = builder.add(splat(k, ivec), lane)
-                row_ok = (builder.icmp_signed(">=", pixels, rows[0]), None,
-                          builder.icmp_signed("<", pixels, rows[1]))
+                row_ok = (None, None, None) if interior else (
+                    builder.icmp_signed(">=", pixels, rows[0]), None,
+                    builder.icmp_signed("<", pixels, rows[1]))
                 col_ok = [columns(j, k) for j in range(3)]
                 inside.append(col_ok[1] if last else None)
                 loads = []
                 for q in range(9):
                     i, j = divmod(q, 3)
-                    ok = (inside[-1] if (i, j) == (1, 1) else col_ok[j] if i == 1
+                    ok = (inside[-1] if (i, j) == (1, 1)
+                          else col_ok[j] if i == 1 or (interior and j != 1)
                           else row_ok[i] if j == 1 and not last
                           else builder.and_(col_ok[j], row_ok[i]))
                     loads.append([load(vector_at("x", builder.add(builder.add(xs_, k), off)), ok)
@@ -272,14 +291,45 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
                                                             sums[r][p]])
             for outs, total, ok in zip(outputs, sums, inside):
                 for out, value in zip(outs, total):
-                    store(value, out, ok)
+                    store(value, out, ok, bypass)
+
+        def steps(count, index, **kinds):
+            with cgutils.for_range(builder, count) as loop:
+                step_at(builder.mul(index(loop.index), n(step)), **kinds)
+
+        def smaller(a, b):
+            return builder.select(builder.icmp_signed("<", a, b), a, b)
 
         def plane_pass(accumulate):
+            # the steps [top, bottom) start at or after rows[0] and end by rows[1]; the others,
+            # a few at each end of the plane, run in one loop (one copy of the code)
             full = builder.sdiv(plane_, n(step))
-            with cgutils.for_range(builder, full) as loop:
-                step_at(builder.mul(loop.index, n(step)), accumulate, False)
+            top = smaller(builder.sdiv(builder.add(builder.extract_value(rows_, 0), n(step - 1)),
+                                       n(step)), full)
+            bottom = smaller(builder.sdiv(builder.extract_value(rows_, 1), n(step)), full)
+            bottom = builder.select(builder.icmp_signed("<", bottom, top), top, bottom)
+            steps(builder.add(top, builder.sub(full, bottom)),
+                  lambda i: builder.select(builder.icmp_signed("<", i, top), i,
+                                           builder.add(i, builder.sub(bottom, top))),
+                  accumulate=accumulate)
+
+            def interior(bypass=False):
+                steps(builder.sub(bottom, top), lambda i: builder.add(top, i),
+                      accumulate=accumulate, interior=True, bypass=bypass)
+
+            if accumulate or ISA == OTHER:  # non-temporal stores and sfence are x86's
+                interior()
+            else:
+                with builder.if_else(bypass_) as (streamed, cached):
+                    with streamed:
+                        interior(bypass=True)
+                        # order the non-temporal stores before whatever reads y next
+                        builder.call(_declare(builder, "llvm.x86.sse.sfence", ir.VoidType(), []),
+                                     [])
+                    with cached:
+                        interior()
             with builder.if_then(builder.icmp_signed("!=", builder.srem(plane_, n(step)), n(0))):
-                step_at(builder.mul(full, n(step)), accumulate, True)
+                step_at(builder.mul(full, n(step)), accumulate, last=True)
 
         with builder.if_else(accumulate_) as (then, otherwise):
             with then:
