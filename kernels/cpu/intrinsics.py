@@ -29,10 +29,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._numba import u
+from .memory import CACHE_LINE_BYTES
 from .target import ISA, OTHER
 
 VECTOR_BYTES = ISA.vector_bytes  # one register of the target the kernels are compiled for
-CACHE_LINE_BYTES = 64
 
 
 def butterfly_masks(lanes: int) -> list[tuple[int, list[int], list[int]]]:
@@ -173,9 +173,9 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
 
     The steps whose pixels all lie below the first dilation rows and above the last (most of
     a plane) skip the row tests. With `bypass` (an x86 target, not `accumulate`, y[yb] and
-    the plane's length whole vectors of bytes: aligned stores) the full steps' stores are
+    the plane's length whole vectors of bytes: aligned stores) those steps' stores are
     non-temporal, past the caches: the output line is not read from memory first, which only
-    pays where the output could not stay in the caches anyway (the interior steps: most)."""
+    pays where the output could not stay in the caches anyway."""
     dtype = y.dtype
     if not (isinstance(y, types.Array) and isinstance(x, types.Array) and x.dtype == dtype
             and dtype in (types.float32, types.float64)
