@@ -1,12 +1,19 @@
-"""The LLVM-IR helpers of the CPU kernels: the in-register block transpose against NumPy."""
+"""The LLVM-IR helpers of the CPU kernels against NumPy: the in-register block transpose and the
+stride-2 column phases."""
 
 from __future__ import annotations
 
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from numba import njit
 
-from minitorch_resnext.kernels.cpu.intrinsics import VECTOR_BYTES, butterfly_masks, pack_pixels
+from minitorch_resnext.kernels.cpu.intrinsics import (
+    VECTOR_BYTES,
+    butterfly_masks,
+    pack_pixels,
+    pair_phases,
+)
 
 
 @st.composite
@@ -46,3 +53,37 @@ def test_butterfly_masks_compose_to_a_transpose():
                 both = block[i] + block[i + k]
                 block[i], block[i + k] = [both[m] for m in lo], [both[m] for m in hi]
     assert block == [[(j, i) for j in range(lanes)] for i in range(lanes)]
+
+
+@njit
+def _pair_phases(buf, b0, b1, img, i, n, load):
+    pair_phases(buf, b0, b1, img, i, n, load)
+
+
+@given(dtype=st.sampled_from(["float32", "float64"]), data=st.data())
+def test_pair_phases_moves_both_phases_of_a_row_and_nothing_else(dtype, data):
+    """Rows of up to three vectors of pairs (a masked step, whole steps, an overlapping last
+    one), both ways, in arrays that may end where the row and the phases end (nothing read past
+    them) or go on (nothing written there)."""
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
+    n = data.draw(st.integers(0, 3 * lanes + 1), label="pairs")
+    i, b0 = data.draw(st.integers(0, 5), label="i"), data.draw(st.integers(0, 5), label="b0")
+    b1 = b0 + n + data.draw(st.integers(0, 3), label="gap")
+    load = data.draw(st.booleans(), label="load")
+    tail = data.draw(st.integers(0, 3), label="tail")
+    rng = np.random.default_rng(n)
+    img = np.full(i + 2 * n + tail, np.nan, dtype)
+    buf = np.full(b1 + n + tail, np.nan, dtype)
+    if load:
+        img[:] = rng.standard_normal(img.size)
+    else:
+        buf[:] = rng.standard_normal(buf.size)
+    img_before, buf_before = img.copy(), buf.copy()
+    _pair_phases(buf, b0, b1, img, i, n, load)
+    expected_img, expected_buf = img_before.copy(), buf_before.copy()
+    if load:
+        expected_buf[b0:b0 + n], expected_buf[b1:b1 + n] = img[i:i + 2 * n:2], img[i + 1:i + 2 * n:2]
+    else:
+        expected_img[i:i + 2 * n:2], expected_img[i + 1:i + 2 * n:2] = buf[b0:b0 + n], buf[b1:b1 + n]
+    np.testing.assert_array_equal(buf, expected_buf)  # NaN where nothing is written
+    np.testing.assert_array_equal(img, expected_img)

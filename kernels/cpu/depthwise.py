@@ -59,7 +59,7 @@ from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm, Pass
 from ._numba import TASKS_PER_THREAD, fill, one_thread_below, transfer, u
 from .codegen import compile_tile
-from .direct import _col_ranges, _column_masks, _input_taps, _row_phases, streams
+from .direct import _column_masks, _input_taps, _row_phases, streams
 
 TAPS = 9
 # "rows" and "stream" (and grad_weight's "stream") by default from this output width on, where
@@ -187,16 +187,19 @@ def _load_phases(img: np.ndarray, plane: int, h: int, width: int, sh: int, sw: i
     """The image plane at img[plane] (h x width) into the interior of its zero-padded, phase-split
     buffer: padded pixel (u, v) at buf[(u % sH * sW + v % sW) * phase_len + u // sH * pitch +
     v // sW]. Only the rows that some tap reads; the padding is never written."""
-    ranges = _col_ranges(-pw, sw, width, pitch)
+    read = 0  # bit a: some tap reads the rows of phase a
+    for i in range(kh):
+        read |= 1 << (i * dh % sh)
+    row, a = divmod(ph, sh)  # of padded row ih + pH, counted along rather than divided out
     for ih in range(h):
-        u = ih + ph
-        a, row = u % sh, u // sh
-        read = False
-        for i in range(kh):
-            read = read or i * dh % sh == a
-        if row < rows and read:
+        if row >= rows:
+            break
+        if read >> a & 1:
             _row_phases(img, plane + ih * width - pw, buf, a * sw * phase_len + row * pitch,
-                        phase_len, -pw, sw, width, pitch, ranges, True)
+                        phase_len, -pw, sw, width, pitch, True)
+        a += 1
+        if a == sh:
+            a, row = 0, row + 1
 
 
 @njit(cache=True, inline="always")

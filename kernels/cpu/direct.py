@@ -42,7 +42,7 @@ from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm, Pass
 from . import memory
 from ._numba import fill, ints, transfer, u, valid_cols
-from .intrinsics import STEP_VECTORS, VECTOR_BYTES, plane_taps
+from .intrinsics import STEP_VECTORS, VECTOR_BYTES, pair_phases, plane_taps
 
 # Scratch per task (input and output blocks) is sized to stay in the per-core L2 cache.
 _BLOCK_BYTES = 128 * 1024
@@ -72,34 +72,6 @@ def _segments(
 
 
 @njit(cache=True, inline="always")
-def _transfer_pair(
-    buf: np.ndarray, b0: int, b1: int, img: np.ndarray, i: int, n: int, load: bool
-) -> None:
-    """buf[b0 + k], buf[b1 + k] <-> img[i + 2k], img[i + 2k + 1] (both stride-2 phases in one
-    pass: vector shuffles, where moving one strided phase alone compiles to slow gathers)."""
-    if load:
-        for k in range(n):
-            buf[u(b0 + k)] = img[u(i + 2 * k)]
-            buf[u(b1 + k)] = img[u(i + 2 * k + 1)]
-    else:
-        for k in range(n):
-            img[u(i + 2 * k)] = buf[u(b0 + k)]
-            img[u(i + 2 * k + 1)] = buf[u(b1 + k)]
-
-
-@njit(cache=True, inline="always")
-def _col_ranges(
-    col0: int, step: int, width: int, count: int
-) -> tuple[int, int, int, int, int, int]:
-    """Phase columns v < count inside a row of `width` (pixel col0 + v*step + b): [lo0, hi0)
-    for phase 0, [lo1, hi1) for phase 1, and [mid_lo, mid_hi) where both are inside."""
-    lo0, hi0 = valid_cols(col0, step, width, count)
-    lo1, hi1 = valid_cols(col0 + 1, step, width, count)
-    mid_lo = max(lo0, lo1)
-    return lo0, hi0, lo1, hi1, mid_lo, max(mid_lo, min(hi0, hi1))
-
-
-@njit(cache=True, inline="always")
 def _row_phases(
     img: np.ndarray,
     i: int,
@@ -110,23 +82,23 @@ def _row_phases(
     step: int,
     width: int,
     count: int,
-    ranges: tuple[int, int, int, int, int, int],
     load: bool,
 ) -> None:
     """Move one image row (pixel col0 at img[i]) to or from its `step` column phases
-    buf[b + p*phase_len + v] <-> img[i + v*step + p], for the v < count inside the row;
-    `ranges` is `_col_ranges(col0, step, width, count)`."""
-    lo0, hi0, lo1, hi1, mid_lo, mid_hi = ranges
+    buf[b + p*phase_len + v] <-> img[i + v*step + p], for the v < count inside the row.
+
+    Those pixels are one run of the row, [first, last): at a stride of 2 its pixels go in
+    pairs, one to each phase, starting with whichever phase the first pixel is in."""
+    first, last = max(0, col0), min(width, col0 + step * count)
     if step == 1:
-        transfer(buf, b + lo0, img, i + lo0, 1, hi0 - lo0, load)
-    elif step == 2:  # both phases together in [mid_lo, mid_hi); the edge pixel(s) one by one
-        for p, lo, hi in ((0, lo0, hi0), (1, lo1, hi1)):
-            for v in range(lo, min(hi, mid_lo)):
-                transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
-            for v in range(max(lo, mid_hi), hi):
-                transfer(buf, b + p * phase_len + v, img, i + 2 * v + p, 0, 1, load)
-        n = mid_hi - mid_lo
-        _transfer_pair(buf, b + mid_lo, b + phase_len + mid_lo, img, i + 2 * mid_lo, n, load)
+        transfer(buf, b + first - col0, img, i + first - col0, 1, last - first, load)
+    elif step == 2:
+        v, p = divmod(first - col0, 2)  # first pixel: phase p, column v; the next: 1 - p, v + p
+        pairs = max(0, last - first) // 2
+        pair_phases(buf, b + p * phase_len + v, b + (1 - p) * phase_len + v + p, img,
+                    i + first - col0, pairs, load)
+        if first + 2 * pairs < last:  # an odd pixel at the end
+            transfer(buf, b + p * phase_len + v + pairs, img, i + last - 1 - col0, 0, 1, load)
     else:
         for p in range(step):
             lo, hi = valid_cols(col0 + p, step, width, count)
@@ -152,7 +124,6 @@ def _load_plane(
     """buf[b + p*phase_len + rr*pitch + v] = padded image plane (flat, at img[plane], h x width)
     at row row0 + rr*row_step, column col0 + v*col_step + p, for rr < rows, v < pitch,
     p < col_step: rows of the column phases of a zero-padded plane."""
-    ranges = _col_ranges(col0, col_step, width, pitch)
     for rr in range(rows):
         base = b + rr * pitch
         for p in range(col_step):
@@ -160,7 +131,7 @@ def _load_plane(
         ih = row0 + rr * row_step
         if 0 <= ih < h:
             i = plane + ih * width + col0
-            _row_phases(img, i, buf, base, phase_len, col0, col_step, width, pitch, ranges, True)
+            _row_phases(img, i, buf, base, phase_len, col0, col_step, width, pitch, True)
 
 
 @njit(cache=True)
@@ -182,13 +153,12 @@ def _store_plane(
 ) -> None:
     """The inverse of `_load_plane` for v < count: write the phase rows back into the plane,
     skipping pixels outside it."""
-    ranges = _col_ranges(col0, col_step, width, count)
     for rr in range(rows):
         ih = row0 + rr * row_step
         if 0 <= ih < h:
             i = plane + ih * width + col0
             base = b + rr * pitch
-            _row_phases(img, i, buf, base, phase_len, col0, col_step, width, count, ranges, False)
+            _row_phases(img, i, buf, base, phase_len, col0, col_step, width, count, False)
 
 
 @njit(cache=True)

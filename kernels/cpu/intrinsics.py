@@ -147,6 +147,99 @@ def prefetch_range(arr, start, count):
         prefetch(arr, i)
 
 
+@intrinsic
+def pair_phases(typingctx, buf, b0, b1, img, i, n, load):
+    """buf[b0 + k], buf[b1 + k] <-> img[i + 2k], img[i + 2k + 1] for k < n (load: into buf):
+    the two column phases of a stride-2 row, a vector of each per two vectors of the row.
+    Rows of ResNeXt's strided convolutions hold 14 to 56 pixels, too few for the loop
+    vectoriser, which only runs two vectors per step (64 pixels with AVX-512) and leaves the
+    rest to scalar code; here a row shorter than a vector is one masked step, a longer one
+    ends with a step that overlaps the one before. Flat float arrays, no bounds checks."""
+    if not (isinstance(buf, types.Array) and isinstance(img, types.Array)
+            and buf.dtype == img.dtype and buf.dtype in (types.float32, types.float64)):
+        return None
+    dtype = buf.dtype
+    lanes = VECTOR_BYTES * 8 // dtype.bitwidth
+    intp = types.intp
+    sig = types.void(buf, intp, intp, img, intp, intp, types.boolean)
+
+    def codegen(context, builder, signature, args):
+        buf_, b0_, b1_, img_, i_, count_, load_ = args
+        buf_data = context.make_array(signature.args[0])(context, builder, buf_).data
+        img_data = context.make_array(signature.args[3])(context, builder, img_).data
+        index, i32 = context.get_value_type(intp), ir.IntType(32)
+        vec = ir.VectorType(context.get_value_type(dtype), lanes)
+        ivec = ir.VectorType(index, lanes)
+        masked_load, masked_store = _masked_memory(builder, vec)
+        align = dtype.bitwidth // 8
+        lane_ids = ir.VectorType(i32, lanes)
+        # split: (even, odd) of the row's vectors (a, b); join: (a, b) of (even, odd)
+        evens = ir.Constant(lane_ids, list(range(0, 2 * lanes, 2)))
+        odds = ir.Constant(lane_ids, list(range(1, 2 * lanes, 2)))
+        lows = ir.Constant(lane_ids, [c // 2 + (c % 2) * lanes for c in range(lanes)])
+        highs = ir.Constant(lane_ids, [(c + lanes) // 2 + (c % 2) * lanes for c in range(lanes)])
+
+        def const(value):
+            return ir.Constant(index, value)
+
+        def vector_at(data, offset):
+            return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
+
+        def load(pointer, ok):
+            if ok is None:
+                return builder.load(pointer, align=align)
+            return builder.call(masked_load, [pointer, ir.Constant(i32, align), ok,
+                                              ir.Constant(vec, None)])
+
+        def store(value, pointer, ok):
+            if ok is None:
+                builder.store(value, pointer, align=align)
+            else:
+                builder.call(masked_store, [value, pointer, ir.Constant(i32, align), ok])
+
+        def below(count, first=0):
+            """Lanes c with first + c < count (a vector of booleans)."""
+            bound = builder.sub(count, const(first))
+            splat = builder.insert_element(ir.Constant(ivec, ir.Undefined), bound, const(0))
+            splat = builder.shuffle_vector(splat, ir.Constant(ivec, ir.Undefined),
+                                           ir.Constant(lane_ids, [0] * lanes))
+            return builder.icmp_signed("<", ir.Constant(ivec, list(range(lanes))), splat)
+
+        def step(k, load_phases, masks=(None, None, None)):
+            """Pairs k .. k + lanes; masks: (row's first vector, its second, each phase)."""
+            row = [vector_at(img_data, builder.add(i_, builder.add(
+                builder.mul(k, const(2)), const(r * lanes)))) for r in range(2)]
+            phases = [vector_at(buf_data, builder.add(b, k)) for b in (b0_, b1_)]
+            if load_phases:
+                a, b = (load(p, ok) for p, ok in zip(row, masks))
+                for value, p in zip((builder.shuffle_vector(a, b, evens),
+                                     builder.shuffle_vector(a, b, odds)), phases):
+                    store(value, p, masks[2])
+            else:
+                even, odd = (load(p, masks[2]) for p in phases)
+                for value, p, ok in zip((builder.shuffle_vector(even, odd, lows),
+                                         builder.shuffle_vector(even, odd, highs)), row, masks):
+                    store(value, p, ok)
+
+        def move(load_phases):
+            full = builder.sdiv(count_, const(lanes))
+            with cgutils.for_range(builder, full) as loop:
+                step(builder.mul(loop.index, const(lanes)), load_phases)
+            rest = builder.icmp_signed(">", builder.srem(count_, const(lanes)), const(0))
+            with builder.if_then(rest):
+                with builder.if_else(builder.icmp_signed(">", full, const(0))) as (longer, shorter):
+                    with longer:  # the last vector of pairs again, over the one before
+                        step(builder.sub(count_, const(lanes)), load_phases)
+                    with shorter:
+                        pixels = builder.mul(count_, const(2))
+                        step(const(0), load_phases, (below(pixels), below(pixels, lanes), below(count_)))
+
+        _both_ways(builder, load_, move)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # `plane_taps` computes this many vectors of pixels per step: each weight's broadcast (spilled:
 # 144 of them do not fit in the registers) is reloaded once per step for all of them; with four
 # the accumulators and loaded inputs spill too.
@@ -197,14 +290,9 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
         index = context.get_value_type(intp)
         i32 = ir.IntType(32)
         vec = ir.VectorType(context.get_value_type(dtype), lanes)
-        ivec, bvec = ir.VectorType(index, lanes), ir.VectorType(ir.IntType(1), lanes)
-        suffix = f"v{lanes}f{dtype.bitwidth}"
-        memory = f"{suffix}.{_pointer_suffix(suffix)}"
-        masked_load = _declare(builder, f"llvm.masked.load.{memory}", vec,
-                               [vec.as_pointer(), i32, bvec, vec])
-        masked_store = _declare(builder, f"llvm.masked.store.{memory}", ir.VoidType(),
-                                [vec, vec.as_pointer(), i32, bvec])
-        fma = _declare(builder, f"llvm.fma.{suffix}", vec, [vec, vec, vec])
+        ivec = ir.VectorType(index, lanes)
+        masked_load, masked_store = _masked_memory(builder, vec)
+        fma = _declare(builder, f"llvm.fma.v{lanes}f{dtype.bitwidth}", vec, [vec, vec, vec])
         align, zero = ir.Constant(i32, dtype.bitwidth // 8), ir.Constant(vec, None)
 
         def n(value):
@@ -331,14 +419,31 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
             with builder.if_then(builder.icmp_signed("!=", builder.srem(plane_, n(step)), n(0))):
                 step_at(builder.mul(full, n(step)), accumulate, last=True)
 
-        with builder.if_else(accumulate_) as (then, otherwise):
-            with then:
-                plane_pass(True)
-            with otherwise:
-                plane_pass(False)
+        _both_ways(builder, accumulate_, plane_pass)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _both_ways(builder: ir.IRBuilder, flag: ir.Value, body) -> None:
+    """body(True) where `flag` holds and body(False) where not: code specialised for each."""
+    with builder.if_else(flag) as (then, otherwise):
+        with then:
+            body(True)
+        with otherwise:
+            body(False)
+
+
+def _masked_memory(builder: ir.IRBuilder, vec: ir.VectorType):
+    """LLVM's masked load and store of `vec` (float lanes), declared in the builder's module:
+    called with (pointer, alignment, mask, passthrough) and (value, pointer, alignment, mask)."""
+    i32, mask = ir.IntType(32), ir.VectorType(ir.IntType(1), vec.count)
+    suffix = f"v{vec.count}{vec.element.intrinsic_name}"
+    memory = f"{suffix}.{_pointer_suffix(suffix)}"
+    return (_declare(builder, f"llvm.masked.load.{memory}", vec,
+                     [vec.as_pointer(), i32, mask, vec]),
+            _declare(builder, f"llvm.masked.store.{memory}", ir.VoidType(),
+                     [vec, vec.as_pointer(), i32, mask]))
 
 
 def _declare(builder: ir.IRBuilder, name: str, result: ir.Type, arguments: list[ir.Type]):

@@ -54,7 +54,7 @@ from ..geometry import Conv2dGeometry, ConvArgs, Pair
 from ..selection import ConvAlgorithm
 from ._numba import min_tasks_per_group, u
 from .codegen import Tile, compile_tile, outer_product, slp_vectorized
-from .direct import _col_ranges, _input_taps, _row_phases
+from .direct import _input_taps, _row_phases
 from .intrinsics import prefetch_range
 from .target import ISA
 
@@ -180,15 +180,20 @@ def _pad_block(x: np.ndarray, n0: int, m: int, c0: int, nc: int, r0: int, nr: in
     xf = x.reshape(-1)
     block = np.zeros(nc * phases * plane, x.dtype)
     first, last = _input_rows(h, kh, sh, ph, dh, r0, nr)
-    ranges = _col_ranges(-pw, sw, wd, pitch)
+    row, phase = divmod(first + ph, sh)  # padded row first + pH: its phase and row there
     for c in range(nc):
         for b in range(m):
-            src = ((n0 + b) * c_in + c0 + c) * h * wd
-            for ih in range(first, last):
-                row = ih + ph  # padded
-                dst = (c * phases + row % sh * sw) * plane + (b * band + row // sh - r0) * pitch
-                _row_phases(xf, src + ih * wd - pw, block, dst, plane, -pw, sw, wd, pitch,
-                            ranges, True)
+            src = ((n0 + b) * c_in + c0 + c) * h * wd + first * wd - pw
+            dst = (c * phases + phase * sw) * plane + (b * band + row - r0) * pitch
+            a = phase  # counted along, not divided out per row
+            for _ in range(first, last):
+                _row_phases(xf, src, block, dst, plane, -pw, sw, wd, pitch, True)
+                src += wd
+                a += 1
+                dst += sw * plane
+                if a == sh:
+                    a = 0
+                    dst += pitch - sh * sw * plane
     return block
 
 
