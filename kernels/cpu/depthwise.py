@@ -11,7 +11,7 @@ writes once (the planes are all the same size, so the padding stays zero), and e
 
 Strided, the buffer is split into stride phases as in the direct kernel (`direct`), so that a
 tap is again a shift; only the rows some tap reads are copied (at stride 2 and dilation 2,
-every other row).
+every other row), each asking for the row `PREFETCH_ROWS` read rows further on.
 
 A generated loop sums `TAPS` taps (9: a 3x3 kernel in one pass) and stores each output once;
 larger kernels take several passes, and a short last pass reads zero weights against a block of
