@@ -17,6 +17,9 @@ input while it computes on the current one instead of waiting for it afterwards.
 streams that LLVM's loop vectoriser cannot prove apart, so the vectors, the masked loads at
 the image's edges and the non-temporal stores of outputs too large for the caches are written
 out here.
+
+`pair_phases` moves a stride-2 row to or from its two column phases, a vector of pairs per
+step, where LLVM's vector loop needs rows longer than the strided layers' (below).
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def prefetch_range(arr, start, count):
 def pair_phases(typingctx, buf, b0, b1, img, i, n, load):
     """buf[b0 + k], buf[b1 + k] <-> img[i + 2k], img[i + 2k + 1] for k < n (load: into buf):
     the two column phases of a stride-2 row, a vector of each per two vectors of the row.
-    Rows of ResNeXt's strided convolutions hold 14 to 56 pixels, too few for the loop
+    Rows of ResNeXt's strided convolutions hold 14 to 112 pixels, too few for the loop
     vectoriser, which only runs two vectors per step (64 pixels with AVX-512) and leaves the
     rest to scalar code; here a row shorter than a vector is one masked step, a longer one
     ends with a step that overlaps the one before. Flat float arrays, no bounds checks."""
@@ -170,8 +173,7 @@ def pair_phases(typingctx, buf, b0, b1, img, i, n, load):
         index, i32 = context.get_value_type(intp), ir.IntType(32)
         vec = ir.VectorType(context.get_value_type(dtype), lanes)
         ivec = ir.VectorType(index, lanes)
-        masked_load, masked_store = _masked_memory(builder, vec)
-        align = dtype.bitwidth // 8
+        load, store = _vector_memory(builder, vec, dtype.bitwidth // 8)
         lane_ids = ir.VectorType(i32, lanes)
         # split: (even, odd) of the row's vectors (a, b); join: (a, b) of (even, odd)
         evens = ir.Constant(lane_ids, list(range(0, 2 * lanes, 2)))
@@ -185,25 +187,10 @@ def pair_phases(typingctx, buf, b0, b1, img, i, n, load):
         def vector_at(data, offset):
             return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
 
-        def load(pointer, ok):
-            if ok is None:
-                return builder.load(pointer, align=align)
-            return builder.call(masked_load, [pointer, ir.Constant(i32, align), ok,
-                                              ir.Constant(vec, None)])
-
-        def store(value, pointer, ok):
-            if ok is None:
-                builder.store(value, pointer, align=align)
-            else:
-                builder.call(masked_store, [value, pointer, ir.Constant(i32, align), ok])
-
         def below(count, first=0):
             """Lanes c with first + c < count (a vector of booleans)."""
-            bound = builder.sub(count, const(first))
-            splat = builder.insert_element(ir.Constant(ivec, ir.Undefined), bound, const(0))
-            splat = builder.shuffle_vector(splat, ir.Constant(ivec, ir.Undefined),
-                                           ir.Constant(lane_ids, [0] * lanes))
-            return builder.icmp_signed("<", ir.Constant(ivec, list(range(lanes))), splat)
+            bound = _splat(builder, builder.sub(count, const(first)), ivec)
+            return builder.icmp_signed("<", ir.Constant(ivec, list(range(lanes))), bound)
 
         def step(k, load_phases, masks=(None, None, None)):
             """Pairs k .. k + lanes; masks: (row's first vector, its second, each phase)."""
@@ -291,9 +278,8 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
         i32 = ir.IntType(32)
         vec = ir.VectorType(context.get_value_type(dtype), lanes)
         ivec = ir.VectorType(index, lanes)
-        masked_load, masked_store = _masked_memory(builder, vec)
+        load, cached_store = _vector_memory(builder, vec, dtype.bitwidth // 8)
         fma = _declare(builder, f"llvm.fma.v{lanes}f{dtype.bitwidth}", vec, [vec, vec, vec])
-        align, zero = ir.Constant(i32, dtype.bitwidth // 8), ir.Constant(vec, None)
 
         def n(value):
             return ir.Constant(index, value)
@@ -301,22 +287,18 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
         def at(name, i):
             return builder.gep(arrays[name], [i])
 
-        def splat(value, vector):
-            one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, n(0))
-            return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined),
-                                          ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-
         def vector_at(name, i):
             return builder.bitcast(at(name, i), vec.as_pointer())
 
         taps = [[builder.add(t_, builder.add(builder.mul(n(q), cg_), n(e))) for e in range(4)]
                 for q in range(9)]
         offsets = [[builder.load(at("off", tap)) for tap in row] for row in taps]
-        weights = [[[splat(builder.load(at("coef", builder.add(
+        weights = [[[_splat(builder, builder.load(at("coef", builder.add(
             builder.add(c_, builder.mul(n(p), c_stride_)), tap))), vec) for tap in row]
             for row in taps] for p in range(4)]
-        biases = [splat(builder.load(at("bias", builder.add(o0_, n(p)))), vec) for p in range(4)]
-        rows = [splat(builder.extract_value(rows_, r), ivec) for r in range(2)]
+        biases = [_splat(builder, builder.load(at("bias", builder.add(o0_, n(p)))), vec)
+                  for p in range(4)]
+        rows = [_splat(builder, builder.extract_value(rows_, r), ivec) for r in range(2)]
         lane = ir.Constant(ivec, list(range(lanes)))
         mask_row = builder.extract_value(structs["masks"].shape, 1)
         byte_vec = ir.VectorType(ir.IntType(8), lanes)
@@ -327,21 +309,14 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
                 align=1)
             return builder.icmp_unsigned("!=", bytes_, ir.Constant(byte_vec, None))
 
-        def load(pointer, ok):
-            if ok is None:
-                return builder.load(pointer, align=align.constant)
-            return builder.call(masked_load, [pointer, align, ok, zero])
-
         streaming = builder.module.add_metadata([ir.Constant(i32, 1)])
 
         def store(value, pointer, ok, bypass):
-            if ok is not None:
-                builder.call(masked_store, [value, pointer, align, ok])
-            elif bypass:
+            if bypass and ok is None:
                 builder.store(value, pointer, align=VECTOR_BYTES).set_metadata("nontemporal",
                                                                               streaming)
             else:
-                builder.store(value, pointer, align=align.constant)
+                cached_store(value, pointer, ok)
 
         def step_at(first, accumulate, last=False, interior=False, bypass=False):
             """One step from pixel `first`; the `last` one ends past the plane, where its loads
@@ -350,7 +325,7 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
             inputs, outputs, inside = [], [], []
             for r in range(STEP_VECTORS):
                 k = builder.add(first, n(r * lanes))
-                pixels = builder.add(splat(k, ivec), lane)
+                pixels = builder.add(_splat(builder, k, ivec), lane)
                 row_ok = (None, None, None) if interior else (
                     builder.icmp_signed(">=", pixels, rows[0]), None,
                     builder.icmp_signed("<", pixels, rows[1]))
@@ -434,16 +409,41 @@ def _both_ways(builder: ir.IRBuilder, flag: ir.Value, body) -> None:
             body(False)
 
 
-def _masked_memory(builder: ir.IRBuilder, vec: ir.VectorType):
-    """LLVM's masked load and store of `vec` (float lanes), declared in the builder's module:
-    called with (pointer, alignment, mask, passthrough) and (value, pointer, alignment, mask)."""
+def _vector_memory(builder: ir.IRBuilder, vec: ir.VectorType, align: int):
+    """(load, store) of `vec` (float lanes) at `align` bytes: load(pointer, ok) and
+    store(value, pointer, ok), where `ok` (a vector of booleans, or None for all lanes) masks
+    the lanes through LLVM's masked load and store: a lane off is neither read (zero instead)
+    nor written."""
     i32, mask = ir.IntType(32), ir.VectorType(ir.IntType(1), vec.count)
     suffix = f"v{vec.count}{vec.element.intrinsic_name}"
     memory = f"{suffix}.{_pointer_suffix(suffix)}"
-    return (_declare(builder, f"llvm.masked.load.{memory}", vec,
-                     [vec.as_pointer(), i32, mask, vec]),
-            _declare(builder, f"llvm.masked.store.{memory}", ir.VoidType(),
-                     [vec, vec.as_pointer(), i32, mask]))
+    masked_load = _declare(builder, f"llvm.masked.load.{memory}", vec,
+                           [vec.as_pointer(), i32, mask, vec])
+    masked_store = _declare(builder, f"llvm.masked.store.{memory}", ir.VoidType(),
+                            [vec, vec.as_pointer(), i32, mask])
+    alignment, zero = ir.Constant(i32, align), ir.Constant(vec, None)
+
+    def load(pointer, ok):
+        if ok is None:
+            return builder.load(pointer, align=align)
+        return builder.call(masked_load, [pointer, alignment, ok, zero])
+
+    def store(value, pointer, ok):
+        if ok is None:
+            builder.store(value, pointer, align=align)
+        else:
+            builder.call(masked_store, [value, pointer, alignment, ok])
+
+    return load, store
+
+
+def _splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+    """`value` in every lane of `vector`."""
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), value,
+                                 ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vector.count),
+                                              [0] * vector.count))
 
 
 def _declare(builder: ir.IRBuilder, name: str, result: ir.Type, arguments: list[ir.Type]):
