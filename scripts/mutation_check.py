@@ -226,6 +226,15 @@ MUTANTS = [
     Mutant("pointwise: rows past the last tile's read the next rows' weights",
            "kernels/cpu/pointwise.py",
            (("rows[i] = min(i, valid - 1) * row_step", "rows[i] = i * row_step"),), (BOUNDS,)),
+    Mutant("pointwise: the task split counts the weights once, however many panels read them",
+           "kernels/cpu/pointwise.py",
+           (("return rows * panels + columns * blocks, panels",
+             "return rows + columns * blocks, panels"),),
+           (f"{REGIMES}::test_pointwise_splits_the_product_where_it_repeats_fewest_bytes",)),
+    Mutant("pointwise: small products woken onto every thread", "kernels/cpu/pointwise.py",
+           (("    with one_thread_below(geometry.macs, PARALLEL_MIN_MACS), slp_vectorized():",
+             "    with slp_vectorized():"),),
+           (f"{REGIMES}::test_small_calls_run_on_the_calling_thread",)),
     # --- depthwise.py
     Mutant("depthwise: the task split drops the remainder", "kernels/cpu/depthwise.py",
            (("        for p in range(t * planes // tasks, (t + 1) * planes // tasks):\n"
@@ -316,7 +325,19 @@ MUTANTS = [
              "_max_step(col, lo + j - pw, 1, yf, row + lo, hi - lo - 1)"),),
            ("tests/test_fused_kernels.py", "tests/test_pooling.py", "-k", "max_pool")),
     # --- rules.py and the conditions of selection.py
+    Mutant("blas_threads: a BLAS as wide as the kernels counted as narrower",
+           "kernels/cpu/blas_threads.py",
+           (("VECTOR_BYTES is not None and VECTOR_BYTES < vector_bytes",
+             "VECTOR_BYTES is not None and VECTOR_BYTES <= vector_bytes"),),
+           (f"{SELECTION}::test_one_by_one_runs_the_pointwise_kernel_where_blas_runs_narrower_"
+            "vectors",)),
     threshold("POINTWISE_GEMM_MIN_CHANNELS", "8", "16"),
+    threshold("POINTWISE_MIN_IMAGE_MACS", "1 << 22", "1 << 21"),
+    Mutant("rules: the pointwise rule's size condition dropped", "kernels/cpu/rules.py",
+           ((", NARROW_BLAS,\n                  image_macs_at_least(POINTWISE_MIN_IMAGE_MACS)),",
+             ", NARROW_BLAS),"),),
+           (f"{SELECTION}::test_one_by_one_runs_the_pointwise_kernel_where_blas_runs_narrower_"
+            "vectors",)),
     threshold("GEMM_MIN_CHANNELS", "96", "128"),
     threshold("TILED_MIN_CHANNELS", "8", "6"),
     threshold("STRIDED_TILED_MIN_CHANNELS", "4", "3"),

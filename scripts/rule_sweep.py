@@ -31,9 +31,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+# NumPy is imported after minitorch_resnext, which sets BLAS's threads to sleep as soon as a
+# product ends (`minitorch_resnext._threads`): else they spin for 0.1 s after every GEMM,
+# holding the core the next algorithm's threads need
 if TYPE_CHECKING:
+    import numpy as np
+
     from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 def parse_algorithm(spec: str) -> tuple[str, dict[str, str]]:
@@ -60,6 +63,8 @@ def time_passes(g: Conv2dGeometry, algorithms: list[str], repeats: int, rng: np.
                 ) -> dict[str, dict[str, float]]:
     """Median milliseconds of each pass of `g` that every algorithm (`NAME[:KEY=VALUE,...]`)
     computes, with each forced, interleaved."""
+    import numpy as np
+
     from minitorch_resnext.bench import _common as common
     from minitorch_resnext.kernels import cpu
     from minitorch_resnext.kernels.selection import Choice
@@ -107,6 +112,8 @@ def main() -> int:
     from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
     threads = common.set_threads(args.threads, "rule_sweep.py")
+    import numpy as np  # after the package (top of the module)
+
     for spec in args.algorithms:
         try:
             name, _ = parse_algorithm(spec)

@@ -17,13 +17,19 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 import minitorch_resnext as mr  # noqa: E402
-from minitorch_resnext.kernels.cpu import blas_threads, depthwise  # noqa: E402
+from minitorch_resnext.kernels.cpu import (  # noqa: E402
+    activation,
+    blas_threads,
+    depthwise,
+    pointwise,
+)
 
 # The GEMM kernels hand images to other threads only for MIN_SPLIT_MACS multiply-adds or more,
-# the depthwise kernels only from PARALLEL_MIN_MACS; the tests' convolutions are small, so the
-# suite takes those paths on every shape.
+# the depthwise and pointwise kernels and the ReLU only from PARALLEL_MIN_*; the tests' arrays
+# are small, so the suite takes those paths on every shape.
 blas_threads.MIN_SPLIT_MACS = 0
-depthwise.PARALLEL_MIN_MACS = 0
+depthwise.PARALLEL_MIN_MACS = pointwise.PARALLEL_MIN_MACS = 0
+activation.PARALLEL_MIN_ELEMENTS = 0
 
 settings.register_profile(
     "default",

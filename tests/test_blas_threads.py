@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import threading
+import types
 
 import numba
 import pytest
@@ -145,3 +146,19 @@ def test_a_forked_child_splits_on_threads_of_its_own():
         child.kill()
     assert not alive and child.exitcode == 0, "the child hung on the parent's worker threads"
     assert queue.get(timeout=5) == [(0, 2), (2, 4)]
+
+
+@pytest.mark.parametrize("api, family, width", [
+    ("openblas", "Haswell", 32), ("openblas", "Zen", 32), ("openblas", "SkylakeX", 64),
+    ("openblas", "SapphireRapids", 64), ("openblas", "Nehalem", 16),
+    ("openblas", "NeoverseN1", None),  # a family not listed: not known
+    ("mkl", None, None),  # MKL dispatches on the CPU's widest vectors itself
+])
+def test_blas_vector_width_from_openblas_family(monkeypatch, api, family, width):
+    lib = types.SimpleNamespace(internal_api=api, architecture=family)
+    monkeypatch.setattr(blas_threads_module, "_NUMPY_BLAS",
+                        types.SimpleNamespace(lib_controllers=[lib]))
+    assert blas_threads_module._vector_bytes() == width
+    monkeypatch.setattr(blas_threads_module, "VECTOR_BYTES", width)
+    assert blas_threads_module.narrower_than(64) == (width is not None and width < 64)
+    assert not blas_threads_module.narrower_than(16)

@@ -29,7 +29,15 @@ from conv_checks import (
 )
 from threadpoolctl import threadpool_limits
 
-from minitorch_resnext.kernels.cpu import depthwise, direct, gemm, implicit, pointwise, tiled
+from minitorch_resnext.kernels.cpu import (
+    activation,
+    depthwise,
+    direct,
+    gemm,
+    implicit,
+    pointwise,
+    tiled,
+)
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,25 +304,68 @@ def test_grad_weight_is_deterministic_across_thread_counts(regime):
     assert_matches_reference("grad_weight", results[0], problem)
 
 
-def test_small_depthwise_calls_run_on_the_calling_thread(monkeypatch):
-    """Below PARALLEL_MIN_MACS the kernel runs on one thread, and the caller's thread count is
-    back afterwards, also when the kernel raises."""
-    g = Conv2dGeometry.of((1, 2, 5, 5), (2, 1, 3, 3), padding=1, groups=2)
+def _depthwise(g: Conv2dGeometry) -> None:
+    depthwise.forward(np.zeros(g.input_shape), np.zeros(g.weight_shape), None,
+                      np.zeros(g.output_shape), g)
+
+
+def _pointwise(g: Conv2dGeometry) -> None:
+    pointwise.grad_input(np.zeros(g.output_shape), np.zeros(g.weight_shape),
+                         np.zeros(g.input_shape), g)
+
+
+def _relu(g: Conv2dGeometry) -> None:
+    activation.relu_forward(np.zeros(g.input_shape))
+
+
+@pytest.mark.parametrize("module, threshold, kernel, call, work", [
+    (depthwise, "PARALLEL_MIN_MACS", "_forward", _depthwise,
+     Conv2dGeometry.of((1, 2, 5, 5), (2, 1, 3, 3), padding=1, groups=2).macs),
+    (pointwise, "PARALLEL_MIN_MACS", "_product", _pointwise,
+     Conv2dGeometry.of((1, 2, 5, 5), (3, 2, 1, 1)).macs),
+    (activation, "PARALLEL_MIN_ELEMENTS", "_relu", _relu, 2 * 5 * 5),
+], ids=["depthwise", "pointwise", "relu"])
+def test_small_calls_run_on_the_calling_thread(monkeypatch, module, threshold, kernel, call,
+                                               work):
+    """Below its threshold a kernel runs on one thread, and the caller's thread count is back
+    afterwards, also when the kernel raises."""
+    g = (Conv2dGeometry.of((1, 2, 5, 5), (2, 1, 3, 3), padding=1, groups=2) if call is _depthwise
+         else Conv2dGeometry.of((1, 2, 5, 5), (3, 2, 1, 1)))
     threads, seen = numba.get_num_threads(), []
 
-    def call(threshold: int) -> None:
-        monkeypatch.setattr(depthwise, "PARALLEL_MIN_MACS", threshold)
-        depthwise.forward(np.zeros(g.input_shape), np.zeros(g.weight_shape), None,
-                          np.zeros(g.output_shape), g)
+    def at(value: int) -> None:
+        monkeypatch.setattr(module, threshold, value)
+        call(g)
 
-    monkeypatch.setattr(depthwise, "_forward", lambda *args: seen.append(numba.get_num_threads()))
-    call(g.macs + 1)
-    call(g.macs)
+    monkeypatch.setattr(module, kernel, lambda *args: seen.append(numba.get_num_threads()))
+    at(work + 1)
+    at(work)
     assert seen == [1, threads] and numba.get_num_threads() == threads
-    monkeypatch.setattr(depthwise, "_forward", lambda *args: 1 / 0)
+    monkeypatch.setattr(module, kernel, lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        call(g.macs + 1)
+        at(work + 1)
     assert numba.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("shape, weight, threads, panels, blocks", [
+    # batch 1, 14x14: the weights (2 MB) outweigh the input (0.4 MB): one panel, tiles split
+    ((1, 512, 14, 14), (1024, 512, 1, 1), 2, 1, 4),
+    ((1, 512, 14, 14), (1024, 512, 1, 1), 1, 1, 2),
+    # batch 1, 56x56: the input (0.8 MB against 64 KB of weights): strips split, tiles whole
+    ((1, 64, 56, 56), (256, 64, 1, 1), 2, 4, 1),
+    # batch 32: panels enough for the L2 budget and the threads
+    ((32, 256, 56, 56), (128, 256, 1, 1), 2, 196, 1),
+])
+def test_pointwise_splits_the_product_where_it_repeats_fewest_bytes(
+        monkeypatch, shape, weight, threads, panels, blocks):
+    monkeypatch.setattr(pointwise, "min_tasks_per_group", lambda groups: 2 * threads // groups)
+    g = Conv2dGeometry.of(shape, weight)
+    per_panel, per_task = pointwise._tasks(g, g.out_per_group, g.in_per_group, 4)
+    strips = -(-g.batch * g.output_hw[0] * g.output_hw[1] // pointwise.NR)
+    tiles = -(-g.out_per_group // pointwise.MR)
+    assert (-(-strips // per_panel), -(-tiles // per_task)) == (panels, blocks)
+    fits = pointwise._PANEL_BYTES // (g.in_per_group * pointwise.NR * 4)
+    assert per_panel <= max(1, fits)
 
 
 # --- bounds ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,7 +17,7 @@ import pytest
 from conv_checks import assert_close, check_all_kernels, config, geometry_of, random_problem
 
 from minitorch_resnext.kernels import cpu, reference
-from minitorch_resnext.kernels.cpu import depthwise, direct, implicit, rules
+from minitorch_resnext.kernels.cpu import blas_threads, conv, depthwise, direct, implicit, rules
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.kernels.selection import Choice
 
@@ -65,6 +65,10 @@ class Boundary(NamedTuple):
 
 
 STRIDED_TILED = ("tiled", "direct", "direct")  # the tiled kernel has a strided forward only
+# 1x1 without padding: the pointwise kernel where NumPy's BLAS runs narrower vectors than the
+# kernels (it has no grad_weight), else the batched GEMM
+ONE_BY_ONE = ((("pointwise",) * 2 if blas_threads.narrower_than(rules.ISA.vector_bytes)
+               else ("gemm",) * 2) + ("gemm",))
 
 
 def tiled_or_direct(channels: int) -> str:
@@ -91,6 +95,12 @@ def pixels_row(macs: int) -> dict:
     return config(2, 1, 16, 16, (2, 2), (2, 2 * (macs // 1024)), (2, 2), (0, 0))
 
 
+def one_by_one_row(macs: int) -> dict:
+    """The largest 1x1 convolution with 16 channels (one group) on one row of pixels that has
+    at most `macs` multiply-adds per image (16 * 16 per pixel)."""
+    return config(2, 1, 16, 16, (1, 1), (1, macs // 256), padding=(0, 0))
+
+
 def plain(c_in: int, c_out: int) -> Chosen:
     """A 3x3 stride-1 convolution past the implicit kernel's pixels and the row widths."""
     channels = min(c_in, c_out)
@@ -107,6 +117,8 @@ BOUNDARIES = [
     Boundary("POINTWISE_GEMM_MIN_CHANNELS",
              lambda c: config(2, 2, c, c, (1, 1), (5, 5), padding=(0, 0)),
              ("direct",) * 3, ("gemm",) * 3),
+    Boundary("POINTWISE_MIN_IMAGE_MACS", lambda m: one_by_one_row(m), ("gemm",) * 3,
+             ONE_BY_ONE),
     # 3x3 on an image too small for the tiled kernel to pay off
     Boundary("GEMM_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(4, 4)), IMPLICIT,
              ("gemm",) * 3),
@@ -186,7 +198,7 @@ def test_default_choice_on_both_sides_of_each_threshold(rules_only, boundary, si
         (64, 192, 64, 3, "depthwise"),  # depthwise multiplier 3
         (3, 64, 1, 7, "direct"),  # an RGB stem: 3 input channels
         (128, 128, 1, 3, "implicit"),  # dense: row tiles
-        (256, 128, 1, 1, "gemm"),  # pointwise
+        (256, 128, 1, 1, ONE_BY_ONE[0]),  # pointwise
         (64, 64, 16, 1, "direct"),  # pointwise with 4 channels per group
     ],
 )
@@ -196,6 +208,30 @@ def test_conv2d_algorithm_choice(rules_only, c_in, c_out, groups, kernel, expect
     choice = cpu.conv2d_algorithm(g).forward
     assert choice.algorithm == expected and choice.source == "rule"
     assert isinstance(choice.reason, str) and len(choice.reason) > 20
+
+
+@pytest.fixture
+def ruled_afresh() -> Iterator[None]:
+    """The rule tables' choices forgotten before and after (a test changes what they read)."""
+    conv.ruled.cache_clear()
+    yield
+    conv.ruled.cache_clear()
+
+
+@pytest.mark.parametrize("blas_bytes, expected", [
+    (rules.ISA.vector_bytes // 2, ("pointwise", "pointwise", "gemm")),
+    (rules.ISA.vector_bytes, ("gemm",) * 3),
+    (None, ("gemm",) * 3),  # a BLAS that does not say (MKL, BLIS): its own widest vectors
+])
+def test_one_by_one_runs_the_pointwise_kernel_where_blas_runs_narrower_vectors(
+        monkeypatch, rules_only, ruled_afresh, blas_bytes, expected):
+    monkeypatch.setattr(blas_threads, "VECTOR_BYTES", blas_bytes)
+    g = Conv2dGeometry.of((8, 256, 14, 14), (512, 256, 1, 1), stride=2)
+    assert chosen(g) == expected
+    small = geometry_of(one_by_one_row(rules.POINTWISE_MIN_IMAGE_MACS - 1))
+    assert chosen(small) == ("gemm",) * 3
+    few = Conv2dGeometry.of((8, 64, 14, 14), (64, 4, 1, 1), groups=16)  # 4 channels per group
+    assert chosen(few) == ("direct",) * 3
 
 
 def test_depthwise_grad_input_the_depthwise_kernel_cannot_run_goes_to_direct(rules_only):

@@ -1,4 +1,5 @@
-"""BLAS calls split over images on Python threads, each call on one BLAS thread.
+"""BLAS calls split over images on Python threads, each call on one BLAS thread; and the vector
+width NumPy's BLAS computes with.
 
 BLAS splits one GEMM over its own threads, which pays only for large products: waking and
 joining the threads costs about as much as the 64 x 256 x 64 multiply-adds of a 1x1
@@ -35,6 +36,35 @@ _workers = 0
 # later is not what `matmul` calls: SciPy's wheels bring an OpenBLAS of their own, which a
 # `threadpool_limits` entered before SciPy is imported leaves at its default.
 _NUMPY_BLAS = ThreadpoolController().select(user_api="blas")
+
+# OpenBLAS picks its kernels by CPU family when it loads and reports the family's name; the
+# x86 families by the width of the vectors their kernels use. A CPU newer than the OpenBLAS
+# build gets an older family's kernels: OpenBLAS 0.3.31 runs AMD's Zen 5 on its Haswell ones,
+# half the width the CPU's AVX-512 units take.
+_OPENBLAS_VECTOR_BYTES = {
+    **dict.fromkeys(("skylakex", "cooperlake", "sapphirerapids"), 64),
+    **dict.fromkeys(("haswell", "zen", "sandybridge", "bulldozer", "piledriver",
+                     "steamroller", "excavator"), 32),
+    **dict.fromkeys(("prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "nano",
+                     "opteron", "barcelona"), 16),
+}
+
+
+def _vector_bytes() -> int | None:
+    """The vector width of NumPy's BLAS kernels where the library says it (OpenBLAS's family
+    name), else None: MKL, BLIS and others dispatch on the CPU's widest vectors themselves."""
+    for lib in _NUMPY_BLAS.lib_controllers:
+        if lib.internal_api == "openblas":
+            return _OPENBLAS_VECTOR_BYTES.get(str(lib.architecture).lower())
+    return None
+
+
+VECTOR_BYTES = _vector_bytes()
+
+
+def narrower_than(vector_bytes: int) -> bool:
+    """Whether NumPy's BLAS is known to compute with narrower vectors than `vector_bytes`."""
+    return VECTOR_BYTES is not None and VECTOR_BYTES < vector_bytes
 
 
 def ranges(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:

@@ -20,12 +20,12 @@ that its MR rows of weights, read in place (each a sequential stream), come from
 per panel and from the L1 cache for the other strips: packing the weights would cost as much
 as the whole product at batch 1 on a 7x7 image. A tile stores its outputs straight into y
 where its strip is NR adjacent pixels of one image, else through a buffer (a strip across two
-images, the last one, strided grad_input). The panels are as many as the threads need; where
-the strips are too few for that (batch 1 on small images), the tiles of a panel are split
-over tasks too.
+images, the last one, strided grad_input). The tasks split the panels' strips or their tiles,
+whichever repeats fewer bytes (`_tasks`).
 
-No rule chooses it (`rules.py` says why, from its measurements against BLAS); the tuner times
-it beside im2col + GEMM wherever it applies.
+The rules choose it where NumPy's BLAS computes with narrower vectors than the kernels' target,
+for convolutions large enough to earn its compilation back (`rules.py` says why, from its
+measurements against BLAS); the tuner times it beside the GEMM wherever it applies.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from ..geometry import Conv2dGeometry, Pair
 from ..selection import ConvAlgorithm
-from ._numba import min_tasks_per_group, u
+from ._numba import min_tasks_per_group, one_thread_below, u
 from .codegen import Tile, compile_tile, outer_product, slp_vectorized
 from .target import ISA
 
@@ -43,6 +43,10 @@ from .target import ISA
 TILE = Tile.fitting(ISA, vectors=2, max_rows=8, hoisted=True)
 MR, NR = TILE
 _PANEL_BYTES = 512 * 1024  # a panel's packed input: half the L2 cache
+# Below this many multiply-adds (0.1-0.2 ms on one core) the product runs on the calling
+# thread: waking a second one cost 40-60 us, so 8.4M ran at 0.84-1.01x on two threads, 16.8M
+# at 1.10-1.22x (AMD EPYC, 2 vCPUs).
+PARALLEL_MIN_MACS = 1 << 24
 
 
 def tile_source(mr: int, nr: int) -> str:
@@ -162,18 +166,25 @@ def _product(x: np.ndarray, a: np.ndarray, row_step: int, k_step: int, bias: np.
 
 
 def _tasks(geometry: Conv2dGeometry, rows: int, depth: int, itemsize: int) -> tuple[int, int]:
-    """(strips per panel, tiles per task): panels whose packed input, `depth` channels of NR
-    columns per strip, fits _PANEL_BYTES, and as many as the threads need to get
-    TASKS_PER_THREAD tasks each; where the strips are too few for that, each panel's tiles
-    are split over tasks too (each packs the panel's input)."""
+    """(strips per panel, tiles per task): at least as many panels as keep a panel's packed
+    input, `depth` channels of NR columns per strip, within _PANEL_BYTES, and as many tasks
+    (panels times blocks of tiles) as the threads need for TASKS_PER_THREAD each, split where
+    it costs least: every panel reads all of its group's weights, every block of tiles packs
+    its panel's input again. At batch 1 the weights are the larger (2 MB against 0.4 MB on a
+    14x14 image of 512 channels to 1024), so the tiles are split and the panel kept whole;
+    on large images the input is, and the strips are split."""
     wanted = min_tasks_per_group(geometry.groups)
-    strips = -(-geometry.batch * geometry.output_hw[0] * geometry.output_hw[1] // NR)
-    fits = max(1, _PANEL_BYTES // (depth * NR * itemsize))
-    per_panel = max(1, min(fits, strips // wanted))
-    panels = -(-strips // per_panel)
-    tiles = -(-rows // MR)
-    splits = min(tiles, -(-wanted // panels))
-    return per_panel, -(-tiles // splits)
+    columns = geometry.batch * geometry.output_hw[0] * geometry.output_hw[1]
+    strips, tiles = -(-columns // NR), -(-rows // MR)
+    fewest = -(-strips // max(1, _PANEL_BYTES // (depth * NR * itemsize)))
+
+    def traffic(panels: int) -> tuple[int, int]:
+        blocks = min(tiles, -(-wanted // panels))
+        return rows * panels + columns * blocks, panels
+
+    panels = min(range(fewest, max(fewest, min(strips, wanted)) + 1), key=traffic)
+    blocks = min(tiles, -(-wanted // panels))
+    return -(-strips // panels), -(-tiles // blocks)
 
 
 def _padded(bias: np.ndarray | None, channels: int, dtype: np.dtype) -> np.ndarray:
@@ -184,27 +195,30 @@ def _padded(bias: np.ndarray | None, channels: int, dtype: np.dtype) -> np.ndarr
     return padded
 
 
+def _run(x: np.ndarray, a: np.ndarray, row_step: int, k_step: int, bias: np.ndarray,
+         y: np.ndarray, geometry: Conv2dGeometry, x_step: Pair, y_step: Pair) -> None:
+    """`_product` split into tasks for the threads it runs on (one below PARALLEL_MIN_MACS)."""
+    rows, depth = y.shape[1] // geometry.groups, x.shape[1] // geometry.groups
+    with one_thread_below(geometry.macs, PARALLEL_MIN_MACS), slp_vectorized():
+        per_panel, per_task = _tasks(geometry, rows, depth, x.itemsize)
+        _product(x, a, row_step, k_step, bias, y, geometry.output_hw, x_step, y_step,
+                 geometry.groups, per_panel, per_task)
+
+
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
             geometry: Conv2dGeometry) -> None:
     """y = conv(x, w) + bias: the input at every stride-th pixel times each group's weights."""
-    og, cg = geometry.out_per_group, geometry.in_per_group
-    per_panel, per_task = _tasks(geometry, og, cg, x.itemsize)
-    with slp_vectorized():
-        _product(x, w.reshape(-1), cg, 1, _padded(bias, geometry.out_channels, y.dtype), y,
-                 geometry.output_hw, geometry.stride, (1, 1),
-                 geometry.groups, per_panel, per_task)
+    _run(x, w.reshape(-1), geometry.in_per_group, 1,
+         _padded(bias, geometry.out_channels, y.dtype), y, geometry, geometry.stride, (1, 1))
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry) -> None:
     """gx = each group's weights transposed times grad_out, at every stride-th input pixel (the
     others are read by no output: zero)."""
-    og, cg = geometry.out_per_group, geometry.in_per_group
     if not geometry.unit_stride:
         gx[...] = 0
-    per_panel, per_task = _tasks(geometry, cg, og, gy.itemsize)
-    with slp_vectorized():
-        _product(gy, w.reshape(-1), 1, cg, _padded(None, geometry.in_channels, gx.dtype), gx,
-                 geometry.output_hw, (1, 1), geometry.stride, geometry.groups, per_panel, per_task)
+    _run(gy, w.reshape(-1), 1, geometry.in_per_group,
+         _padded(None, geometry.in_channels, gx.dtype), gx, geometry, (1, 1), geometry.stride)
 
 
 ALGORITHM = ConvAlgorithm(

@@ -24,10 +24,17 @@ from ..selection import (
     input_channels_at_least,
     output_pixels_at_most,
 )
+from . import blas_threads
 from .implicit import NARROW_TILE, PLANES_SPREAD, ROW_LANES, ROWS_FIT, TILE
+from .target import ISA
 
 # A 1x1 unpadded convolution is a GEMM without im2col: from this many channels per group.
 POINTWISE_GEMM_MIN_CHANNELS = 8
+# Where BLAS runs narrower vectors, the pointwise kernel takes the 1x1 convolutions of at least
+# this many multiply-adds per image. It takes 11 s to compile on first use; below this
+# (resnext_small's have 0.26M to 1.05M) its 1.07-1.10x faster training step would not earn
+# that back in the default training job. ResNeXt-50's have 25.7M and more.
+POINTWISE_MIN_IMAGE_MACS = 1 << 22
 # im2col + BLAS overtakes the direct and register-tiled kernels from this many channels per
 # group, where the reductions are long enough to pay for the 9x larger columns.
 GEMM_MIN_CHANNELS = 96
@@ -72,9 +79,21 @@ _DEPTHWISE_DIRECT = Rule(
     "direct", (DEPTHWISE,),
     "memory-bound; the direct kernel reads each input row once and keeps it in cache for all "
     "taps (at any stride)")
-# The pointwise kernel (1x1, no BLAS) is no rule's choice: on one core its forward ran at 0.90-
-# 1.39x a GEMM's and its grad_input at 0.69-1.19x, ahead only on 7x7 images and strided 14x14
-# ones; at batch 1 on two threads, 0.8-1.1x. Where tuning is on, it is timed beside the GEMM.
+# The pointwise kernel (1x1, no BLAS) against a batched GEMM on a BLAS whose kernels use the
+# target's vector width: on one core its forward ran at 0.90-1.39x the GEMM's and its
+# grad_input at 0.69-1.19x, ahead only on 7x7 images and strided 14x14 ones, so the GEMM stays
+# the rule there. Where the BLAS computes with narrower vectors (OpenBLAS's Haswell kernels on
+# an AVX-512 Zen 5) the pointwise kernel ran 1.3-2.1x the GEMM's forward and 1.1-3.1x its
+# grad_input at batch 8 and at batch 1 on one thread (256 to 1024 channels, 7x7 to 56x56); at
+# batch 1 on two threads, where both are fastest, 0.96-1.78x and 0.91-1.54x.
+NARROW_BLAS = Condition(
+    f"NumPy's BLAS on narrower vectors than the kernels' {ISA.vector_bytes * 8}-bit",
+    lambda g: blas_threads.narrower_than(ISA.vector_bytes))
+_POINTWISE_OWN = Rule(
+    "pointwise", (POINTWISE, channels_at_least(POINTWISE_GEMM_MIN_CHANNELS), NARROW_BLAS,
+                  image_macs_at_least(POINTWISE_MIN_IMAGE_MACS)),
+    "the register-tiled 1x1 kernel runs the target's full vector width, where the BLAS would "
+    "run half of it")
 _POINTWISE = Rule(
     "gemm", (POINTWISE, channels_at_least(POINTWISE_GEMM_MIN_CHANNELS)),
     "a plain batched GEMM on the NCHW arrays (no im2col; strided: on every stride-th pixel), "
@@ -86,7 +105,7 @@ _DIRECT = Rule(
     "direct", (ALWAYS,),
     "few FLOPs per byte, so the direct kernel's single pass over the input, four output "
     "channels by four taps per inner loop, beats copying it into im2col columns")
-_FIRST = (_DEPTHWISE, _DEPTHWISE_DIRECT, _POINTWISE)  # what every pass decides first
+_FIRST = (_DEPTHWISE, _DEPTHWISE_DIRECT, _POINTWISE_OWN, _POINTWISE)  # what every pass decides first
 
 _IMPLICIT = Rule(
     "implicit", (TRANSPOSABLE, channels_at_least(IMPLICIT_MIN_CHANNELS),
