@@ -3,6 +3,8 @@ gradients (input, weight, bias) against central differences."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 import minitorch_resnext as mr
 from minitorch_resnext.functional.conv import conv2d, conv2d_algorithm
 from minitorch_resnext.kernels import reference
+from minitorch_resnext.kernels.cpu import blas_threads, conv
 from minitorch_resnext.kernels.cpu import rules as cpu_rules
 from minitorch_resnext.kernels.geometry import Conv2dGeometry
 from minitorch_resnext.testing import gradcheck
@@ -185,8 +188,11 @@ def test_gradients_match_finite_differences(device, call):
 
 
 # One call per algorithm and pass the CPU's default choice runs, and the bottom / right padding
-# of 'same' with an even kernel: (input shape, weight shape, arguments).
+# of 'same' with an even kernel: (input shape, weight shape, arguments). The rules as they are
+# where NumPy's BLAS runs narrower vectors than the kernels (`narrow_blas`), so that the 1x1
+# convolution of 4.2M multiply-adds per image reaches the pointwise kernel on every machine.
 ROUTES = [
+    ((1, 64, 16, 16), (256, 64, 1, 1), {}),
     ((2, 6, 7, 6), (10, 3, 3, 3), {"stride": 2, "padding": 1, "groups": 2}),
     ((2, 16, 17, 17), (16, 8, 3, 3), {"padding": 1, "groups": 2}),
     ((1, 20, 17, 17), (20, 10, 3, 3), {"padding": (1, 2), "dilation": (1, 2), "groups": 2}),
@@ -200,9 +206,17 @@ ROUTES = [
 ]
 
 
-def test_routes_reach_every_algorithm_and_pass():
-    """Every algorithm a rule of the pass's table names (the tuner's other candidates, such as
-    the pointwise kernel, run only where a measurement chose them)."""
+@pytest.fixture
+def narrow_blas(monkeypatch) -> Iterator[None]:
+    """The rules' choices where NumPy's BLAS computes with narrower vectors than the kernels."""
+    monkeypatch.setattr(blas_threads, "VECTOR_BYTES", cpu_rules.ISA.vector_bytes // 2)
+    conv.ruled.cache_clear()
+    yield
+    conv.ruled.cache_clear()
+
+
+def test_routes_reach_every_algorithm_and_pass(narrow_blas):
+    """Every algorithm a rule of the pass's table names."""
     runs = [conv2d_algorithm(t(x), t(w), **kwargs) for x, w, kwargs in ROUTES]
     for pass_ in ("forward", "grad_input", "grad_weight"):
         assert {c[pass_].algorithm for c in runs} == {
@@ -210,7 +224,7 @@ def test_routes_reach_every_algorithm_and_pass():
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", ROUTES)
-def test_gradients_along_random_directions(x_shape, w_shape, kwargs):
+def test_gradients_along_random_directions(narrow_blas, x_shape, w_shape, kwargs):
     """d/ds <g, conv(x + s dx, w, b)> at 0 against a central difference, and likewise for w and
     b, through whatever algorithm each pass runs. conv is linear in each argument, so the
     difference (f(1) - f(-1)) / 2 is exact but for rounding: a wrong element of any gradient

@@ -155,7 +155,7 @@ GRAD_INPUT = (*_FIRST, _ROWS, _GEMM, _IMPLICIT,
               _strided(STRIDED_GRAD_INPUT_MIN_CHANNELS, PLANES_SPREAD), _TILED, _DIRECT)
 
 GRAD_WEIGHT = (
-    *_FIRST, _GEMM,
+    *(rule for rule in _FIRST if rule is not _POINTWISE_OWN), _GEMM,  # no pointwise grad_weight
     _strided(STRIDED_MIN_CHANNELS, why=_WEIGHT_WHY),
     Rule("implicit", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS),
                       input_channels_at_least(IMPLICIT_WEIGHT_MIN_CHANNELS)), _WEIGHT_WHY),
