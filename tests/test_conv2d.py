@@ -193,6 +193,7 @@ def test_gradients_match_finite_differences(device, call):
 # convolution of 4.2M multiply-adds per image reaches the pointwise kernel on every machine.
 ROUTES = [
     ((1, 64, 16, 16), (256, 64, 1, 1), {}),
+    ((2, 16, 5, 5), (16, 8, 1, 1), {"groups": 2}),  # 1x1 of 8 channels per group: the GEMM
     ((2, 6, 7, 6), (10, 3, 3, 3), {"stride": 2, "padding": 1, "groups": 2}),
     ((2, 16, 17, 17), (16, 8, 3, 3), {"padding": 1, "groups": 2}),
     ((1, 20, 17, 17), (20, 10, 3, 3), {"padding": (1, 2), "dilation": (1, 2), "groups": 2}),
