@@ -145,7 +145,7 @@ def test_bench_conv_quick_writes_json_png_and_prints_the_table(tmp_path, capsys,
     assert {t["status"] for t in data["targets"]} <= {"n/a", "missed"}
     assert {t["baseline"] for t in data["targets"]} == {None}
     assert data["machine"]["tuning"] is tune.is_enabled() and data["machine"]["cpu"] in out
-    assert data["machine"]["cpu_target"] in out
+    assert data["machine"]["cpu_target"] in out and data["machine"]["blas"] in out
     shape = data["shapes"][0]
     assert set(shape["algorithm_source"].values()) <= {"rule", "tuned"}
     assert set(shape["algorithm_measured"]) == {"forward", "grad_input", "grad_weight"}

@@ -159,6 +159,9 @@ def test_blas_vector_width_from_openblas_family(monkeypatch, api, family, width)
     monkeypatch.setattr(blas_threads_module, "_NUMPY_BLAS",
                         types.SimpleNamespace(lib_controllers=[lib]))
     assert blas_threads_module._vector_bytes() == width
+    lib.version = "0.3.31"
+    assert blas_threads_module.describe().startswith(
+        f"{api} 0.3.31" + (f", {family} kernels" if family else ""))
     monkeypatch.setattr(blas_threads_module, "VECTOR_BYTES", width)
     assert blas_threads_module.narrower_than(64) == (width is not None and width < 64)
     assert not blas_threads_module.narrower_than(16)

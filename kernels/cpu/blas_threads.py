@@ -67,6 +67,15 @@ def narrower_than(vector_bytes: int) -> bool:
     return VECTOR_BYTES is not None and VECTOR_BYTES < vector_bytes
 
 
+def describe() -> str:
+    """NumPy's BLAS as the rules see it, e.g. 'openblas 0.3.31, Haswell kernels (256-bit)'."""
+    for lib in _NUMPY_BLAS.lib_controllers:
+        family = f", {lib.architecture} kernels" if getattr(lib, "architecture", None) else ""
+        width = f" ({VECTOR_BYTES * 8}-bit)" if VECTOR_BYTES else ""
+        return f"{lib.internal_api} {lib.version}{family}{width}"
+    return "none found"
+
+
 def ranges(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
     """`range(n)` cut into up to `parts` consecutive (start, stop) ranges of nearly equal size,
     each starting at a multiple of `align`."""

@@ -218,10 +218,17 @@ def compiled_isa() -> str:
     return f"{numba.config.CPU_NAME or binding.get_host_cpu_name()}, {widest}"
 
 
+def blas() -> str:
+    """NumPy's BLAS, its kernels and their vector width where it says (the rules read them)."""
+    from ..kernels.cpu import blas_threads
+
+    return blas_threads.describe()
+
+
 def machine_info() -> dict[str, Any]:
     """Host facts for the JSON record, with the load average (other work skews timings)."""
     return {"hostname": platform.node(), "os": platform.platform(), "cpu": cpu_model(),
-            "isa": compiled_isa(),
+            "isa": compiled_isa(), "blas": blas(),
             "logical_cpus": os.cpu_count(), "python": platform.python_version(),
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 

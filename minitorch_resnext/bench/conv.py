@@ -222,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     machine = common.machine_info() | _gpu_info(plan) | _cpu_target(plan)
     if plan.device == "cpu":
-        print(f"CPU {machine['cpu']}: kernels compiled for {machine['cpu_target']}; algorithms "
+        print(f"CPU {machine['cpu']}: kernels compiled for {machine['cpu_target']}; NumPy's "
+              f"BLAS {machine['blas']}; algorithms "
               + ("tuned on this machine (MINITORCH_TUNE=0: the rules alone)" if machine["tuning"]
                  else "chosen by the rules (MINITORCH_TUNE=1: tuned on this machine)"))
     print(f"bench conv on {plan.device}: batch {plan.batch}, {plan.repeats} repeats (median), "
