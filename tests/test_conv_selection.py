@@ -68,7 +68,7 @@ STRIDED_TILED = ("tiled", "direct", "direct")  # the tiled kernel has a strided 
 # Where NumPy's BLAS runs narrower vectors than the kernels, 1x1 convolutions go to the pointwise
 # kernel (it has no grad_weight) and those of GEMM_MIN_CHANNELS to the implicit kernel
 NARROW_BLAS = blas_threads.narrower_than(rules.ISA.vector_bytes)
-ONE_BY_ONE = ("pointwise", "pointwise", "gemm") if NARROW_BLAS else ("gemm",) * 3
+ONE_BY_ONE = ("pointwise", "pointwise", "implicit") if NARROW_BLAS else ("gemm",) * 3
 
 
 def tiled_or_direct(channels: int) -> str:
@@ -220,7 +220,7 @@ def ruled_afresh() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("blas_bytes, expected", [
-    (rules.ISA.vector_bytes // 2, ("pointwise", "pointwise", "gemm")),
+    (rules.ISA.vector_bytes // 2, ("pointwise", "pointwise", "implicit")),
     (rules.ISA.vector_bytes, ("gemm",) * 3),
     (None, ("gemm",) * 3),  # a BLAS that does not say (MKL, BLIS): its own widest vectors
 ])

@@ -30,10 +30,11 @@ from .target import ISA
 
 # A 1x1 unpadded convolution is a GEMM without im2col: from this many channels per group.
 POINTWISE_GEMM_MIN_CHANNELS = 8
-# Where BLAS runs narrower vectors, the pointwise kernel takes the 1x1 convolutions of at least
-# this many multiply-adds per image. It takes 11 s to compile on first use; below this
-# (resnext_small's have 0.26M to 1.05M) its 1.07-1.10x faster training step would not earn
-# that back in the default training job. ResNeXt-50's have 25.7M and more.
+# Where BLAS runs narrower vectors, the pointwise kernel (forward, grad_input) and the implicit
+# one (grad_weight) take the 1x1 convolutions of at least this many multiply-adds per image.
+# They take 11 s and 44 s to compile on first use; below this (resnext_small's have 0.26M to
+# 1.05M) the pointwise kernel's 1.07-1.10x faster training step would not earn that back in
+# the default training job. ResNeXt-50's have 25.7M and more.
 POINTWISE_MIN_IMAGE_MACS = 1 << 22
 # im2col + BLAS overtakes the direct and register-tiled kernels from this many channels per
 # group, where the reductions are long enough to pay for the 9x larger columns.
@@ -94,6 +95,13 @@ _POINTWISE_OWN = Rule(
                   image_macs_at_least(POINTWISE_MIN_IMAGE_MACS)),
     "the register-tiled 1x1 kernel runs the target's full vector width, where the BLAS would "
     "run half of it")
+# grad_weight, which the pointwise kernel has not: the implicit kernel's reduction ran 1.0-2.3x
+# the GEMM's speed there (256 to 1024 channels, 7x7 to 56x56, batch 8, 1 and 2 threads), at
+# stride 2 0.93-1.5x (0.93x with 512 channels on 56x56).
+_POINTWISE_WEIGHT_OWN = Rule(
+    "implicit", _POINTWISE_OWN.when,
+    "the implicit reduction puts input channels on the lanes at the target's full vector "
+    "width, where the BLAS would run half of it")
 _POINTWISE = Rule(
     "gemm", (POINTWISE, channels_at_least(POINTWISE_GEMM_MIN_CHANNELS)),
     "a plain batched GEMM on the NCHW arrays (no im2col; strided: on every stride-th pixel), "
@@ -114,7 +122,7 @@ _DIRECT = Rule(
     "direct", (ALWAYS,),
     "few FLOPs per byte, so the direct kernel's single pass over the input, four output "
     "channels by four taps per inner loop, beats copying it into im2col columns")
-_FIRST = (_DEPTHWISE, _DEPTHWISE_DIRECT, _POINTWISE_OWN, _POINTWISE)  # what every pass decides first
+_FIRST = (_DEPTHWISE, _DEPTHWISE_DIRECT)  # what every pass decides first
 
 _IMPLICIT = Rule(
     "implicit", (TRANSPOSABLE, channels_at_least(IMPLICIT_MIN_CHANNELS),
@@ -154,18 +162,17 @@ def _strided(min_channels: int, *more: Condition, why: str = _STRIDED_WHY) -> Ru
 
 # The row tiles come before im2col + GEMM: dense 3x3 convolutions of 64 to 512 channels ran
 # 1.3-1.5x faster on them with AVX-512, 1.0-1.3x with AVX2.
-FORWARD = (*_FIRST, _ROWS, _GEMM_OWN, _GEMM, _IMPLICIT, _strided(STRIDED_MIN_CHANNELS), _STRIDED_TILED,
-           _TILED, _DIRECT)
+FORWARD = (*_FIRST, _POINTWISE_OWN, _POINTWISE, _ROWS, _GEMM_OWN, _GEMM, _IMPLICIT,
+           _strided(STRIDED_MIN_CHANNELS), _STRIDED_TILED, _TILED, _DIRECT)
 
 # grad_input is a convolution of the same cost as the forward (at stride 1, literally the
 # forward convolution `Conv2dGeometry.transposed()`), so the same rules choose, except that
 # strided, the implicit kernel needs more channels (its tiles reduce over fewer taps).
-GRAD_INPUT = (*_FIRST, _ROWS, _GEMM_OWN, _GEMM, _IMPLICIT,
+GRAD_INPUT = (*_FIRST, _POINTWISE_OWN, _POINTWISE, _ROWS, _GEMM_OWN, _GEMM, _IMPLICIT,
               _strided(STRIDED_GRAD_INPUT_MIN_CHANNELS, PLANES_SPREAD), _TILED, _DIRECT)
 
 GRAD_WEIGHT = (
-    *(rule for rule in _FIRST if rule is not _POINTWISE_OWN),  # no pointwise grad_weight
-    _GEMM_OWN, _GEMM,
+    *_FIRST, _POINTWISE_WEIGHT_OWN, _POINTWISE, _GEMM_OWN, _GEMM,
     _strided(STRIDED_MIN_CHANNELS, why=_WEIGHT_WHY),
     Rule("implicit", (TRANSPOSABLE, channels_at_least(TILED_MIN_CHANNELS),
                       input_channels_at_least(IMPLICIT_WEIGHT_MIN_CHANNELS)), _WEIGHT_WHY),
