@@ -37,10 +37,10 @@ _workers = 0
 # `threadpool_limits` entered before SciPy is imported leaves at its default.
 _NUMPY_BLAS = ThreadpoolController().select(user_api="blas")
 
-# OpenBLAS picks its kernels by CPU family when it loads and reports the family's name; the
-# x86 families by the width of the vectors their kernels use. A CPU newer than the OpenBLAS
-# build gets an older family's kernels: OpenBLAS 0.3.31 runs AMD's Zen 5 on its Haswell ones,
-# half the width the CPU's AVX-512 units take.
+# OpenBLAS picks its kernels by CPU family when it loads (or takes the family OPENBLAS_CORETYPE
+# names) and reports the family's name; the x86 families by the width of the vectors their
+# kernels use. A CPU newer than the OpenBLAS build gets an older family's kernels, and
+# OPENBLAS_CORETYPE=Haswell holds an AVX-512 CPU to AVX2 ones: half the width its units take.
 _OPENBLAS_VECTOR_BYTES = {
     **dict.fromkeys(("skylakex", "cooperlake", "sapphirerapids"), 64),
     **dict.fromkeys(("haswell", "zen", "sandybridge", "bulldozer", "piledriver",

@@ -83,10 +83,11 @@ _DEPTHWISE_DIRECT = Rule(
 # The pointwise kernel (1x1, no BLAS) against a batched GEMM on a BLAS whose kernels use the
 # target's vector width: on one core its forward ran at 0.90-1.39x the GEMM's and its
 # grad_input at 0.69-1.19x, ahead only on 7x7 images and strided 14x14 ones, so the GEMM stays
-# the rule there. Where the BLAS computes with narrower vectors (OpenBLAS's Haswell kernels on
-# an AVX-512 Zen 5) the pointwise kernel ran 1.3-2.1x the GEMM's forward and 1.1-3.1x its
-# grad_input at batch 8 and at batch 1 on one thread (256 to 1024 channels, 7x7 to 56x56); at
-# batch 1 on two threads, where both are fastest, 0.96-1.78x and 0.91-1.54x.
+# the rule there. Where the BLAS computes with narrower vectors (OpenBLAS held to its Haswell
+# kernels by OPENBLAS_CORETYPE on an AVX-512 Zen 5) the pointwise kernel ran 1.3-2.1x the
+# GEMM's forward and 1.1-3.1x its grad_input at batch 8 and at batch 1 on one thread (256 to
+# 1024 channels, 7x7 to 56x56); at batch 1 on two threads, where both are fastest, 0.96-1.78x
+# and 0.91-1.54x.
 NARROW_BLAS = Condition(
     f"NumPy's BLAS on narrower vectors than the kernels' {ISA.vector_bytes * 8}-bit",
     lambda g: blas_threads.narrower_than(ISA.vector_bytes))
