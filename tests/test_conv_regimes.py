@@ -9,6 +9,7 @@ each one on every run."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -318,19 +319,22 @@ def _relu(g: Conv2dGeometry) -> None:
     activation.relu_forward(np.zeros(g.input_shape))
 
 
-@pytest.mark.parametrize("module, threshold, kernel, call, work", [
-    (depthwise, "PARALLEL_MIN_MACS", "_forward", _depthwise,
-     Conv2dGeometry.of((1, 2, 5, 5), (2, 1, 3, 3), padding=1, groups=2).macs),
-    (pointwise, "PARALLEL_MIN_MACS", "_product", _pointwise,
-     Conv2dGeometry.of((1, 2, 5, 5), (3, 2, 1, 1)).macs),
-    (activation, "PARALLEL_MIN_ELEMENTS", "_relu", _relu, 2 * 5 * 5),
+SMALL_DEPTHWISE = Conv2dGeometry.of((1, 2, 5, 5), (2, 1, 3, 3), padding=1, groups=2)
+SMALL_POINTWISE = Conv2dGeometry.of((1, 2, 5, 5), (3, 2, 1, 1))
+
+
+@pytest.mark.parametrize("module, threshold, kernel, call, g, work", [
+    (depthwise, "PARALLEL_MIN_MACS", "_forward", _depthwise, SMALL_DEPTHWISE,
+     SMALL_DEPTHWISE.macs),
+    (pointwise, "PARALLEL_MIN_MACS", "_product", _pointwise, SMALL_POINTWISE,
+     SMALL_POINTWISE.macs),
+    (activation, "PARALLEL_MIN_ELEMENTS", "_relu", _relu, SMALL_POINTWISE,
+     math.prod(SMALL_POINTWISE.input_shape)),  # elements
 ], ids=["depthwise", "pointwise", "relu"])
-def test_small_calls_run_on_the_calling_thread(monkeypatch, module, threshold, kernel, call,
+def test_small_calls_run_on_the_calling_thread(monkeypatch, module, threshold, kernel, call, g,
                                                work):
     """Below its threshold a kernel runs on one thread, and the caller's thread count is back
     afterwards, also when the kernel raises."""
-    g = (Conv2dGeometry.of((1, 2, 5, 5), (2, 1, 3, 3), padding=1, groups=2) if call is _depthwise
-         else Conv2dGeometry.of((1, 2, 5, 5), (3, 2, 1, 1)))
     threads, seen = numba.get_num_threads(), []
 
     def at(value: int) -> None:

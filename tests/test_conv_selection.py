@@ -66,9 +66,11 @@ class Boundary(NamedTuple):
 
 STRIDED_TILED = ("tiled", "direct", "direct")  # the tiled kernel has a strided forward only
 # Where NumPy's BLAS runs narrower vectors than the kernels, 1x1 convolutions go to the pointwise
-# kernel (it has no grad_weight) and those of GEMM_MIN_CHANNELS to the implicit kernel
+# kernel (their grad_weight to the implicit one) and those of GEMM_MIN_CHANNELS to the implicit
+# kernel
 NARROW_BLAS = blas_threads.narrower_than(rules.ISA.vector_bytes)
 ONE_BY_ONE = ("pointwise", "pointwise", "implicit") if NARROW_BLAS else ("gemm",) * 3
+MANY_CHANNELS = IMPLICIT if NARROW_BLAS else ("gemm",) * 3
 
 
 def tiled_or_direct(channels: int) -> str:
@@ -121,9 +123,9 @@ BOUNDARIES = [
              ONE_BY_ONE),
     # 3x3 on an image too small for the tiled kernel to pay off
     Boundary("GEMM_MIN_CHANNELS", lambda c: config(2, 1, c, c, hw=(4, 4)), IMPLICIT,
-             IMPLICIT if NARROW_BLAS else ("gemm",) * 3),
+             MANY_CHANNELS),
     Boundary("GEMM_MIN_CHANNELS", lambda c: strided(c, (8, 8)), IMPLICIT,
-             IMPLICIT if NARROW_BLAS else ("gemm",) * 3),
+             MANY_CHANNELS),
     # strided, on convolutions of STRIDED_MIN_IMAGE_MACS multiply-adds per image: the implicit
     # kernel against the tiled forward and the direct kernel, and the tiled forward against
     # the direct kernel

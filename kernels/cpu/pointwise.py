@@ -178,13 +178,14 @@ def _tasks(geometry: Conv2dGeometry, rows: int, depth: int, itemsize: int) -> tu
     strips, tiles = -(-columns // NR), -(-rows // MR)
     fewest = -(-strips // max(1, _PANEL_BYTES // (depth * NR * itemsize)))
 
+    def blocks(panels: int) -> int:
+        return min(tiles, -(-wanted // panels))
+
     def traffic(panels: int) -> tuple[int, int]:
-        blocks = min(tiles, -(-wanted // panels))
-        return rows * panels + columns * blocks, panels
+        return rows * panels + columns * blocks(panels), panels
 
     panels = min(range(fewest, max(fewest, min(strips, wanted)) + 1), key=traffic)
-    blocks = min(tiles, -(-wanted // panels))
-    return -(-strips // panels), -(-tiles // blocks)
+    return -(-strips // panels), -(-tiles // blocks(panels))
 
 
 def _padded(bias: np.ndarray | None, channels: int, dtype: np.dtype) -> np.ndarray:
