@@ -31,9 +31,11 @@ def _window(
 
 
 def conv2d_forward(
-    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, geometry: Conv2dGeometry
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, geometry: Conv2dGeometry,
+    residual: np.ndarray | None = None, relu: bool = False,
 ) -> np.ndarray:
-    """y[n, o] = bias[o] + sum over the group's input channels and taps of w * shifted x."""
+    """y[n, o] = bias[o] + sum over the group's input channels and taps of w * shifted x;
+    then y + residual and max(y, 0) where asked (an inference plan's fused epilogue)."""
     groups, cg, og = geometry.groups, geometry.in_per_group, geometry.out_per_group
     (kh, kw), out_hw = geometry.kernel_hw, geometry.output_hw
     stride, (ph, pw), dilation = geometry.stride, geometry.padding, geometry.dilation
@@ -48,7 +50,9 @@ def conv2d_forward(
                 y[:, g * og : (g + 1) * og] += np.einsum("nchw,oc->nohw", win, wg[:, :, i, j])
     if bias is not None:
         y += bias[None, :, None, None]
-    return y
+    if residual is not None:
+        y += residual
+    return np.maximum(y, 0) if relu else y
 
 
 def conv2d_grad_input(

@@ -155,6 +155,8 @@ class ConvAlgorithm:
     `nonfinite_exact` lists the passes in which NaN and Inf reach exactly the outputs the
     reference gives them: a kernel that multiplies a zero-padded copy, or skips the taps on
     padding, turns 0 * NaN into NaN (or a NaN into nothing) where the definition does not.
+    `epilogue`: the forward also takes ``residual=`` and ``relu=`` and applies relu(y +
+    residual) as it stores y (for the others the caller runs it as a pass of its own).
     """
 
     name: str
@@ -165,6 +167,7 @@ class ConvAlgorithm:
     space: Callable[[Pass, Conv2dGeometry], Mapping[str, Sequence[Any]]] = (
         lambda pass_, g: {})
     nonfinite_exact: frozenset[Pass] = frozenset(("forward", "grad_input", "grad_weight"))
+    epilogue: bool = False
 
     def computes(self, pass_: Pass, geometry: Conv2dGeometry) -> bool:
         return pass_ in self.kernels and self.supports(pass_, geometry)

@@ -71,6 +71,11 @@ DIRECT_STREAM = (f"{REGIMES}::test_kernel_regimes",
                  "-k", "direct and float32 or in_place")
 
 
+# the forward's fused epilogue against the reference, on every algorithm
+EPILOGUE = (f"{KERNELS}::test_forward_epilogue_matches_reference",
+            f"{KERNELS}::test_forward_epilogue_keeps_nan_and_checks_the_residual")
+
+
 def threshold(name: str, old: str, new: str) -> Mutant:
     return Mutant(f"rules: {name} {old} -> {new}", "kernels/cpu/rules.py",
                   ((f"\n{name} = {old}", f"\n{name} = {new}"),), (SELECTION,))
@@ -318,6 +323,27 @@ MUTANTS = [
            "kernels/cpu/direct.py",
            (("index[t] = (c * kh + i) * kw + j", "index[t] = (c * kh + j) * kw + i"),),
            DIRECT_STREAM),
+    # --- the forward's epilogue (activation.py, the kernels that apply it) and inference.py
+    Mutant("pointwise: buffered strips store their outputs without the residual",
+           "kernels/cpu/pointwise.py",
+           (("                            v += residual[u(yo + dst[j0 + j])]",
+             "                            v += 0"),), EPILOGUE),
+    Mutant("pointwise: the ReLU of stored tiles clamps at -inf", "kernels/cpu/pointwise.py",
+           (("    lo = y.dtype.type(0) if relu else y.dtype.type(-np.inf)",
+             "    lo = y.dtype.type(-np.inf)"),), EPILOGUE),
+    Mutant("gemm: the epilogue skips the ReLU", "kernels/cpu/gemm.py",
+           (("residual[start:stop], relu, parallel=False)",
+             "residual[start:stop], False, parallel=False)"),), EPILOGUE),
+    Mutant("activation: the epilogue pass skips the last partial chunk",
+           "kernels/cpu/activation.py",
+           (("        finish(y, t * _CHUNK, min(_CHUNK, y.size - t * _CHUNK), residual, relu)",
+             "        finish(y, t * _CHUNK, _CHUNK if t * _CHUNK + _CHUNK <= y.size else 0, "
+             "residual, relu)"),), EPILOGUE),
+    Mutant("inference: a ReLU fused into a convolution whose output is read again",
+           "minitorch_resnext/inference.py",
+           (("if step.fn is ReLU and (conv := fusible(step.slots[0])) and sole_reader(conv.out):",
+             "if step.fn is ReLU and (conv := fusible(step.slots[0])):"),),
+           ("tests/test_inference.py",)),
     # --- pooling.py
     Mutant("pooling: max pooling without taps stops a window's columns one short",
            "kernels/cpu/pooling.py",

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from conv_checks import (
     DTYPES,
+    RTOL,
+    assert_close,
     assert_matches_reference,
     check_all_kernels,
     computes,
@@ -23,7 +25,7 @@ from conv_checks import (
     random_problem,
     run_pass,
 )
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from minitorch_resnext.kernels import cpu, reference
@@ -266,6 +268,41 @@ def test_pointwise_kernels_match_reference(problem, panel_bytes):
     strips as fit and of one strip each (`panel_bytes` 1)."""
     with mock.patch.object(pointwise, "_PANEL_BYTES", panel_bytes):
         check_all_kernels(problem, "pointwise")
+
+
+@given(conv_problems("pointwise") | conv_problems(), st.sampled_from([None, *cpu.ALGORITHMS]),
+       st.booleans(), st.booleans())
+def test_forward_epilogue_matches_reference(problem, algorithm, add, relu):
+    """relu(conv + residual), fused into the forward (in the pointwise kernel's tiles, a pass
+    after the others): the reference's in float64, and in float32 bit for bit the unfused
+    forward followed by the addition and the ReLU, which compute the same float operations."""
+    cfg, dtype, x, w, bias, gy = problem
+    g = geometry_of(cfg)
+    assume(computes(algorithm, "forward", g))
+    residual = gy + 0.5 if add else None  # an array of y's shape, shifted so some sums cancel
+    fused = cpu.conv2d_forward(x, w, bias, g, algorithm, residual=residual, relu=relu)
+    expected = reference.conv2d_forward(x, w, bias, g, residual=residual, relu=relu)
+    assert_close(fused, expected, dtype, slack=RTOL[dtype] * np.linalg.norm(gy.ravel()))
+    unfused = cpu.conv2d_forward(x, w, bias, g, algorithm) + (0 if residual is None else residual)
+    assert np.array_equal(fused, np.maximum(unfused, 0) if relu else unfused)
+
+
+def test_forward_epilogue_keeps_nan_and_checks_the_residual():
+    """A NaN reaches the output through the ReLU, as numpy.maximum keeps it; a residual of
+    another shape or dtype is refused before the kernel runs."""
+    g = Conv2dGeometry.of((2, 16, 6, 6), (32, 16, 1, 1))
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(g.input_shape), rng.standard_normal(g.weight_shape)
+    residual = np.full(g.output_shape, -1e9)
+    residual[1, 3, 2, 4] = np.nan
+    for algorithm in ("pointwise", "gemm"):
+        y = cpu.conv2d_forward(x, w, None, g, algorithm, residual=residual, relu=True)
+        assert np.isnan(y[1, 3, 2, 4]) and np.isnan(y).sum() == 1
+        assert (np.nan_to_num(y) == 0).all()
+    with pytest.raises(ValueError, match="residual has shape"):
+        cpu.conv2d_forward(x, w, None, g, residual=residual[:1])
+    with pytest.raises(TypeError, match="residual dtype float32"):
+        cpu.conv2d_forward(x, w, None, g, residual=residual.astype(np.float32))
 
 
 def test_forced_parameters_are_checked():

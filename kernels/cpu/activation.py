@@ -1,9 +1,14 @@
-"""ReLU forward and backward as parallel passes.
+"""ReLU forward and backward as parallel passes, and a convolution's epilogue.
 
 Each is one pass over contiguous memory, split into a few large chunks per thread: NumPy
 runs `maximum(x, 0)` on one core, and its backward `g * (y > 0)` as two passes (a boolean
 mask, then the product); here each is one pass, over all cores where the array is large
 enough to pay for waking them.
+
+The epilogue of an inference convolution, relu(y + residual) (`inference.freeze` fuses a
+ResNet block's addition and ReLU into the convolution before them), is `finish`: kernels that
+have their output tile in the cache apply it there; after the others it is one pass over y in
+place (`epilogue`), where unfused it would be two passes writing two new arrays.
 """
 
 from __future__ import annotations
@@ -31,6 +36,53 @@ def _relu(x: Flat, y: Flat) -> None:
         xs, ys = x[t * _CHUNK:(t + 1) * _CHUNK], y[t * _CHUNK:(t + 1) * _CHUNK]
         for i in range(xs.size):
             ys[i] = zero if xs[i] < zero else xs[i]
+
+
+@njit(inline="always")
+def finish(y: Flat, start: int, count: int, residual: Flat, relu: bool) -> None:
+    """y[start:start + count] plus residual[start:start + count] (none where `residual` is
+    empty), then max(., 0) where `relu` (NaN stays NaN), in place."""
+    zero = y.dtype.type(0)
+    ys = y[start:start + count]
+    if residual.size:
+        rs = residual[start:start + count]
+        for i in range(count):
+            ys[i] += rs[i]
+    if relu:
+        for i in range(count):
+            ys[i] = zero if ys[i] < zero else ys[i]
+
+
+@njit(cache=True, parallel=True)
+def _epilogue(y: Flat, residual: Flat, relu: bool) -> None:
+    for t in prange((y.size + _CHUNK - 1) // _CHUNK):
+        finish(y, t * _CHUNK, min(_CHUNK, y.size - t * _CHUNK), residual, relu)
+
+
+@njit(cache=True)
+def _epilogue_here(y: Flat, residual: Flat, relu: bool) -> None:
+    finish(y, 0, y.size, residual, relu)
+
+
+def epilogue(y: np.ndarray, residual: np.ndarray | None, relu: bool,
+             parallel: bool = True) -> None:
+    """y = relu(y + residual) in place (without the ReLU unless `relu`; no addition where
+    `residual` is None): a convolution's fused epilogue after a kernel that has none.
+
+    Args:
+        y: C-contiguous float32 or float64 array, written in place.
+        residual: y's shape, or None.
+        relu: whether negative values become zero.
+        parallel: False runs it on the calling thread (a kernel's own worker thread).
+    """
+    extra = np.empty(0, y.dtype) if residual is None else _flat(residual, y.dtype)
+    if extra.size not in (0, y.size):
+        raise ValueError(f"epilogue: residual has {extra.size} elements, y {y.size}")
+    if not parallel:
+        _epilogue_here(y.reshape(-1), extra, relu)
+        return
+    with one_thread_below(y.size, PARALLEL_MIN_ELEMENTS):
+        _epilogue(y.reshape(-1), extra, relu)
 
 
 @njit(cache=True, parallel=True)

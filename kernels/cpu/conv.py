@@ -17,7 +17,7 @@ import numpy as np
 
 from ..geometry import Conv2dGeometry
 from ..selection import PASSES, Choice, ConvAlgorithm, ConvChoices, Pass, choose, requested
-from . import depthwise, direct, gemm, implicit, memory, pointwise, rules, tiled, tune
+from . import activation, depthwise, direct, gemm, implicit, memory, pointwise, rules, tiled, tune
 
 ALGORITHMS: dict[str, ConvAlgorithm] = {
     a.name: a for a in (depthwise.ALGORITHM, direct.ALGORITHM, gemm.ALGORITHM, implicit.ALGORITHM,
@@ -52,13 +52,16 @@ def _chosen(pass_: Pass, geometry: Conv2dGeometry, dtype: np.dtype, bounded: boo
 
 
 def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None,
-         first: np.ndarray, *others: np.ndarray | None) -> np.ndarray:
-    """The pass's output: its kernel run on C-contiguous operands in `first`'s dtype."""
+         first: np.ndarray, *others: np.ndarray | None, residual: np.ndarray | None = None,
+         relu: bool = False) -> np.ndarray:
+    """The pass's output: its kernel run on C-contiguous operands in `first`'s dtype, then the
+    forward's epilogue relu(y + residual) where asked (in the kernel where it has one)."""
     first = np.ascontiguousarray(first)
     operands = [None if a is None else np.ascontiguousarray(a, first.dtype) for a in others]
     shape = {"forward": geometry.output_shape, "grad_input": geometry.input_shape,
              "grad_weight": geometry.weight_shape}[pass_]
     out = memory.empty_aligned(shape, first.dtype)
+    residual = _operand(residual, out)
     choice = (_chosen(pass_, geometry, first.dtype) if algorithm is None
               else requested(ALGORITHMS, pass_, geometry, algorithm))
     kernel = ALGORITHMS[choice.algorithm].kernels[pass_]
@@ -68,16 +71,39 @@ def _run(pass_: Pass, geometry: Conv2dGeometry, algorithm: str | Choice | None,
     # whose products are the definition's (checking the small array costs next to nothing)
     if not exact and pass_ != "grad_weight" and not np.isfinite(operands[0]).all():
         kernel, choice = ALGORITHMS["gemm"].kernels[pass_], Choice("gemm", {}, "non-finite")
+    fused = residual is not None or relu
+    if fused and ALGORITHMS[choice.algorithm].epilogue:
+        kernel(first, *operands, out, geometry, residual=residual, relu=relu,
+               **choice.params)
+        return out
     kernel(first, *operands, out, geometry, **choice.params)
     if not exact and pass_ == "grad_weight" and not np.isfinite(out).all():
         ALGORITHMS["gemm"].kernels[pass_](first, *operands, out, geometry)
+    if fused:
+        activation.epilogue(out, residual, relu)
     return out
 
 
+def _operand(residual: np.ndarray | None, out: np.ndarray) -> np.ndarray | None:
+    """The residual, checked to have out's shape and dtype, C-contiguous (None stays None)."""
+    if residual is None:
+        return None
+    if residual.shape != out.shape:
+        raise ValueError(f"conv2d_forward: residual has shape {residual.shape}, the output "
+                         f"{out.shape}")
+    if residual.dtype != out.dtype:
+        raise TypeError(f"conv2d_forward: residual dtype {residual.dtype} must match the "
+                        f"output dtype {out.dtype}")
+    return np.ascontiguousarray(residual)
+
+
 def conv2d_forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None,
-                   geometry: Conv2dGeometry, algorithm: str | Choice | None = None) -> np.ndarray:
-    """y (N, C_out, H_out, W_out) = grouped conv of x with w, plus bias."""
-    return _run("forward", geometry, algorithm, x, w, bias)
+                   geometry: Conv2dGeometry, algorithm: str | Choice | None = None,
+                   residual: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
+    """y (N, C_out, H_out, W_out) = grouped conv of x with w, plus bias; then plus `residual`
+    (y's shape) and through a ReLU where asked: the epilogue an inference plan fuses into it
+    (`minitorch_resnext.inference`), exactly relu(conv + residual) computed op by op."""
+    return _run("forward", geometry, algorithm, x, w, bias, residual=residual, relu=relu)
 
 
 def conv2d_grad_input(grad_out: np.ndarray, w: np.ndarray, geometry: Conv2dGeometry,

@@ -27,6 +27,7 @@ from numba import njit
 
 from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm
+from . import activation
 from ._numba import fill, transfer, u, valid_cols
 from .blas_threads import split_images
 
@@ -189,8 +190,11 @@ def forward(
     bias: np.ndarray | None,
     y: np.ndarray,
     geometry: Conv2dGeometry,
+    residual: np.ndarray | None = None,
+    relu: bool = False,
 ) -> None:
-    """y = conv(x, w) + bias by per-group GEMMs over chunks of images."""
+    """y = conv(x, w) + bias by per-group GEMMs over chunks of images; then plus `residual`
+    and through a ReLU where asked, each range of images while it is in the cache."""
     plan = _Plan(geometry, x.itemsize)
     wg = w.reshape(plan.groups, plan.og, plan.k)
 
@@ -208,6 +212,9 @@ def forward(
                     _from_gemm_layout(out, y[n0 : n0 + m].reshape(m, y.shape[1], plan.pixels))
         if bias is not None:
             y[start:stop] += bias.reshape(1, -1, 1, 1)
+        if residual is not None or relu:  # on this range's thread
+            activation.epilogue(y[start:stop], None if residual is None else
+                                residual[start:stop], relu, parallel=False)
 
     split_images(images, plan.n_img, macs=geometry.macs, align=plan.align)
 
@@ -266,4 +273,5 @@ ALGORITHM = ConvAlgorithm(
     "gemm",
     {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight},
     "im2col + BLAS GEMM per group (a 1x1 unpadded convolution: one batched GEMM, no im2col)",
+    epilogue=True,
 )

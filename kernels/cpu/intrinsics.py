@@ -400,6 +400,49 @@ def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, c_stride
     return sig, codegen
 
 
+@functools.cache
+def finish_row(lanes: int):
+    """The intrinsic finish(y, q, residual, add, lo): y[q:q + lanes] plus residual[q:q +
+    lanes] where `add`, then raised to at least `lo` (-inf, or 0 for a ReLU), in place; y and
+    residual flat arrays of one float dtype. One vector of `lanes` elements (LLVM splits it
+    into the target's registers): loads, an add, a compare and a select, stores. The compare
+    is ordered, so NaN stays NaN, as in relu. Written here because the same row as a loop (or
+    a slice) did not vectorise inside the parallel kernels, and as generated straight-line
+    code it multiplied their compilation time."""
+
+    @intrinsic
+    def finish(typingctx, y, q, residual, add, lo):
+        if not (isinstance(y, types.Array) and isinstance(residual, types.Array)
+                and residual.dtype == y.dtype and y.dtype in (types.float32, types.float64)):
+            return None
+        sig = types.void(y, types.intp, residual, types.boolean, y.dtype)
+
+        def codegen(context, builder, signature, args):
+            y_, q_, residual_, add_, lo_ = args
+            vec = ir.VectorType(context.get_value_type(y.dtype), lanes)
+            load, store = _vector_memory(builder, vec, y.dtype.bitwidth // 8)
+
+            def at(array, value):
+                data = context.make_array(signature.args[array])(context, builder, value).data
+                return builder.bitcast(builder.gep(data, [q_]), vec.as_pointer())
+
+            floor = _splat(builder, lo_, vec)
+
+            def body(residual_too: bool) -> None:
+                v = load(at(0, y_), None)
+                if residual_too:
+                    v = builder.fadd(v, load(at(2, residual_), None))
+                store(builder.select(builder.fcmp_ordered("<", v, floor), floor, v),
+                      at(0, y_), None)
+
+            _both_ways(builder, add_, body)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return finish
+
+
 def _both_ways(builder: ir.IRBuilder, flag: ir.Value, body) -> None:
     """body(True) where `flag` holds and body(False) where not: code specialised for each."""
     with builder.if_else(flag) as (then, otherwise):

@@ -21,7 +21,9 @@ per panel and from the L1 cache for the other strips: packing the weights would 
 as the whole product at batch 1 on a 7x7 image. A tile stores its outputs straight into y
 where its strip is NR adjacent pixels of one image, else through a buffer (a strip across two
 images, the last one, strided grad_input). The tasks split the panels' strips or their tiles,
-whichever repeats fewer bytes (`_tasks`).
+whichever repeats fewer bytes (`_tasks`). The forward's epilogue (an inference plan's fused
+shortcut addition and ReLU, `inference.freeze`) is applied to each tile's rows right after
+they are stored, while they are in the L1 cache: no pass over y follows.
 
 The rules choose it where NumPy's BLAS computes with narrower vectors than the kernels' target,
 for convolutions large enough to earn its compilation back (`rules.py` says why, from its
@@ -37,6 +39,7 @@ from ..geometry import Conv2dGeometry, Pair
 from ..selection import ConvAlgorithm
 from ._numba import min_tasks_per_group, one_thread_below, u
 from .codegen import Tile, compile_tile, outer_product, slp_vectorized
+from .intrinsics import finish_row
 from .target import ISA
 
 # rows: output channels, broadcast from the weights; lanes: columns (pixels of any image)
@@ -72,6 +75,7 @@ def tile_source(mr: int, nr: int) -> str:
 
 
 _tile = compile_tile("pointwise.tile", tile_source(MR, NR))
+_finish_row = finish_row(NR)
 
 
 @njit(cache=True)
@@ -90,9 +94,10 @@ def _columns(c0: int, count: int, grid: Pair, x_hw: Pair, x_step: Pair, x_image:
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _product(x: np.ndarray, a: np.ndarray, row_step: int, k_step: int, bias: np.ndarray,
              y: np.ndarray, grid: Pair, x_step: Pair, y_step: Pair, groups: int,
-             panel_strips: int, tiles_per_task: int) -> None:
+             panel_strips: int, tiles_per_task: int, residual: np.ndarray, relu: bool) -> None:
     """y[n, g*R + m, dst(p)] = bias[g*R + m] + sum over c < K of
-    a[g*R*K + m*row_step + c*k_step] * x[n, g*K + c, src(p)] over the pixels p of `grid`.
+    a[g*R*K + m*row_step + c*k_step] * x[n, g*K + c, src(p)] over the pixels p of `grid`,
+    then plus `residual` and through a ReLU where asked (the epilogue).
 
     Args:
         x: the operand read, (N, groups * K, Hx, Wx), contiguous.
@@ -106,6 +111,8 @@ def _product(x: np.ndarray, a: np.ndarray, row_step: int, k_step: int, bias: np.
         groups: convolution groups.
         panel_strips: strips of NR columns packed together, for all K channels.
         tiles_per_task: MR-row tiles of one task (a panel's tiles may be split over tasks).
+        residual: y-shaped, flat, added to each output as it is stored; empty: none.
+        relu: each output (after the residual) below zero is stored as zero.
     """
     n_img, x_channels, xh, xw = x.shape
     _, y_channels, yh, yw = y.shape
@@ -117,6 +124,9 @@ def _product(x: np.ndarray, a: np.ndarray, row_step: int, k_step: int, bias: np.
     tiles = -(-r_all // MR)
     blocks = -(-tiles // tiles_per_task)
     xf, yf = x.reshape(-1), y.reshape(-1)
+    add = residual.size > 0
+    epilogue = add or relu
+    lo = y.dtype.type(0) if relu else y.dtype.type(-np.inf)  # the ReLU as a clamp below
     for task in prange(groups * panels * blocks):
         block = task % blocks
         panel = task // blocks % panels
@@ -158,11 +168,19 @@ def _product(x: np.ndarray, a: np.ndarray, row_step: int, k_step: int, bias: np.
                 _tile(a, g * r_all * k_all + m0 * row_step, rows, k_step, b,
                       (s - s0) * k_all * NR, k_all, bias, g * r_all + m0, yf,
                       y0 + m0 * y_plane + dst[j0], y_plane, store, ct)
-                if not store:
-                    for i in range(valid):
-                        yo = y0 + (m0 + i) * y_plane
-                        for j in range(count):
-                            yf[u(yo + dst[j0 + j])] = ct[i * NR + j]
+                if store:  # the tile's rows are in the L1 cache: the epilogue reads them there
+                    if epilogue:
+                        for i in range(MR):
+                            _finish_row(yf, y0 + (m0 + i) * y_plane + dst[j0], residual, add,
+                                        lo)
+                    continue
+                for i in range(valid):
+                    yo = y0 + (m0 + i) * y_plane
+                    for j in range(count):
+                        v = ct[i * NR + j]
+                        if add:
+                            v += residual[u(yo + dst[j0 + j])]
+                        yf[u(yo + dst[j0 + j])] = lo if v < lo else v
 
 
 def _tasks(geometry: Conv2dGeometry, rows: int, depth: int, itemsize: int) -> tuple[int, int]:
@@ -197,20 +215,26 @@ def _padded(bias: np.ndarray | None, channels: int, dtype: np.dtype) -> np.ndarr
 
 
 def _run(x: np.ndarray, a: np.ndarray, row_step: int, k_step: int, bias: np.ndarray,
-         y: np.ndarray, geometry: Conv2dGeometry, x_step: Pair, y_step: Pair) -> None:
+         y: np.ndarray, geometry: Conv2dGeometry, x_step: Pair, y_step: Pair,
+         residual: np.ndarray | None = None, relu: bool = False) -> None:
     """`_product` split into tasks for the threads it runs on (one below PARALLEL_MIN_MACS)."""
     rows, depth = y.shape[1] // geometry.groups, x.shape[1] // geometry.groups
+    extra = np.empty(0, y.dtype) if residual is None else residual.reshape(-1)
     with one_thread_below(geometry.macs, PARALLEL_MIN_MACS), slp_vectorized():
         per_panel, per_task = _tasks(geometry, rows, depth, x.itemsize)
         _product(x, a, row_step, k_step, bias, y, geometry.output_hw, x_step, y_step,
-                 geometry.groups, per_panel, per_task)
+                 geometry.groups, per_panel, per_task, extra, relu)
 
 
 def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
-            geometry: Conv2dGeometry) -> None:
-    """y = conv(x, w) + bias: the input at every stride-th pixel times each group's weights."""
+            geometry: Conv2dGeometry, residual: np.ndarray | None = None,
+            relu: bool = False) -> None:
+    """y = conv(x, w) + bias: the input at every stride-th pixel times each group's weights;
+    plus `residual` (y's shape, contiguous) and through a ReLU where asked, as each tile of y
+    is stored."""
     _run(x, w.reshape(-1), geometry.in_per_group, 1,
-         _padded(bias, geometry.out_channels, y.dtype), y, geometry, geometry.stride, (1, 1))
+         _padded(bias, geometry.out_channels, y.dtype), y, geometry, geometry.stride, (1, 1),
+         residual, relu)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, gx: np.ndarray, geometry: Conv2dGeometry) -> None:
@@ -229,4 +253,5 @@ ALGORITHM = ConvAlgorithm(
     "read in place (a 1x1 convolution without padding)",
     supports=lambda pass_, g: g.pointwise,
     requirement="a 1x1 kernel without padding",
+    epilogue=True,
 )
