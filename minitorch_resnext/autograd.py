@@ -32,6 +32,9 @@ _state = threading.local()
 # While a profiler runs (`minitorch_resnext.profile`), every forward and backward goes through
 # profile_hook(fn, pass_name, ctx, thunk) -> thunk(); None (the default) costs one lookup per op.
 profile_hook: Callable[[type[Function], str, Context, Callable[[], Any]], Any] | None = None
+# While an inference plan is traced (`minitorch_resnext.inference`), every op's forward is
+# reported as trace_hook(fn, inputs, options, output array) after it ran.
+trace_hook: Callable[[type[Function], tuple[Any, ...], dict[str, Any], Any], None] | None = None
 
 
 def is_grad_enabled() -> bool:
@@ -190,6 +193,8 @@ class Function:
         else:
             out = profile_hook(cls, "forward", ctx, lambda: cls.forward(ctx, *raw, **kwargs))
         out = backend.result(out)
+        if trace_hook is not None:
+            trace_hook(cls, inputs, kwargs, out)
         backend = getattr(ctx, "out_backend", backend)  # set by ops that change device
         if not record:
             result = Tensor._wrap(out, backend)

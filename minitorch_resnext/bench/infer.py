@@ -5,9 +5,10 @@ side by side with the same model exported to ONNX from its module tree (`_onnx.e
 run by ONNX Runtime (CPU execution provider, all graph optimisations), and with PyTorch's twin
 of the model built module by module (`train.torch_twin`) when it is installed. Every engine
 runs the model with its batch norms folded into the convolutions (`nn.utils.fuse_conv_bn`, what
-ONNX Runtime's optimisations do to a Conv -> BatchNormalization pair anyway); ONNX Runtime
-also fuses each ReLU into the convolution before it, which this package does not. The
-weights are the model's seed-0 initialisation, with BatchNorm statistics taken from one batch
+ONNX Runtime's optimisations do to a Conv -> BatchNormalization pair anyway). This package
+runs it as a frozen plan (`inference.freeze`), whose convolutions take the ReLUs and residual
+additions after them as their epilogues, as ONNX Runtime fuses Conv -> Relu and Conv -> Add
+-> Relu. The weights are the model's seed-0 initialisation, with BatchNorm statistics taken from one batch
 of random images (so every BatchNorm normalises, as in a trained model); every engine loads
 them from the same file and folds them itself.
 
@@ -105,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         "versions": common.package_versions(
             ["minitorch-resnext", "numpy", "numba", "threadpoolctl", "torch", "onnx", "onnxruntime"]),
         "settings": {"batches": batches, "repeats": repeats, "quick": args.quick, "rel_tol": REL_TOL,
-                     "forward": "eval mode, no autograd; float32 NCHW; random images",
+                     "forward": "eval mode, no autograd; float32 NCHW; random images; this "
+                                "package: a frozen plan (inference.freeze), ReLUs and residual "
+                                "additions fused into the convolutions",
                      "batch_norm": "folded into the convolutions (nn.utils.fuse_conv_bn) in "
                                    "every engine",
                      "statistic": f"median of forwards timed in turns of {TURN - 1} after one "
@@ -155,7 +158,7 @@ def _engine(engine: str, name: str, weights: Path, batch: int, threads: int
     with the weights in `weights`, in `engine`; runs in the engine's worker process."""
     import minitorch_resnext as mr
 
-    from .. import io, nn
+    from .. import inference, io, nn
     from ..models.summary import shape_and_macs
 
     set_worker_threads(engine == PROJECT, threads, "bench infer")
@@ -168,10 +171,10 @@ def _engine(engine: str, name: str, weights: Path, batch: int, threads: int
     nn.utils.fuse_conv_bn(model, inplace=True)
     if engine == PROJECT:
         tx = mr.tensor(x)
+        plan = inference.freeze(model, tx)
 
         def forward() -> np.ndarray:
-            with mr.no_grad():
-                return model(tx).numpy()
+            return plan(tx).numpy()
 
         return forward, forward, info
     if engine == ONNXRT:
