@@ -178,7 +178,7 @@ def test_bench_conv_rejects_bad_settings(argv, tmp_path):
 
 def test_bench_infer_quick_checks_then_times_each_engine(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
-    assert main(["bench", "infer", "--quick", "--batch", "2", "--repeats", "1",
+    assert main(["bench", "infer", "--quick", "--batch", "2", "--repeats", "1", "--op-by-op",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "PyTorch is not installed" in out and "resnext_small" in out and "img/s" in out
@@ -191,7 +191,10 @@ def test_bench_infer_quick_checks_then_times_each_engine(tmp_path, capsys, monke
                                                                            2 * 6_466_048)
     assert len(ours["samples_ms"]) == 1 and ours["images_per_s"] == pytest.approx(2e3 / ours["median_ms"])
     onnx_present = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
-    assert set(rows) == ({"minitorch", "onnxruntime"} if onnx_present else {"minitorch"})
+    assert set(rows) - {"onnxruntime"} == {"minitorch", "minitorch-op-by-op"}
+    assert ("onnxruntime" in rows) == onnx_present
+    # the frozen plan's logits are the op-by-op forward's, bit for bit
+    assert rows["minitorch-op-by-op"]["max_rel_err"] == 0.0
     if onnx_present:  # its logits were compared with ours before timing
         assert rows["onnxruntime"]["max_rel_err"] < 1e-5
         assert ours["speedup_vs_onnxruntime"] == pytest.approx(

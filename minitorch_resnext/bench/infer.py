@@ -36,6 +36,7 @@ from ._worker import Worker, interleave, set_worker_threads
 
 HELP = "time whole-model inference (eval-mode forward) against ONNX Runtime and PyTorch"
 PROJECT, TORCH, ONNXRT = "minitorch", "torch", _onnx.ONNXRT
+OP_BY_OP = "minitorch-op-by-op"  # this package's folded model run op by op, not frozen
 REL_TOL = 1e-3  # largest max|a - b| / max|b| accepted between two engines' logits
 TURN = 4  # forwards per turn of an engine; the first re-warms caches and threads, untimed
 MODELS = ("resnext50_32x4d", "resnet50", "resnext101_32x8d", "resnext29_8x64d", "resnext_small")
@@ -54,6 +55,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, help="timed forwards per engine (default: 10)")
     parser.add_argument("--threads", type=int,
                         help="CPU threads of every engine (default: numba.get_num_threads())")
+    parser.add_argument("--op-by-op", action="store_true",
+                        help="also time this package's folded model run op by op (the eager "
+                             "forward, no fused epilogues) as an engine of its own")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: resnext_small on 16x16 images, batches 1 and 2, 2 repeats")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     notes = [info["note"] for info in (torch_info, onnx_info) if "note" in info]
     for note in notes:
         print(f"note: {note}")
-    engines = [PROJECT] + [e for e, lib in ((ONNXRT, onnxrt), (TORCH, torch)) if lib is not None]
+    engines = [PROJECT] + [OP_BY_OP] * args.op_by_op + [
+        e for e, lib in ((ONNXRT, onnxrt), (TORCH, torch)) if lib is not None]
     machine = common.machine_info()
     print(f"bench infer on cpu: batches {', '.join(map(str, batches))}, median of {repeats} "
           f"forwards per engine, {threads} thread(s), engines {', '.join(engines)}"
@@ -161,7 +166,7 @@ def _engine(engine: str, name: str, weights: Path, batch: int, threads: int
     from .. import inference, io, nn
     from ..models.summary import shape_and_macs
 
-    set_worker_threads(engine == PROJECT, threads, "bench infer")
+    set_worker_threads(engine in (PROJECT, OP_BY_OP), threads, "bench infer")
     model = _build(name)
     model.load_state_dict(io.load_state_dict(weights))
     model.eval()
@@ -177,6 +182,14 @@ def _engine(engine: str, name: str, weights: Path, batch: int, threads: int
             return plan(tx).numpy()
 
         return forward, forward, info
+    if engine == OP_BY_OP:
+        tx = mr.tensor(x)
+
+        def op_by_op() -> np.ndarray:
+            with mr.no_grad():
+                return model(tx).numpy()
+
+        return op_by_op, op_by_op, info
     if engine == ONNXRT:
         onnxrt, _ = _onnx.load(threads)
         session = onnxrt.session(_onnx.export(onnxrt.onnx, model, x.shape))
