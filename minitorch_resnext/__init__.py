@@ -4,6 +4,7 @@ from . import (
     _threads,  # noqa: F401  (first: the thread pools wait passively)
     data,
     functional,
+    inference,
     io,
     models,
     nn,
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "F", "Function", "Tensor", "arange", "bool_", "cat", "cuda_is_available", "data",
-    "enable_grad", "float32", "float64", "full", "functional", "get_backend", "int64", "io",
+    "enable_grad", "float32", "float64", "full", "functional", "get_backend", "inference", "int64", "io",
     "is_grad_enabled", "manual_seed", "matmul", "maximum", "models", "nn", "no_grad", "ones",
     "ones_like", "optim", "rand", "randint", "randn", "stack", "tensor", "where", "zeros", "zeros_like",
 ]
