@@ -6,9 +6,10 @@ mask, then the product); here each is one pass, over all cores where the array i
 enough to pay for waking them.
 
 The epilogue of an inference convolution, relu(y + residual) (`inference.freeze` fuses a
-ResNet block's addition and ReLU into the convolution before them), is `finish`: kernels that
-have their output tile in the cache apply it there; after the others it is one pass over y in
-place (`epilogue`), where unfused it would be two passes writing two new arrays.
+ResNet block's addition and ReLU into the convolution before them): the pointwise kernel
+applies it to each tile row it stores (`intrinsics.finish_row`), the GEMM to each range of
+images on that range's thread (`epilogue(..., parallel=False)`); after the others it is one
+pass over y in place (`epilogue`), where unfused it would be two passes writing two new arrays.
 """
 
 from __future__ import annotations
