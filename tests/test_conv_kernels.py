@@ -236,12 +236,15 @@ def test_tiled_kernels_match_reference(problem, block_columns):
         check_all_kernels(problem, "tiled")
 
 
-@given(conv_problems("implicit"), st.sampled_from([implicit._IMAGES, 2, 1]))
-def test_implicit_kernels_match_reference(problem, images):
+@given(conv_problems("implicit"), st.sampled_from([implicit._IMAGES, 2, 1]),
+       st.sampled_from([implicit._WEIGHT_CHUNK_BYTES, 1, 1000]))
+def test_implicit_kernels_match_reference(problem, images, chunk_bytes):
     """Every configuration the implicit-GEMM kernel takes, channels per group on both sides of
     one and two lane tiles, in blocks of up to 8, 2 and 1 images (a smaller last block has
-    its own plan)."""
-    with mock.patch.object(implicit, "_IMAGES", images):
+    its own plan); grad_weight over its blocks whole, pixel by pixel (`chunk_bytes` 1) and in
+    chunks of a few pixels, some of them with no step of a tap's list."""
+    with (mock.patch.object(implicit, "_IMAGES", images),
+          mock.patch.object(implicit, "_WEIGHT_CHUNK_BYTES", chunk_bytes)):
         check_all_kernels(problem, "implicit")
 
 

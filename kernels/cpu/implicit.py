@@ -50,7 +50,10 @@ input channels the tile is WEIGHT_TILE, one tap. This layout needs one broadcast
 lanes multiply-adds, where the opposite one (input channels broadcast, output channels on the
 lanes) needs one per vector multiply-add, and broadcasts are what a core runs out of first. A
 task owns one group, or a slice of its output channels when there are few groups, and walks
-the image blocks in order, so the result does not depend on the thread count.
+the image blocks in order, so the result does not depend on the thread count. On large
+images every tile of taps and output channels runs over one chunk of a block's pixels before
+the next (`_WEIGHT_CHUNK_BYTES`), so that each of them reads the chunk's packed input and
+grad_out from the L2 cache, not from memory.
 """
 
 from __future__ import annotations
@@ -86,6 +89,10 @@ ROW_SEGMENTS = tuple(sorted({s for s in (7, 14, 1 << (ISA.registers - 4).bit_len
 _IMAGES = 8  # images per task (up to), so that the tiles of the corner pixels are full ...
 _BLOCK_BYTES = 256 * 1024  # ... while the task's input stays in the per-core L2 cache
 _WEIGHT_BLOCK_BYTES = 64 * 1024  # grad_weight: the packed input and grad_out in the L1 cache
+# grad_weight on larger images: the tiles of every tap and output channel run over one chunk
+# of the block's pixels before the next, so that its packed input and grad_out stay in the L2
+# cache (a 56x56 image of 128 channels packs to 1.6 MB)
+_WEIGHT_CHUNK_BYTES = 512 * 1024
 
 
 class ForwardPlan(NamedTuple):
@@ -351,22 +358,24 @@ def _plan(geometry: Conv2dGeometry, gradient: bool = False) -> ForwardPlan:
 class WeightPlan(NamedTuple):
     """grad_weight's steps for a block of images (`_weight_plan`). Step list r covers taps
     first_tap[r] .. first_tap[r] + taps[r] - 1 (adjacent taps of a kernel row) over the output
-    pixels where all of them fall inside the image, steps starts[r] to starts[r + 1]: grad_out
+    pixels where all of them fall inside the image, steps cuts[r, 0] to cuts[r, -1]: grad_out
     at grow[d] (image * C_out * H_out * W_out + pixel) and the first tap's input pixel at
-    xrow[d] / lanes (image * H * W + ih * W + iw) of the packed input."""
+    xrow[d] / lanes (image * H * W + ih * W + iw) of the packed input. Its steps on chunk k of
+    the block's output pixels (image * H_out * W_out + pixel, `chunk` of them a chunk) are
+    cuts[r, k] to cuts[r, k + 1]."""
 
     first_tap: np.ndarray
     taps: np.ndarray
-    starts: np.ndarray
+    cuts: np.ndarray
     grow: np.ndarray
     xrow: np.ndarray
 
 
 @functools.lru_cache(maxsize=64)
-def _weight_plan(geometry: Conv2dGeometry, run: int, lanes: int) -> WeightPlan:
-    """The step lists for a block of `geometry.batch` images, runs of up to `run` taps. Every
-    in-bounds (pixel, tap) pair is in exactly one list: the in-bounds taps of a pixel in a
-    kernel row are an interval, cut into runs of `run`."""
+def _weight_plan(geometry: Conv2dGeometry, run: int, lanes: int, chunk: int) -> WeightPlan:
+    """The step lists for a block of `geometry.batch` images, runs of up to `run` taps, cut at
+    every `chunk` output pixels. Every in-bounds (pixel, tap) pair is in exactly one list: the
+    in-bounds taps of a pixel in a kernel row are an interval, cut into runs of `run`."""
     m, (kh, kw) = geometry.batch, geometry.kernel_hw
     image_in, image_out = math.prod(geometry.input_hw), math.prod(geometry.output_hw)
     inside, source = _taps_inside(geometry)
@@ -380,7 +389,9 @@ def _weight_plan(geometry: Conv2dGeometry, run: int, lanes: int) -> WeightPlan:
             pixels = np.flatnonzero(hit & (first == ja) & (last == jb))
             for j in range(ja, jb + 1, run):
                 lists.setdefault((i * kw + j, min(run, jb + 1 - j)), []).append(pixels)
-    first_tap, taps, starts, grow, xrow = [], [], [0], [], []
+    bounds = np.arange(0, m * image_out + chunk, chunk)  # the chunks' first pixels, and the end
+    first_tap, taps, cuts, grow, xrow = [], [], [], [], []
+    steps = 0
     for (t, count), parts in sorted(lists.items()):
         pixels = np.sort(np.concatenate(parts))
         image, pixel = np.repeat(np.arange(m), len(pixels)), np.tile(pixels, m)
@@ -388,9 +399,11 @@ def _weight_plan(geometry: Conv2dGeometry, run: int, lanes: int) -> WeightPlan:
         taps.append(count)
         grow.append(image * geometry.out_channels * image_out + pixel)
         xrow.append((image * image_in + source[pixel, t]) * lanes)
-        starts.append(starts[-1] + len(pixel))
+        cuts.append(steps + np.searchsorted(image * image_out + pixel, bounds))
+        steps += len(pixel)
     return WeightPlan(*_frozen(
-        np.array(first_tap, np.int64), np.array(taps, np.int64), np.array(starts, np.int64),
+        np.array(first_tap, np.int64), np.array(taps, np.int64),
+        np.array(cuts, np.int64).reshape(-1, len(bounds)),
         np.concatenate([[], *grow]).astype(np.int64),  # no list at all: every tap on padding
         np.concatenate([[], *xrow]).astype(np.int64)))
 
@@ -615,8 +628,8 @@ def _grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, layout: WeightLa
     """
     # (a prange body takes arrays and scalars only, so the tuples are unpacked here)
     parts, cgp, m_img, tap_step = layout
-    full_first, full_taps, full_starts, full_grow, full_xrow = plan
-    tail_first, tail_taps, tail_starts, tail_grow, tail_xrow = tail
+    full_first, full_taps, full_cuts, full_grow, full_xrow = plan
+    tail_first, tail_taps, tail_cuts, tail_grow, tail_xrow = tail
     n_img, c_in, h, wd = x.shape
     _, c_out, oh, ow = gy.shape
     _, cg, kh, kw = gw.shape
@@ -638,18 +651,22 @@ def _grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, layout: WeightLa
         for n0 in range(0, n_img, m_img):
             m = min(m_img, n_img - n0)
             # the last, smaller block has its own plan
-            first_tap, run_taps, starts, grow, xrow = (
-                (full_first, full_taps, full_starts, full_grow, full_xrow) if m == m_img
-                else (tail_first, tail_taps, tail_starts, tail_grow, tail_xrow))
+            first_tap, run_taps, cuts, grow, xrow = (
+                (full_first, full_taps, full_cuts, full_grow, full_xrow) if m == m_img
+                else (tail_first, tail_taps, tail_cuts, tail_grow, tail_xrow))
             for b in range(m):
                 pack_pixels(xt, b * hw * cgp, cgp, xf, ((n0 + b) * c_in + g * cg) * hw, hw, hw,
                             cg)
             gb = (n0 * c_out + g * og + o0) * ohw
-            for ot in range(0, no, rows):
+            tiles = -(-no // rows)
+            for kt in range((cuts.shape[1] - 1) * tiles):  # pixel chunk by pixel chunk
+                k, ot = kt // tiles, kt % tiles * rows
                 for i in range(rows):  # rows past the slice repeat its last channel
                     rowoff[i] = min(ot + i, no - 1) * ohw
                 for r in range(first_tap.shape[0]):
-                    d0, d1, ai = starts[r], starts[r + 1], first_tap[r] * ldt + ot * cgp
+                    d0, d1, ai = cuts[r, k], cuts[r, k + 1], first_tap[r] * ldt + ot * cgp
+                    if d0 == d1:
+                        continue
                     if not narrow:
                         for jt in range(0, cgp, WEIGHT_TILE.lanes):
                             span = WeightSpan(gb, jt, tap_step, d0, d1, ai + jt, ldt, cgp)
@@ -684,7 +701,9 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, geometry: Conv2dG
     narrow = cg <= NARROW_TILE.lanes
     cgp = NARROW_TILE.lanes if narrow else -(-cg // WEIGHT_TILE.lanes) * WEIGHT_TILE.lanes
     run = RUN if narrow else 1
-    plan, tail = (_weight_plan(geometry.with_batch(k), run, cgp) for k in (m, max(1, n_img % m)))
+    chunk = max(1, _WEIGHT_CHUNK_BYTES // ((cgp + og // parts) * x.itemsize))  # output pixels
+    plan, tail = (_weight_plan(geometry.with_batch(k), run, cgp, chunk)
+                  for k in (m, max(1, n_img % m)))
     with slp_vectorized():
         _grad_weight(x, gy, gw, WeightLayout(parts, cgp, m, geometry.dilation[1] * cgp), plan,
                      tail)
