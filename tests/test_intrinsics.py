@@ -1,5 +1,5 @@
-"""The LLVM-IR helpers of the CPU kernels against NumPy: the in-register block transpose and the
-stride-2 column phases."""
+"""The LLVM-IR helpers of the CPU kernels against NumPy: the in-register block transposes and
+the stride-2 column phases."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from minitorch_resnext.kernels.cpu.intrinsics import (
     butterfly_masks,
     pack_pixels,
     pair_phases,
+    store_transposed,
 )
 
 
@@ -41,6 +42,35 @@ def test_pack_pixels_transposes_channel_planes(case):
     rows = dst[case["dst_off"]:].reshape(p, ld)
     np.testing.assert_array_equal(rows[:, :c], planes.T)
     assert np.isnan(rows[:, c:]).all() and np.isnan(dst[:case["dst_off"]]).all()  # untouched
+
+
+_STORE_LANES = 8  # the row tiles' lanes on AVX2 (16 on AVX-512 compiles the same code)
+_store = store_transposed(_STORE_LANES)
+
+
+@njit  # not cached: compiled from the intrinsic's current source
+def _store_block(dst, dst_off, dst_stride, src, src_off, src_stride, rows, cols):
+    _store(dst, dst_off, dst_stride, src, src_off, src_stride, rows, cols)
+
+
+@given(st.sampled_from(["float32", "float64"]), st.integers(1, _STORE_LANES),
+       st.integers(1, _STORE_LANES), st.integers(0, 5), st.integers(0, 5), st.integers(0, 3))
+def test_store_transposed_writes_the_part_asked_and_nothing_else(dtype, rows, cols, gap,
+                                                                 dst_off, src_off):
+    """dst[j, i] = src[i, j] for i < rows, j < cols, dst's rows `_STORE_LANES + gap` apart; the
+    rest of the block (and of dst) untouched, though the whole source block is read."""
+    lanes = _STORE_LANES
+    src = np.random.default_rng(rows * 8 + cols).standard_normal(src_off + lanes * lanes)
+    src = src.astype(dtype)
+    stride = lanes + gap
+    dst = np.full(dst_off + lanes * stride, np.nan, dtype)
+    _store_block(dst, dst_off, stride, src, src_off, lanes, rows, cols)
+    block = src[src_off:].reshape(lanes, lanes)
+    out = dst[dst_off:].reshape(lanes, stride)
+    np.testing.assert_array_equal(out[:cols, :rows], block[:rows, :cols].T)
+    written = np.zeros_like(out, dtype=bool)
+    written[:cols, :rows] = True
+    assert np.isnan(out[~written]).all() and np.isnan(dst[:dst_off]).all()
 
 
 def test_butterfly_masks_compose_to_a_transpose():

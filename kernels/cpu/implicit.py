@@ -36,7 +36,9 @@ feeds the (up to) three outputs whose taps read it, three vector multiply-adds w
 above gets two, and no tap outside the image is multiplied. A segment's accumulators take one
 register per pixel, so wider rows are cut into segments of a width in ROW_SEGMENTS that
 divides them (two of 16 on a 32-wide image with AVX-512, four of 8 with AVX2). More output
-channels per group take one pass over the row per register of them.
+channels per group take one pass over the row per register of them. A segment's outputs, one
+register of channels per pixel, reach their channel planes through one transpose in registers
+and masked stores (`intrinsics.store_transposed`).
 
 grad_weight sums, for each tap, over the output pixels where the tap is in bounds:
 ``gw[o, c, t] = sum_p gy[o, p] * x[c, p + offset(t)]``. Output channels go on the rows,
@@ -69,7 +71,7 @@ from ..geometry import Conv2dGeometry
 from ..selection import Condition, ConvAlgorithm, Pass
 from ._numba import fill, min_tasks_per_group, u
 from .codegen import Tile, compile_tile, outer_product, slp_vectorized
-from .intrinsics import pack_pixels
+from .intrinsics import pack_pixels, store_transposed
 from .target import ISA
 
 # The tiles fill the target's registers (`Tile.fitting`): with AVX-512, 8 x 32 and 4 x 16 x 3
@@ -193,8 +195,9 @@ def row_tile_source(segment: int, lanes: int = ROW_LANES) -> str:
     the image, channels c and taps j of x[row i, c, k + j - 1] * w[c, i, j, l], the columns
     before and after the segment only where they are inside the image (`at.before`,
     `at.after`: a branch per channel, so no tap on padding is multiplied). Each input value is
-    broadcast once and used by every k that reads it; the outputs go through `ct` (k-major) to
-    y, output channel l at l * out_plane."""
+    broadcast once and used by every k that reads it; the outputs go through `ct` (k-major,
+    lanes x lanes) to y, output channel l at l * out_plane, transposed in registers."""
+    assert segment <= lanes, "a segment's outputs are stored as one transposed block"
     acc = [[f"s{k}_{lane}" for lane in range(lanes)] for k in range(segment)]
     lines = ["def tile(x, w, y, bias, ct, at, zero):"]
     lines += [f"    {' = '.join(row)} = zero" for row in acc]
@@ -218,10 +221,8 @@ def row_tile_source(segment: int, lanes: int = ROW_LANES) -> str:
                           for lane in range(lanes)]
     lines += [f"    ct[{k * lanes + lane}] = {acc[k][lane]} + bias[at.bias + {lane}]"
               for k in range(segment) for lane in range(lanes)]
-    lines += [f"    for lane in range(min(at.lanes, {lanes})):",
-              "        q = at.y + lane * at.out_plane",
-              f"        for k in range({segment}):",
-              f"            y[np.uint64(q + k)] = ct[k * {lanes} + lane]"]
+    lines.append(f"    store_transposed(y, at.y, at.out_plane, ct, 0, {lanes}, {segment}, "
+                 f"min(at.lanes, {lanes}))")
     return "\n".join(lines)
 
 
@@ -279,7 +280,8 @@ def weight_tile_source(rows: int, lanes: int, taps: int) -> str:
 
 _tile = compile_tile("implicit.tile", tile_source(*TILE))
 _row_tile = compile_tile("implicit.row_tile", row_dispatch_source(ROW_SEGMENTS), {
-    f"row_tile_{s}": compile_tile(f"implicit.row_tile_{s}", row_tile_source(s))
+    f"row_tile_{s}": compile_tile(f"implicit.row_tile_{s}", row_tile_source(s),
+                                  {"store_transposed": store_transposed(ROW_LANES)})
     for s in ROW_SEGMENTS})  # only this target's: each segment's tile adds to the compile time
 _weight_tile = compile_tile("implicit.weight_tile", weight_tile_source(*WEIGHT_TILE, 1))
 _weight_tile_1, _weight_tile_2, _weight_tile_3 = (
@@ -538,7 +540,7 @@ def _forward_rows(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray,
             pack_pixels(wl, base * nr, nr, wf, (g * og + jt * nr) * per_out, per_out,
                         per_out, lanes)
             _zero_past(wl, base * nr, nr, lanes, per_out, zero)
-        ct = np.empty(segment * nr, y.dtype)
+        ct = np.zeros(nr * nr, y.dtype)  # read as a whole block, stored in part
         for n in range(first, min(first + per_task, n_img)):
             for r in range(oh):  # all lane tiles of a row while its input rows are in cache
                 for jt in range(jt0, jt1):
