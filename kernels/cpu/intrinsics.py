@@ -88,8 +88,8 @@ def store_transposed(lanes: int):
     `lanes` block of src is read (it must exist), transposed in registers as in
     `transpose_block`, and the first `cols` of its rows are stored masked to `rows` elements:
     a tile of pixels by channels, computed pixel-major, stored into its channel planes without
-    touching the pixels past it, where element-by-element stores cost the row tiles a fifth of
-    their time."""
+    touching the pixels past it, where element-by-element stores cost the row tiles a sixth to
+    a fifth of their time."""
 
     @intrinsic
     def store(typingctx, dst, dst_off, dst_stride, src, src_off, src_stride, rows, cols):
