@@ -343,8 +343,11 @@ MUTANTS = [
            (f"{KERNELS}::test_direct_stream_writes_large_outputs_past_the_caches",)),
     Mutant("direct: 'stream' orders the weights' taps by column, then row",
            "kernels/cpu/direct.py",
-           (("index[t] = (c * kh + i) * kw + j", "index[t] = (c * kh + j) * kw + i"),),
-           DIRECT_STREAM),
+           (("out[at + 4 * q] = w[o, c, q // 3, q % 3]",
+             "out[at + 4 * q] = w[o, c, q % 3, q // 3]"),), DIRECT_STREAM),
+    Mutant("direct: 'stream' gives every block of four input channels the first one's weights",
+           "kernels/cpu/direct.py",
+           (("(o0 // 4 * cg + e) * 36", "(o0 // 4 * cg) * 36"),), DIRECT_STREAM),
     # --- the forward's epilogue (activation.py, the kernels that apply it) and inference.py
     Mutant("pointwise: buffered strips store their outputs without the residual",
            "kernels/cpu/pointwise.py",

@@ -453,32 +453,31 @@ def _plane_masks(wd: int, dw: int, h: int, pad: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _in_place_taps(
-    cg: int, kh: int, kw: int, dh: int, dw: int, wd: int, plane: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The forward's taps read in place (read="stream"), ordered by kernel position (i, j),
-    then input channel c (t = (i*kW + j)*cg + c), so that the taps of one position are one
+def _in_place_taps(cg: int, dh: int, dw: int, wd: int, plane: int) -> np.ndarray:
+    """The 3x3 forward's taps read in place (read="stream"), ordered by kernel position q =
+    i*3 + j, then input channel c (t = q*cg + c), so that the taps of one position are one
     range: where each reads in x for an output pixel k, as an offset from the group's first
-    plane plus k - (dH*W + dW), and its index in w's (c, i, j) order."""
-    offsets, index = np.empty(cg * kh * kw, np.int64), np.empty(cg * kh * kw, np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            for c in range(cg):
-                t = (i * kw + j) * cg + c
-                offsets[t] = c * plane + i * dh * wd + j * dw
-                index[t] = (c * kh + i) * kw + j
-    return offsets, index
+    plane plus k - (dH*W + dW)."""
+    offsets = np.empty(cg * 9, np.int64)
+    for q in range(9):
+        for c in range(cg):
+            offsets[q * cg + c] = c * plane + q // 3 * dh * wd + q % 3 * dw
+    return offsets
 
 
 @njit(cache=True)
-def _permuted(w: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """w[:, index], flat: each output channel's taps in `_in_place_taps`' order (a function of
-    its own: in the parallel kernel the copy would become a parallel loop per tap)."""
-    out = np.empty((w.shape[0], index.size), w.dtype)
-    for o in range(w.shape[0]):
-        for t in range(index.size):
-            out[o, t] = w[o, index[t]]
-    return out.reshape(-1)
+def _weight_blocks(w: np.ndarray) -> np.ndarray:
+    """3x3 weights (C_out, cg, 3, 3) in `plane_taps`' order, flat: per block of four output
+    channels, per block of four input channels, the 144 weights (o % 4, q, c % 4) in a row."""
+    c_out, cg = w.shape[0], w.shape[1]
+    blocks = cg // 4
+    out = np.empty(w.size, w.dtype)
+    for o in range(c_out):
+        for c in range(cg):
+            at = (o // 4 * blocks + c // 4) * 144 + o % 4 * 36 + c % 4
+            for q in range(9):
+                out[at + 4 * q] = w[o, c, q // 3, q % 3]
+    return out
 
 
 # --- the kernels -----------------------------------------------------------------------------
@@ -573,9 +572,8 @@ def _forward_in_place(
     (dh, dw), groups = conv.dilation, conv.groups
     n_img, c_in, h, wd = x.shape
     c_out, cg, kh, kw = w.shape
-    og, n_taps, plane = c_out // groups, cg * kh * kw, h * wd
-    offsets, index = _in_place_taps(cg, kh, kw, dh, dw, wd, plane)
-    coef = _permuted(w.reshape(c_out, n_taps), index)
+    og, plane = c_out // groups, h * wd
+    offsets, coef = _in_place_taps(cg, dh, dw, wd, plane), _weight_blocks(w)
     step = STEP_VECTORS * VECTOR_BYTES // x.itemsize
     masks = _plane_masks(wd, dw, h, step)
     # kernel row 0 reaches the image from pixel dH*W of a plane on, row 2 up to (H - dH)*W
@@ -588,10 +586,10 @@ def _forward_in_place(
         plane_group = unit // blocks  # img * groups + g
         img, g, b = plane_group // groups, plane_group % groups, unit % blocks
         o0 = g * og + 4 * b
-        xb, yb, c = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane, o0 * n_taps
+        xb, yb = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane
         for e in range(0, cg, 4):
-            plane_taps(yf, yb, plane, xf, xb - first, offsets, e, cg, coef, c, n_taps, masks,
-                       rows, e > 0, bias, o0, bypass and cg == 4)
+            plane_taps(yf, yb, plane, xf, xb - first, offsets, e, cg, coef,
+                       (o0 // 4 * cg + e) * 36, masks, rows, e > 0, bias, o0, bypass and cg == 4)
 
 
 @njit(parallel=True, cache=True)
