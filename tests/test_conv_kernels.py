@@ -116,8 +116,10 @@ def test_depthwise_kernels_match_reference(problem, write):
 @given(conv_problems("depthwise-same"))
 def test_depthwise_stream_matches_reference(problem):
     """write="stream" and grad_weight's read="stream" read x in place: one loop over each plane,
-    masks on the columns whose taps wrap around a row's end, then the edge rows and the pixels
-    on either side of the loop (and grad_weight's "buffers" on the same problems); dilations
+    the forward's (and grad_input's) with masked loads where a tap leaves the image and only
+    the vectors of the last step that hold pixels of the plane; grad_weight's with masks on
+    the columns whose taps wrap around a row's end, then the edge rows and the pixels on
+    either side of the loop (and grad_weight's "buffers" on the same problems); dilations
     1-3."""
     g = geometry_of(problem[0])
     for pass_, params in (("forward", {"write": "stream"}), ("grad_input", {"write": "stream"}),
@@ -128,8 +130,8 @@ def test_depthwise_stream_matches_reference(problem):
 
 
 def test_depthwise_stream_moves_nan_and_inf_of_its_input_as_the_definition():
-    """"stream" reads across a row's end on its first and last columns, where its masks select
-    zero for those taps: a NaN or Inf read there must reach only the outputs whose taps see it
+    """"stream" masks the taps that leave the image (across a row's end, above the first row,
+    below the last): a NaN or Inf next to them must reach only the outputs whose taps see it
     (finite weights; with a NaN weight the padding's products count, and it writes "rows")."""
     g = Conv2dGeometry.of((1, 2, 6, 7), (2, 1, 3, 3), padding=1, groups=2)
     rng = np.random.default_rng(3)
@@ -179,6 +181,7 @@ def test_direct_stream_moves_nan_and_inf_of_its_input_as_the_definition():
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "depthwise"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("x_shape, dilation, whole_vectors", [
     ((2, 8, 16, 16), 1, True),   # a few edge steps at each end of a plane, the rest interior
@@ -186,22 +189,26 @@ def test_direct_stream_moves_nan_and_inf_of_its_input_as_the_definition():
     ((1, 4, 8, 8), 1, True),     # no interior step (AVX-512, float32: two steps in all)
     ((2, 8, 9, 7), 1, False),    # planes of 63 values: written through the caches
 ])
-def test_direct_stream_writes_large_outputs_past_the_caches(x_shape, dilation, whole_vectors,
-                                                            dtype, monkeypatch):
+def test_stream_writes_large_outputs_past_the_caches(algorithm, x_shape, dilation,
+                                                     whole_vectors, dtype, monkeypatch):
     """An output larger than the last-level cache (here the cache is said to hold nothing) is
     written with non-temporal stores where each plane starts on a vector, the same values as
-    the definition; forward and grad_input (the same forward, transposed)."""
+    the definition; forward and grad_input (the same forward, transposed), by the direct
+    kernel (four channels per group) and the depthwise one."""
     monkeypatch.setattr(memory, "last_level_cache_bytes", lambda: 0)
-    g = Conv2dGeometry.of(x_shape, (8, 4, 3, 3), padding=dilation, dilation=dilation,
-                          groups=x_shape[1] // 4)
+    channels = x_shape[1]
+    w_shape, groups = (((8, 4, 3, 3), channels // 4) if algorithm == "direct"
+                       else ((channels, 1, 3, 3), channels))
+    g = Conv2dGeometry.of(x_shape, w_shape, padding=dilation, dilation=dilation, groups=groups)
     rng = np.random.default_rng(5)
     x, w = rng.standard_normal(g.input_shape, dtype), rng.standard_normal(g.weight_shape, dtype)
-    b, gy = rng.standard_normal(8, dtype), rng.standard_normal(g.output_shape, dtype)
+    b = rng.standard_normal(g.out_channels, dtype)
+    gy = rng.standard_normal(g.output_shape, dtype)
     y = memory.empty_aligned(g.output_shape, np.dtype(dtype))
     assert direct.bypasses_caches(y) == whole_vectors
     assert not direct.bypasses_caches(memory.empty_aligned((y.size + 1,), y.dtype)[1:]
                                       .reshape(y.shape))  # not on a vector: cached stores
-    stream = Choice("direct", {"read": "stream"}, "")
+    stream = Choice(algorithm, {"read" if algorithm == "direct" else "write": "stream"}, "")
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-5}
     np.testing.assert_allclose(cpu.conv2d_forward(x, w, b, g, stream),
                                reference.conv2d_forward(x, w, b, g), **tol)

@@ -42,7 +42,7 @@ from ..geometry import Conv2dGeometry, ConvArgs
 from ..selection import ConvAlgorithm, Pass
 from . import memory
 from ._numba import fill, ints, transfer, u, valid_cols
-from .intrinsics import STEP_VECTORS, VECTOR_BYTES, pair_phases, plane_taps
+from .intrinsics import VECTOR_BYTES, pair_phases, plane_taps
 
 # Scratch per task (input and output blocks) is sized to stay in the per-core L2 cache.
 _BLOCK_BYTES = 128 * 1024
@@ -52,6 +52,12 @@ _TASKS = 256
 # grad_weight: the number of partial sums per group is chosen from the shape only, so the
 # fixed-order reduction gives bitwise the same result whatever the thread count.
 _GRAD_WEIGHT_TASKS = 16
+# read="stream" (and depthwise's write="stream") computes this many vectors of pixels per
+# step of `plane_taps`, each weight broadcast once for all of them: more run as fast on cached
+# planes and slower on planes streamed from memory, and on small planes (14 x 14, 28 x 28)
+# much slower
+STREAM_STEP = 2
+_four_plane_taps = plane_taps(4, 4, STREAM_STEP)
 
 
 @njit(cache=True)
@@ -442,14 +448,17 @@ def _column_masks(wd: int, dw: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
-def _plane_masks(wd: int, dw: int, h: int, pad: int) -> np.ndarray:
-    """`plane_taps`' column masks: rows left, inside and right of an h x wd plane and `pad`
-    pixels past it (0 there), left and right as `_column_masks`."""
+def in_place_plane(h: int, wd: int, dh: int, dw: int, pad: int
+                   ) -> tuple[np.ndarray, tuple[int, int], int]:
+    """What `plane_taps` needs to know of an h x wd plane (masks, rows, first): its column
+    masks (rows left, inside and right of the plane and `pad` pixels past it, 0 there; left
+    and right as `_column_masks`), the pixels from which kernel row 0 reaches the image and
+    up to which row 2 does, and how far before an output pixel its first tap reads."""
     plane = h * wd
     masks = np.zeros((3, plane + pad), np.uint8)
     masks[0, :plane], masks[2, :plane] = _column_masks(wd, dw, h)
     masks[1, :plane] = 1
-    return masks
+    return masks, (dh * wd, (h - dh) * wd), dh * wd + dw
 
 
 @njit(cache=True)
@@ -574,11 +583,7 @@ def _forward_in_place(
     c_out, cg, kh, kw = w.shape
     og, plane = c_out // groups, h * wd
     offsets, coef = _in_place_taps(cg, dh, dw, wd, plane), _weight_blocks(w)
-    step = STEP_VECTORS * VECTOR_BYTES // x.itemsize
-    masks = _plane_masks(wd, dw, h, step)
-    # kernel row 0 reaches the image from pixel dH*W of a plane on, row 2 up to (H - dH)*W
-    rows = (dh * wd, (h - dh) * wd)
-    first = dh * wd + dw  # an output pixel's taps are read from k - first on
+    masks, rows, first = in_place_plane(h, wd, dh, dw, STREAM_STEP * VECTOR_BYTES // x.itemsize)
     blocks = og // 4
     units = n_img * groups * blocks
     xf, yf = x.reshape(-1), y.reshape(-1)
@@ -588,7 +593,7 @@ def _forward_in_place(
         o0 = g * og + 4 * b
         xb, yb = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane
         for e in range(0, cg, 4):
-            plane_taps(yf, yb, plane, xf, xb - first, offsets, e, cg, coef,
+            _four_plane_taps(yf, yb, plane, xf, xb - first, offsets, e, cg, coef,
                        (o0 // 4 * cg + e) * 36, masks, rows, e > 0, bias, o0, bypass and cg == 4)
 
 

@@ -278,186 +278,202 @@ def pair_phases(typingctx, buf, b0, b1, img, i, n, load):
     return sig, codegen
 
 
-# `plane_taps` computes this many vectors of pixels per step: each weight is broadcast from
-# memory once per step for all of them. Three or four vectors run as fast on cached planes and
-# slower on planes streamed from memory.
-STEP_VECTORS = 2
-
-
-@intrinsic
-def plane_taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, masks, rows,
-               accumulate, bias, o0, bypass):
-    """The direct kernel's in-place 3x3 forward for four output planes and four input channels
-    (`direct._forward_in_place`): for every pixel k of a plane (in steps of STEP_VECTORS
-    vectors, the last one's pixels past the plane masked off) and output p < 4,
+@functools.cache
+def plane_taps(outs: int, ins: int, vectors: int):
+    """The in-place 3x3 forward at stride 1, padding = dilation, of `outs` output planes from
+    `ins` input channels (`direct._forward_in_place`: 4 and 4; depthwise: 1 and 1), as the
+    intrinsic taps(y, yb, plane, x, xs, offsets, t, cg, coef, c, masks, rows, accumulate,
+    bias, o0, bypass): for every pixel k of a plane (in steps of `vectors` vectors, the last
+    one's pixels past the plane masked off) and output p < outs,
 
         y[yb + p*plane + k] = (y[yb + p*plane + k] if accumulate else bias[o0 + p])
-            + sum over kernel positions q = i*3 + j and channels e < 4 of
-              coef[c + (p*9 + q)*4 + e] * x[xs + k + offsets[t + q*cg + e]]
+            + sum over kernel positions q = i*3 + j and channels e < ins of
+              coef[c + (p*9 + q)*ins + e] * x[xs + k + offsets[t + q*cg + e]]
 
     where a tap counts only where it lies in the image: in masks' row j (left, inside and right
     columns of a plane: 1 where a tap of kernel column j stays on the row, 0 past the plane, at
     least one step past it; a C-contiguous 2-D array) and,
     for kernel row 0 (2), at pixels k >= rows[0] (k < rows[1]). The taps are masked loads, so
     nothing outside the image is read, and the sums stay in registers: each output vector is
-    stored once, where a loop per kernel position loads and stores it nine times. The 144
-    weights lie in a row (`direct._weight_blocks`), so that each is a broadcast load at a
-    fixed offset where it is used: splats held across the loop would not fit in the registers
-    and were spilled and reloaded as whole vectors, which made the loop 1.2-1.6 times slower.
+    stored once, where a loop per kernel position loads and stores it nine times. The
+    9 * outs * ins weights lie in a row (`direct._weight_blocks`), so that each is a broadcast
+    load at a fixed offset where it is used: splats held across the loop would not fit in the
+    registers and were spilled and reloaded as whole vectors, which made the loop 1.2-1.6
+    times slower. Each loaded input feeds `outs` sums and each weight `vectors`; the sums of a
+    step are outs * vectors independent chains, enough to hide the multiply-add's latency.
 
     The steps whose pixels all lie below the first dilation rows and above the last (most of
     a plane) skip the row tests. With `bypass` (an x86 target, not `accumulate`, y[yb] and
     the plane's length whole vectors of bytes: aligned stores) those steps' stores are
     non-temporal, past the caches: the output line is not read from memory first, which only
     pays where the output could not stay in the caches anyway."""
-    dtype = y.dtype
-    if not (isinstance(y, types.Array) and isinstance(x, types.Array) and x.dtype == dtype
-            and dtype in (types.float32, types.float64)
-            and isinstance(masks, types.Array) and masks.ndim == 2 and masks.layout == "C"):
-        return None
-    lanes = VECTOR_BYTES * 8 // dtype.bitwidth
-    step = lanes * STEP_VECTORS
-    intp = types.intp
-    sig = types.void(y, intp, intp, x, intp, offsets, intp, intp, coef, intp, masks, rows,
-                     types.boolean, bias, intp, types.boolean)
 
-    def codegen(context, builder, signature, args):
-        (y_, yb_, plane_, x_, xs_, off_, t_, cg_, coef_, c_, masks_, rows_,
-         accumulate_, bias_, o0_, bypass_) = args
-        structs = {name: context.make_array(signature.args[i])(context, builder, args[i])
-                   for i, name in ((0, "y"), (3, "x"), (5, "off"), (8, "coef"), (10, "masks"),
-                                   (13, "bias"))}
-        arrays = {name: struct.data for name, struct in structs.items()}
-        index = context.get_value_type(intp)
-        i32 = ir.IntType(32)
-        vec = ir.VectorType(context.get_value_type(dtype), lanes)
-        ivec = ir.VectorType(index, lanes)
-        load, cached_store = _vector_memory(builder, vec, dtype.bitwidth // 8)
-        fma = _declare(builder, f"llvm.fma.v{lanes}f{dtype.bitwidth}", vec, [vec, vec, vec])
+    @intrinsic
+    def taps(typingctx, y, yb, plane, x, xs, offsets, t, cg, coef, c, masks, rows, accumulate,
+             bias, o0, bypass):
+        dtype = y.dtype
+        if not (isinstance(y, types.Array) and isinstance(x, types.Array) and x.dtype == dtype
+                and dtype in (types.float32, types.float64)
+                and isinstance(masks, types.Array) and masks.ndim == 2 and masks.layout == "C"):
+            return None
+        lanes = VECTOR_BYTES * 8 // dtype.bitwidth
+        step = lanes * vectors
+        intp = types.intp
+        sig = types.void(y, intp, intp, x, intp, offsets, intp, intp, coef, intp, masks, rows,
+                         types.boolean, bias, intp, types.boolean)
 
-        def n(value):
-            return ir.Constant(index, value)
+        def codegen(context, builder, signature, args):
+            (y_, yb_, plane_, x_, xs_, off_, t_, cg_, coef_, c_, masks_, rows_,
+             accumulate_, bias_, o0_, bypass_) = args
+            structs = {name: context.make_array(signature.args[i])(context, builder, args[i])
+                       for i, name in ((0, "y"), (3, "x"), (5, "off"), (8, "coef"), (10, "masks"),
+                                       (13, "bias"))}
+            arrays = {name: struct.data for name, struct in structs.items()}
+            index = context.get_value_type(intp)
+            i32 = ir.IntType(32)
+            vec = ir.VectorType(context.get_value_type(dtype), lanes)
+            ivec = ir.VectorType(index, lanes)
+            load, cached_store = _vector_memory(builder, vec, dtype.bitwidth // 8)
+            fma = _declare(builder, f"llvm.fma.v{lanes}f{dtype.bitwidth}", vec, [vec, vec, vec])
 
-        def at(name, i):
-            return builder.gep(arrays[name], [i])
+            def n(value):
+                return ir.Constant(index, value)
 
-        def vector_at(name, i):
-            return builder.bitcast(at(name, i), vec.as_pointer())
+            def at(name, i):
+                return builder.gep(arrays[name], [i])
 
-        taps = [[builder.add(t_, builder.add(builder.mul(n(q), cg_), n(e))) for e in range(4)]
-                for q in range(9)]
-        offsets = [[builder.load(at("off", tap)) for tap in row] for row in taps]
+            def vector_at(name, i):
+                return builder.bitcast(at(name, i), vec.as_pointer())
 
-        def weight(p, q, e):
-            # loaded where it is used: a broadcast from memory, where 144 splats held across
-            # the loop would be spilled as whole vectors
-            return _splat(builder, builder.load(at("coef", builder.add(
-                c_, n((p * 9 + q) * 4 + e)))), vec)
+            taps = [[builder.add(t_, builder.add(builder.mul(n(q), cg_), n(e))) for e in range(ins)]
+                    for q in range(9)]
+            offsets = [[builder.load(at("off", tap)) for tap in row] for row in taps]
 
-        biases = [_splat(builder, builder.load(at("bias", builder.add(o0_, n(p)))), vec)
-                  for p in range(4)]
-        rows = [_splat(builder, builder.extract_value(rows_, r), ivec) for r in range(2)]
-        lane = ir.Constant(ivec, list(range(lanes)))
-        mask_row = builder.extract_value(structs["masks"].shape, 1)
-        byte_vec = ir.VectorType(ir.IntType(8), lanes)
+            def weight(p, q, e):
+                # loaded where it is used: a broadcast from memory, where 144 splats held across
+                # the loop would be spilled as whole vectors
+                return _splat(builder, builder.load(at("coef", builder.add(
+                    c_, n((p * 9 + q) * ins + e)))), vec)
 
-        def columns(j, k):
-            bytes_ = builder.load(builder.bitcast(
-                at("masks", builder.add(builder.mul(n(j), mask_row), k)), byte_vec.as_pointer()),
-                align=1)
-            return builder.icmp_unsigned("!=", bytes_, ir.Constant(byte_vec, None))
+            biases = [_splat(builder, builder.load(at("bias", builder.add(o0_, n(p)))), vec)
+                      for p in range(outs)]
+            rows = [_splat(builder, builder.extract_value(rows_, r), ivec) for r in range(2)]
+            lane = ir.Constant(ivec, list(range(lanes)))
+            mask_row = builder.extract_value(structs["masks"].shape, 1)
+            byte_vec = ir.VectorType(ir.IntType(8), lanes)
 
-        streaming = builder.module.add_metadata([ir.Constant(i32, 1)])
+            def columns(j, k):
+                bytes_ = builder.load(builder.bitcast(
+                    at("masks", builder.add(builder.mul(n(j), mask_row), k)), byte_vec.as_pointer()),
+                    align=1)
+                return builder.icmp_unsigned("!=", bytes_, ir.Constant(byte_vec, None))
 
-        def store(value, pointer, ok, bypass):
-            if bypass and ok is None:
-                builder.store(value, pointer, align=VECTOR_BYTES).set_metadata("nontemporal",
-                                                                              streaming)
-            else:
-                cached_store(value, pointer, ok)
+            streaming = builder.module.add_metadata([ir.Constant(i32, 1)])
 
-        def step_at(first, accumulate, last=False, interior=False, bypass=False):
-            """One step from pixel `first`; the `last` one ends past the plane, where its loads
-            and stores are masked off (elsewhere a masked store can cost a dozen cycles); an
-            `interior` one lies between the rows that kernel rows 0 and 2 miss."""
-            oks, starts, outputs, inside = [], [], [], []
-            for r in range(STEP_VECTORS):
-                k = builder.add(first, n(r * lanes))
-                pixels = builder.add(_splat(builder, k, ivec), lane)
-                row_ok = (None, None, None) if interior else (
-                    builder.icmp_signed(">=", pixels, rows[0]), None,
-                    builder.icmp_signed("<", pixels, rows[1]))
-                col_ok = [columns(j, k) for j in range(3)]
-                inside.append(col_ok[1] if last else None)
-                ok = []
+            def store(value, pointer, ok, bypass):
+                if bypass and ok is None:
+                    builder.store(value, pointer, align=VECTOR_BYTES).set_metadata("nontemporal",
+                                                                                  streaming)
+                else:
+                    cached_store(value, pointer, ok)
+
+            def step_at(first, accumulate, last=False, interior=False, bypass=False,
+                        count=vectors):
+                """One step of `count` vectors from pixel `first`; the `last` one ends past the
+                plane, where its loads and stores are masked off (elsewhere a masked store can
+                cost a dozen cycles); an `interior` one lies between the rows that kernel rows 0
+                and 2 miss."""
+                oks, starts, outputs, inside = [], [], [], []
+                for r in range(count):
+                    k = builder.add(first, n(r * lanes))
+                    pixels = builder.add(_splat(builder, k, ivec), lane)
+                    row_ok = (None, None, None) if interior else (
+                        builder.icmp_signed(">=", pixels, rows[0]), None,
+                        builder.icmp_signed("<", pixels, rows[1]))
+                    col_ok = [columns(j, k) for j in range(3)]
+                    inside.append(col_ok[1] if last else None)
+                    ok = []
+                    for q in range(9):
+                        i, j = divmod(q, 3)
+                        ok.append(inside[-1] if (i, j) == (1, 1)
+                                  else col_ok[j] if i == 1 or (interior and j != 1)
+                                  else row_ok[i] if j == 1 and not last
+                                  else builder.and_(col_ok[j], row_ok[i]))
+                    oks.append(ok)
+                    starts.append(builder.add(xs_, k))
+                    outputs.append([vector_at("y", builder.add(yb_, builder.add(
+                        builder.mul(n(p), plane_), k))) for p in range(outs)])
+                sums = [[load(out, ok) if accumulate else b for out, b in zip(row, biases)]
+                        for row, ok in zip(outputs, inside)]
+                # tap by tap, the outputs and vectors innermost: outs * vectors independent sums,
+                # each loaded input feeding `outs` of them and each weight `vectors`
                 for q in range(9):
-                    i, j = divmod(q, 3)
-                    ok.append(inside[-1] if (i, j) == (1, 1)
-                              else col_ok[j] if i == 1 or (interior and j != 1)
-                              else row_ok[i] if j == 1 and not last
-                              else builder.and_(col_ok[j], row_ok[i]))
-                oks.append(ok)
-                starts.append(builder.add(xs_, k))
-                outputs.append([vector_at("y", builder.add(yb_, builder.add(
-                    builder.mul(n(p), plane_), k))) for p in range(4)])
-            sums = [[load(out, ok) if accumulate else b for out, b in zip(outs, biases)]
-                    for outs, ok in zip(outputs, inside)]
-            # tap by tap, the outputs and vectors innermost: 4 * STEP_VECTORS independent sums,
-            # each loaded input feeding four of them and each weight STEP_VECTORS
-            for q in range(9):
-                for e in range(4):
-                    weights = [weight(p, q, e) for p in range(4)]
-                    inputs = [load(vector_at("x", builder.add(starts[r], offsets[q][e])),
-                                   oks[r][q]) for r in range(STEP_VECTORS)]
-                    for p in range(4):
-                        for r in range(STEP_VECTORS):
-                            sums[r][p] = builder.call(fma, [weights[p], inputs[r], sums[r][p]])
-            for outs, total, ok in zip(outputs, sums, inside):
-                for out, value in zip(outs, total):
-                    store(value, out, ok, bypass)
+                    for e in range(ins):
+                        weights = [weight(p, q, e) for p in range(outs)]
+                        inputs = [load(vector_at("x", builder.add(starts[r], offsets[q][e])),
+                                       oks[r][q]) for r in range(count)]
+                        for p in range(outs):
+                            for r in range(count):
+                                sums[r][p] = builder.call(fma, [weights[p], inputs[r], sums[r][p]])
+                for row, total, ok in zip(outputs, sums, inside):
+                    for out, value in zip(row, total):
+                        store(value, out, ok, bypass)
 
-        def steps(count, index, **kinds):
-            with cgutils.for_range(builder, count) as loop:
-                step_at(builder.mul(index(loop.index), n(step)), **kinds)
+            def steps(count, index, **kinds):
+                with cgutils.for_range(builder, count) as loop:
+                    step_at(builder.mul(index(loop.index), n(step)), **kinds)
 
-        def smaller(a, b):
-            return builder.select(builder.icmp_signed("<", a, b), a, b)
+            def smaller(a, b):
+                return builder.select(builder.icmp_signed("<", a, b), a, b)
 
-        def plane_pass(accumulate):
-            # the steps [top, bottom) start at or after rows[0] and end by rows[1]; the others,
-            # a few at each end of the plane, run in one loop (one copy of the code)
-            full = builder.sdiv(plane_, n(step))
-            top = smaller(builder.sdiv(builder.add(builder.extract_value(rows_, 0), n(step - 1)),
-                                       n(step)), full)
-            bottom = smaller(builder.sdiv(builder.extract_value(rows_, 1), n(step)), full)
-            bottom = builder.select(builder.icmp_signed("<", bottom, top), top, bottom)
-            steps(builder.add(top, builder.sub(full, bottom)),
-                  lambda i: builder.select(builder.icmp_signed("<", i, top), i,
-                                           builder.add(i, builder.sub(bottom, top))),
-                  accumulate=accumulate)
+            def plane_pass(accumulate):
+                # the steps [top, bottom) start at or after rows[0] and end by rows[1]; the others,
+                # a few at each end of the plane, run in one loop (one copy of the code)
+                full = builder.sdiv(plane_, n(step))
+                top = smaller(builder.sdiv(builder.add(builder.extract_value(rows_, 0), n(step - 1)),
+                                           n(step)), full)
+                bottom = smaller(builder.sdiv(builder.extract_value(rows_, 1), n(step)), full)
+                bottom = builder.select(builder.icmp_signed("<", bottom, top), top, bottom)
+                steps(builder.add(top, builder.sub(full, bottom)),
+                      lambda i: builder.select(builder.icmp_signed("<", i, top), i,
+                                               builder.add(i, builder.sub(bottom, top))),
+                      accumulate=accumulate)
 
-            def interior(bypass=False):
-                steps(builder.sub(bottom, top), lambda i: builder.add(top, i),
-                      accumulate=accumulate, interior=True, bypass=bypass)
+                def interior(bypass=False):
+                    steps(builder.sub(bottom, top), lambda i: builder.add(top, i),
+                          accumulate=accumulate, interior=True, bypass=bypass)
 
-            if accumulate or ISA == OTHER:  # non-temporal stores and sfence are x86's
-                interior()
-            else:
-                with builder.if_else(bypass_) as (streamed, cached):
-                    with streamed:
-                        interior(bypass=True)
-                        # order the non-temporal stores before whatever reads y next
-                        builder.call(_declare(builder, "llvm.x86.sse.sfence", ir.VoidType(), []),
-                                     [])
-                    with cached:
-                        interior()
-            with builder.if_then(builder.icmp_signed("!=", builder.srem(plane_, n(step)), n(0))):
-                step_at(builder.mul(full, n(step)), accumulate, last=True)
+                if accumulate or ISA == OTHER:  # non-temporal stores and sfence are x86's
+                    interior()
+                else:
+                    with builder.if_else(bypass_) as (streamed, cached):
+                        with streamed:
+                            interior(bypass=True)
+                            # order the non-temporal stores before whatever reads y next
+                            builder.call(_declare(builder, "llvm.x86.sse.sfence", ir.VoidType(), []),
+                                         [])
+                        with cached:
+                            interior()
+                # the last step computes only the vectors that hold pixels of the plane: on
+                # small planes a whole step past the end cost more than the plane
+                tail = builder.sdiv(builder.add(builder.srem(plane_, n(step)), n(lanes - 1)),
+                                    n(lanes))
+                done = builder.append_basic_block("tail.done")
+                switch = builder.switch(tail, done)
+                for count in range(1, vectors + 1):
+                    block = builder.append_basic_block(f"tail.{count}")
+                    switch.add_case(n(count), block)
+                    builder.position_at_end(block)
+                    step_at(builder.mul(full, n(step)), accumulate, last=True, count=count)
+                    builder.branch(done)
+                builder.position_at_end(done)
 
-        _both_ways(builder, accumulate_, plane_pass)
-        return context.get_dummy_value()
+            _both_ways(builder, accumulate_, plane_pass)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return taps
 
 
 @functools.cache
