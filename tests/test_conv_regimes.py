@@ -140,7 +140,8 @@ DEPTHWISE = [
     Regime("depthwise", config(3, 4, 1, 1, (5, 3), (7, 40), padding=(2, 1)), {},
            "'rows' on 40-wide images: two passes straight into y, the second padded"),
     Regime("depthwise", config(2, 3, 1, 1, (3, 3), (7, 40), padding=(2, 1), dilation=(2, 1)),
-           {}, "'stream': x read in place, two edge rows each side computed again (dilation 2)"),
+           {}, "'stream': x read in place, two edge rows each side (dilation 2): the "
+           "forward's loads masked there, grad_weight's computed again"),
     Regime("depthwise", config(2, 2, 1, 1, (3, 3), (9, 40), padding=(1, 2), dilation=(1, 2)),
            {"MASK_LEN": 40}, "grad_weight's 'stream' over a plane in calls of one row each, "
            "the last shorter; two masked columns each side"),

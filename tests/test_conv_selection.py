@@ -259,14 +259,14 @@ def test_depthwise_writes_rows_of_wide_images(rules_only, width, write):
 
 @pytest.mark.parametrize("kernel, hw, stride, padding, dilation, streams, default, read", [
     ((3, 3), (9, 32), 1, 1, 1, True, "stream", "stream"),
-    ((3, 3), (9, 31), 1, 1, 1, True, "plane", "buffers"),  # narrow: "stream" a candidate only
+    ((3, 3), (9, 31), 1, 1, 1, True, "stream", "buffers"),  # narrow: grad_weight buffers
     ((3, 3), (5, 40), 1, (2, 1), (2, 1), True, "stream", "stream"),  # a pixel past the padding
     ((3, 3), (4, 40), 1, (2, 1), (2, 1), False, "rows", None),  # ... and not
     ((3, 3), (9, 33), 1, 1, 2, False, "plane", None),  # padding != dilation: 31 wide outputs
     ((3, 3), (9, 80), 2, 1, 1, False, "rows", None),
     ((5, 5), (9, 40), 1, 2, 1, False, "rows", None),
 ])
-def test_depthwise_streams_wide_3x3_convolutions_with_padding_equal_to_dilation(
+def test_depthwise_streams_3x3_convolutions_with_padding_equal_to_dilation(
         rules_only, kernel, hw, stride, padding, dilation, streams, default, read):
     g = Conv2dGeometry.of((2, 8, *hw), (8, 1, *kernel), stride, padding, dilation, groups=8)
     assert depthwise.streams(g) == streams

@@ -23,7 +23,7 @@ the outputs (the tuning parameter `write`):
 - "rows": each output row straight into y, for wide images (the loop is the row);
 - "plane": the whole plane, junk columns included (`pitch - W_out` per row), in one long loop
   into a scratch plane, then copied into y: for narrow images, whose rows are a few vectors;
-- "stream", the default on wide images where it applies (3x3 at stride 1 with padding =
+- "stream", the default wherever it applies (3x3 at stride 1 with padding =
   dilation, the output as large as the input: `streams`): no buffer at all. The direct
   kernel's in-place step for one output plane from one input plane
   (`intrinsics.plane_taps`) runs over the whole plane: each tap a load at its fixed offset,
@@ -76,9 +76,9 @@ from .direct import (
 from .intrinsics import VECTOR_BYTES, plane_taps, prefetch_range
 
 TAPS = 9
-# "rows" and "stream" (and grad_weight's "stream") by default from this output width on, where
-# saving the plane's copy pays; on narrower images a row is a loop of a vector or two, and one
-# long loop over a buffered plane is faster
+# "rows" (and grad_weight's "stream") by default from this output width on, where saving the
+# plane's copy pays; on narrower images a row is a loop of a vector or two, and one long loop
+# over a buffered plane is faster
 ROWS_MIN_WIDTH = 32
 # below this many multiply-adds a call runs on one thread, which is faster there than waking
 # the others (on 2 vCPUs, a 3x3 depthwise convolution of one 144 x 56 x 56 image)
@@ -436,15 +436,14 @@ def _supports(pass_: Pass, g: Conv2dGeometry) -> bool:
 
 def _space(pass_: Pass, g: Conv2dGeometry) -> dict[str, tuple[str, ...]]:
     wide = (g.input_hw[1] if pass_ == "grad_input" else g.output_hw[1]) >= ROWS_MIN_WIDTH
-    # on narrow images the edges that "stream" does row by row are a large part of a plane
+    # on narrow images the edges that grad_weight's "stream" does row by row are a large part
+    # of a plane; the forward's masked loads cover its edges in the same loop
     if pass_ == "grad_weight":
         if not streams(g):
             return {}
         return {"read": ("stream", "buffers") if wide else ("buffers", "stream")}
     buffered = ("rows", "plane") if wide else ("plane", "rows")
-    if not streams(g):
-        return {"write": buffered}
-    return {"write": ("stream", *buffered) if wide else (*buffered, "stream")}
+    return {"write": ("stream", *buffered) if streams(g) else buffered}
 
 
 ALGORITHM = ConvAlgorithm(
