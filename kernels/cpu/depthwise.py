@@ -23,8 +23,8 @@ the outputs (the tuning parameter `write`):
 - "rows": each output row straight into y, for wide images (the loop is the row);
 - "plane": the whole plane, junk columns included (`pitch - W_out` per row), in one long loop
   into a scratch plane, then copied into y: for narrow images, whose rows are a few vectors;
-- "stream", the default wherever it applies (3x3 at stride 1 with padding =
-  dilation, the output as large as the input: `streams`): no buffer at all. The direct
+- "stream", the default wherever it applies (3x3 at stride 1 with padding = dilation, the
+  output as large as the input: `streams`): no buffer at all. The direct
   kernel's in-place step for one output plane from one input plane
   (`intrinsics.plane_taps`) runs over the whole plane: each tap a load at its fixed offset,
   masked where the tap leaves the image (across a row's end, above the first row, below the
@@ -208,17 +208,18 @@ def _load_phases(img: np.ndarray, plane: int, h: int, width: int, sh: int, sw: i
 @njit(cache=True, inline="always")
 def _loop(h: int, wd: int, dh: int, dw: int, masks: tuple[np.ndarray, np.ndarray]
           ) -> tuple[int, int, int]:
-    """(first, n, per_call) of grad_weight's "stream" loop over a plane: the first output pixel whose taps
-    all reach into the image, how many pixels from there to the last, and how many a call
-    covers (whole rows, so that every call starts at column dw of the masks)."""
+    """(first, n, per_call) of grad_weight's "stream" loop over a plane: the first output
+    pixel whose taps all reach into the image, how many pixels from there to the last, and how
+    many a call covers (whole rows, so that every call starts at column dw of the masks)."""
     return dh * wd + dw, (h - 2 * dh) * wd - 2 * dw, masks[0].size - wd
 
 
 @njit(cache=True)
 def _edges(h: int, wd: int, dh: int, dw: int) -> tuple[np.ndarray, np.ndarray]:
-    """What grad_weight's "stream" loop over a plane leaves out. (rows, ends): the first and last dh rows
-    as (row, i), which see kernel rows i and i + 1 only; and the taps (pixel, source, tap)
-    that reach the image from the dw pixels on either side of the loop (`_loop`)."""
+    """What grad_weight's "stream" loop over a plane leaves out. (rows, ends): the first and
+    last dh rows as (row, i), which see kernel rows i and i + 1 only; and the taps (pixel,
+    source, tap) that reach the image from the dw pixels on either side of the loop
+    (`_loop`)."""
     rows = np.empty((2 * dh, 2), np.int64)
     for r in range(dh):  # the top rows see kernel rows 1 and 2, the bottom ones 0 and 1
         rows[2 * r] = (r, 1)
@@ -266,8 +267,9 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, y: np.ndarray, conv
     xf, yf = x.reshape(-1), y.reshape(-1)
     in_place = _input_taps(1, kh, kw, 1, 1, dh, dw, wd, 0)  # "stream": the taps in x itself
     stream, plane = mode == STREAM, mode == PLANE
-    masks, rows_in, first = in_place_plane(h, wd, dh, dw, STREAM_STEP * VECTOR_BYTES // x.itemsize
-                                           if stream else 0)
+    # "stream": `plane_taps`' masks, a step past the plane (a token 1 x 1 plane for the others)
+    masks, rows_in, first = (in_place_plane(h, wd, dh, dw, STREAM_STEP * VECTOR_BYTES // x.itemsize)
+                             if stream else in_place_plane(1, 1, 0, 0, 0))
     for t in prange(tasks):
         xbuf = np.zeros(0 if stream else zeros + zero_len, x.dtype)
         ybuf = np.empty(out_h * pitch if plane else 0, x.dtype)

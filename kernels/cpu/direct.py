@@ -580,7 +580,7 @@ def _forward_in_place(
     """
     (dh, dw), groups = conv.dilation, conv.groups
     n_img, c_in, h, wd = x.shape
-    c_out, cg, kh, kw = w.shape
+    c_out, cg = w.shape[0], w.shape[1]
     og, plane = c_out // groups, h * wd
     offsets, coef = _in_place_taps(cg, dh, dw, wd, plane), _weight_blocks(w)
     masks, rows, first = in_place_plane(h, wd, dh, dw, STREAM_STEP * VECTOR_BYTES // x.itemsize)
