@@ -15,10 +15,11 @@ then masked stores of only the part of each channel's row the tile owns.
 `prefetch` asks for a cache line ahead of its use, so that a kernel can fetch the next task's
 input while it computes on the current one instead of waiting for it afterwards.
 
-`plane_taps` is the direct kernel's in-place 3x3 step: 36 input streams and four output
-streams that LLVM's loop vectoriser cannot prove apart, so the vectors, the masked loads at
-the image's edges and the non-temporal stores of outputs too large for the caches are written
-out here.
+`plane_taps` is the in-place 3x3 step of the direct kernel (four outputs from four input
+channels: 36 input streams and four output streams that LLVM's loop vectoriser cannot prove
+apart) and of the depthwise forward (one from one), so the vectors, the masked loads at the
+image's edges and the non-temporal stores of outputs too large for the caches are written out
+here.
 
 `pair_phases` moves a stride-2 row to or from its two column phases, a vector of pairs per
 step, where LLVM's vector loop needs rows longer than the strided layers' (below).
