@@ -594,7 +594,8 @@ def _forward_in_place(
         xb, yb = (img * c_in + g * cg) * plane, (img * c_out + o0) * plane
         for e in range(0, cg, 4):
             _four_plane_taps(yf, yb, plane, xf, xb - first, offsets, e, cg, coef,
-                       (o0 // 4 * cg + e) * 36, masks, rows, e > 0, bias, o0, bypass and cg == 4)
+                             (o0 // 4 * cg + e) * 36, masks, rows, e > 0, bias, o0,
+                             bypass and cg == 4)
 
 
 @njit(parallel=True, cache=True)

@@ -350,9 +350,7 @@ def plane_taps(outs: int, ins: int, vectors: int):
                     for q in range(9)]
             offsets = [[builder.load(at("off", tap)) for tap in row] for row in taps]
 
-            def weight(p, q, e):
-                # loaded where it is used: a broadcast from memory, where 144 splats held across
-                # the loop would be spilled as whole vectors
+            def weight(p, q, e):  # a broadcast from memory where it is used (docstring)
                 return _splat(builder, builder.load(at("coef", builder.add(
                     c_, n((p * 9 + q) * ins + e)))), vec)
 
